@@ -1,0 +1,67 @@
+"""Shared fixtures: tiny data made here, and artefacts built once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion"
+NO_SHARED = "real data ../shared/data/fashion is absent (it is never committed to the project)"
+
+
+def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
+    """Write rows in the notebook's train format (pix1..pix1024,label)."""
+    header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])
+    rows = np.column_stack([pixels, labels]).astype(np.int64)
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
+    return path
+
+
+def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None) -> Path:
+    """Write rows in the notebook's evaluate format (ID,pix1..pix1024)."""
+    ids = ids if ids is not None else [str(i) for i in range(len(pixels))]
+    header = ",".join(["ID", *(f"pix{i}" for i in range(1, 1025))])
+    with path.open("w") as f:
+        f.write(header + "\n")
+        for i, row in zip(ids, pixels):
+            f.write(i + "," + ",".join(map(str, row.tolist())) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "train.csv").is_file():
+        pytest.skip(NO_SHARED)
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (1797, 1024) uint8 32x32 rows and labels."""
+    from fcls.train.data import load_digits_32
+
+    return load_digits_32()
+
+
+@pytest.fixture(scope="session")
+def digits_csv(tmp_path_factory, digits) -> Path:
+    """400 rows of real handwritten digits in the train CSV format."""
+    pixels, labels = digits
+    path = tmp_path_factory.mktemp("data") / "digits.csv"
+    return write_train_csv(path, pixels[:400], labels[:400])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, digits_csv) -> Path:
+    """A real fcls-train run (1 epoch per stage) on 400 digit rows; returns its --out."""
+    from fcls.train.config import TrainConfig
+    from fcls.train.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(out=out, data=digits_csv, max_epochs=1, device="cpu"), log=lambda s: None)
+    return out

@@ -1,0 +1,178 @@
+"""fcls.train.trainer and the fcls-train CLI: artefacts, resume, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import notebook_port as nb
+import pytest
+import torch
+from click.testing import CliRunner
+from fcls.infer.csvio import read_train_csv
+from fcls.infer.errors import ConfigError
+from fcls.train.cli import main
+from fcls.train.config import TrainConfig
+from fcls.train.trainer import OUTPUTS, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_every_artefact_is_written(trained: Path):
+    for name in OUTPUTS:
+        assert (trained / name).stat().st_size > 0, name
+    ckpt = torch.load(trained / "model.pt", weights_only=True)
+    assert set(ckpt) >= {
+        "model",
+        "class_names",
+        "input",
+        "stages",
+        "config",
+        "seed",
+        "split",
+        "metrics",
+        "fcls_version",
+        "data",
+    }
+    assert ckpt["class_names"][0] == "T-shirt/top" and ckpt["input"]["dtype"] == "uint8"
+    assert ckpt["split"] == {"train": 240, "val": 80, "test": 80}
+    assert ckpt["stages"] == ["adam", "sgd_wd", "sgd"]
+    with (trained / "history.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["stage"] for r in rows] == ["adam", "sgd_wd", "sgd"]
+    assert list(rows[0]) == [
+        "stage",
+        "epoch",
+        "train_accuracy",
+        "train_loss",
+        "val_accuracy",
+        "val_loss",
+        "seconds",
+    ]
+    report = json.loads((trained / "report.json").read_text())
+    assert report["split"]["test"] == 80
+    assert len(report["confusion_matrix"]) == 10 and len(report["per_class"]) == 10
+    assert sum(map(sum, report["confusion_matrix"])) == 80
+    assert report["test_accuracy"] == ckpt["metrics"]["test_accuracy"]
+
+
+def test_test_accuracy_equals_independent_notebook_port(trained: Path, digits_csv: Path):
+    ckpt = torch.load(trained / "model.pt", weights_only=True)
+    model = nb.load(ckpt["model"])  # the notebook's own class, strict load
+    pixels, labels = read_train_csv(digits_csv)
+    *_, x_test, _, _, y_test = nb.notebook_split(pixels, labels)
+    acc = float((nb.predict_logits(model, x_test).argmax(1) == y_test).mean())
+    assert acc == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=1e-12)
+
+
+def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path):
+    lines: list[str] = []
+    result = train(TrainConfig(out=trained, data=digits_csv, max_epochs=1), log=lines.append)
+    assert result.resumed_from == "finished run"
+    assert any("already finished" in line for line in lines)
+    assert not any(line.startswith("stage ") for line in lines)  # nothing retrained
+
+
+def test_rerun_with_other_config_is_refused(trained: Path, digits_csv: Path):
+    with pytest.raises(ConfigError, match=r"seed 42 -> 7.*--restart"):
+        train(TrainConfig(out=trained, data=digits_csv, max_epochs=1, seed=7), log=lambda s: None)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_model(tmp_path: Path, digits_csv: Path):
+    config = TrainConfig(out=tmp_path / "full", data=digits_csv, max_epochs=2, limit=200)
+    train(config, log=lambda s: None)
+
+    seen: list[str] = []
+
+    def stop_at_third_epoch(line: str) -> None:
+        seen.append(line)
+        if sum(s.startswith("stage ") for s in seen) == 3:
+            raise _Interrupt  # before epoch 3's state is saved
+
+    cut = TrainConfig(out=tmp_path / "cut", data=digits_csv, max_epochs=2, limit=200)
+    with pytest.raises(_Interrupt):
+        train(cut, log=stop_at_third_epoch)
+    lines: list[str] = []
+    result = train(cut, log=lines.append)
+    assert result.resumed_from == "stage adam epoch 2"  # the third epoch was never saved
+    assert "resuming after" in lines[0]
+    full = (tmp_path / "full" / "history.csv").read_text().splitlines()
+    resumed = (tmp_path / "cut" / "history.csv").read_text().splitlines()
+    assert len(full) == len(resumed)
+    strip = (
+        [",".join(r.split(",")[:-1]) for r in full],
+        [",".join(r.split(",")[:-1]) for r in resumed],
+    )
+    assert strip[0] == strip[1]  # same losses and accuracies, only the timings differ
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "model.pt", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_restart_starts_over(tmp_path: Path, digits_csv: Path):
+    runner = CliRunner()
+    args = [
+        "--data",
+        str(digits_csv),
+        "--out",
+        str(tmp_path),
+        "--max-epochs",
+        "1",
+        "--limit",
+        "120",
+    ]
+    first = runner.invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "test accuracy" in first.stdout and "epochs 1+1+1" in first.stdout
+    again = runner.invoke(main, [*args, "--seed", "3"])
+    assert again.exit_code != 0 and "different run" in again.output
+    restarted = runner.invoke(main, [*args, "--seed", "3", "--restart"])
+    assert restarted.exit_code == 0, restarted.output
+    assert "resuming" not in restarted.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "{tmp}/missing.csv"], "missing.csv: no such file"),
+        (["--data", "{bad}"], "bad.csv:3 column pix5: pixel 300 is out of range 0..255"),
+        (["--out", "{file}/sub"], "not writable"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str):
+    zeros = ["0"] * 1025
+    bad = list(zeros)
+    bad[4] = "300"
+    bad_csv = tmp_path / "bad.csv"
+    header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])
+    bad_csv.write_text(header + "\n" + ",".join(zeros) + "\n" + ",".join(bad) + "\n")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    args = [a.format(tmp=tmp_path, bad=bad_csv, file=afile) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda(tmp_path: Path):
+    result = CliRunner().invoke(main, ["--device", "cuda", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "CUDA is not available" in result.output
+
+
+def test_digits_default_trains(tmp_path: Path):
+    result = CliRunner().invoke(
+        main, ["--out", str(tmp_path), "--max-epochs", "1", "--limit", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "scikit-learn's bundled digits" in result.output
+    assert torch.load(tmp_path / "model.pt", weights_only=True)["class_names"] == list("0123456789")

@@ -1,0 +1,96 @@
+"""`fcls-train`: the notebook's staged FinalCNNet training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from fcls.infer.errors import FclsError
+
+from .config import TrainConfig
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Train CSV (pix1..pix1024,label). Default: scikit-learn's bundled digits.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Directory for model.pt, history.csv, report.json and plots.",
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True
+)
+@click.option(
+    "--max-epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Per stage."
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Early stopping: epochs without a better validation accuracy.",
+)
+@click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
+@click.option(
+    "--seed", type=int, default=42, show_default=True, help="Weights, dropout and shuffling."
+)
+@click.option(
+    "--limit", type=click.IntRange(min=10), default=None, help="Read only the first N rows."
+)
+@click.option("--amp", is_flag=True, help="bf16 autocast (fast on GPUs).")
+@click.option(
+    "--no-shuffle", is_flag=True, help="Keep file order every epoch, as the notebook did."
+)
+@click.option(
+    "--restart", is_flag=True, help="Discard a previous run in --out instead of resuming it."
+)
+def main(
+    data: Path | None,
+    out: Path,
+    device: str,
+    max_epochs: int,
+    patience: int,
+    batch_size: int,
+    seed: int,
+    limit: int | None,
+    amp: bool,
+    no_shuffle: bool,
+    restart: bool,
+) -> None:
+    """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
+    from .trainer import train
+
+    config = TrainConfig(
+        out=out,
+        data=data,
+        limit=limit,
+        device=device,
+        max_epochs=max_epochs,
+        patience=patience,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=not no_shuffle,
+        amp=amp,
+        restart=restart,
+    )
+    if data is None:
+        click.echo(
+            "fcls-train: no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)",
+            err=True,
+        )
+    try:
+        result = train(config, log=lambda line: click.echo(line, err=True))
+    except FclsError as e:
+        raise click.ClickException(str(e)) from None
+    epochs = "+".join(str(n) for n in result.epochs.values())
+    click.echo(
+        f"test accuracy {result.test_accuracy:.4f} on {result.split['test']} rows | "
+        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {result.out}/model.pt"
+    )

@@ -1,0 +1,117 @@
+"""The notebook's data pipeline: CSV -> uint8 arrays -> 60/20/20 split -> x4 flip/zoom augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from fcls.infer.csvio import N_PIXELS, read_train_csv
+
+SIDE = 32
+FASHION_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+DIGIT_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
+DIGITS_SOURCE = "sklearn-digits"
+
+__all__ = [
+    "DIGITS_SOURCE",
+    "DIGIT_CLASSES",
+    "FASHION_CLASSES",
+    "Split",
+    "augment",
+    "load_dataset",
+    "load_digits_32",
+    "read_train_csv",
+    "split",
+]
+
+
+@dataclass(frozen=True)
+class Split:
+    """The notebook's train / validation / test partition."""
+
+    x_train: np.ndarray  # (0.6N, 1024) uint8
+    y_train: np.ndarray  # (0.6N,) int64
+    x_val: np.ndarray  # (0.2N, 1024) uint8
+    y_val: np.ndarray
+    x_test: np.ndarray  # (0.2N, 1024) uint8
+    y_test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        """Row counts per part."""
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def split(pixels: np.ndarray, labels: np.ndarray, seed: int = 42) -> Split:
+    """Exactly the notebook's split: 20% test, then 25% of the rest as validation."""
+    from sklearn.model_selection import train_test_split
+
+    x_tv, x_test, y_tv, y_test = train_test_split(pixels, labels, test_size=0.2, random_state=seed)
+    x_train, x_val, y_train, y_val = train_test_split(x_tv, y_tv, test_size=0.25, random_state=seed)
+    return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+@lru_cache(maxsize=8)
+def _zoom_index(k: int) -> np.ndarray:
+    """Flat source index, into the (32-2k)^2 crop, of each pixel of scipy's order-0 zoom to 32x32."""
+    from scipy.ndimage import zoom
+
+    crop = SIDE - 2 * k
+    # Zooming an image of its own flat indices with nearest-neighbour interpolation yields the
+    # exact gather map scipy would apply to any image, so one fancy-index replaces N zoom calls.
+    index = np.arange(crop * crop, dtype=np.int64).reshape(crop, crop)
+    mapped = zoom(index, SIDE / crop, order=0)
+    assert mapped.shape == (SIDE, SIDE), mapped.shape
+    return mapped.reshape(-1)  # (1024,) int64
+
+
+def augment(pixels: np.ndarray, k: int = 2) -> np.ndarray:
+    """The notebook's `data_augment`, vectorized: per image original, flip, zoomed crop, flipped crop."""
+    n = pixels.shape[0]
+    images = pixels.reshape(n, SIDE, SIDE)  # (N, 32, 32) uint8
+    flipped = images[:, :, ::-1]
+    crop = images[:, k : SIDE - k, k : SIDE - k].reshape(n, -1)  # (N, (32-2k)^2)
+    zoomed = crop[:, _zoom_index(k)].reshape(n, SIDE, SIDE)
+    out = np.stack([images, flipped, zoomed, zoomed[:, :, ::-1]], axis=1)  # (N, 4, 32, 32)
+    return np.ascontiguousarray(out.reshape(4 * n, N_PIXELS), dtype=np.uint8)
+
+
+def augment_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels matching `augment`'s interleaving (each repeated 4 times)."""
+    return np.repeat(labels, 4)
+
+
+def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as (1797, 1024) uint8 32x32 images and int64 labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    small = digits.images  # (1797, 8, 8) float in 0..16
+    big = np.kron(small, np.ones((4, 4)))  # nearest-neighbour upscale to (1797, 32, 32)
+    pixels = np.rint(big * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return pixels.reshape(len(pixels), N_PIXELS), digits.target.astype(np.int64)
+
+
+def load_dataset(
+    data: Path | None, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
+    """Pixels, labels, class names and a source name: a train CSV, or the embedded digits."""
+    if data is None:
+        pixels, labels = load_digits_32()
+        if limit is not None:
+            pixels, labels = pixels[:limit], labels[:limit]
+        return pixels, labels, DIGIT_CLASSES, DIGITS_SOURCE
+    pixels, labels = read_train_csv(data, limit=limit)
+    return pixels, labels, FASHION_CLASSES, str(data)

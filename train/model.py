@@ -1,0 +1,80 @@
+"""FinalCNNet exactly as the reference notebook defines it (same parameter names)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.functional import relu
+
+# Multiply-adds per image, counted layer by layer (conv: out_h*out_w*out_c*in_c*k*k).
+MACS_PER_IMAGE = (
+    31 * 31 * 64 * 1 * 4  # conv1 2x2 -> (64, 31, 31)
+    + 14 * 14 * 128 * 64 * 4  # conv2 on the pooled (64, 15, 15)
+    + 6 * 6 * 256 * 128 * 4  # conv3 on the pooled (128, 7, 7)
+    + 3 * 3 * 512 * 256 * 16  # conv4 4x4 -> (512, 3, 3)
+    + 4608 * 512
+    + 512 * 256
+    + 256 * 128
+    + 128 * 64
+    + 64 * 10
+)
+
+
+class FinalCNNet(nn.Module):
+    """The notebook's final model; input float (N, 1, 32, 32) of raw 0..255 pixels, output logits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2, 2)
+
+        self.conv1 = nn.Conv2d(1, 64, 2)
+        self.conv1_bn = nn.BatchNorm2d(64)
+        self.conv1_do = nn.Dropout2d(0.1)
+
+        self.conv2 = nn.Conv2d(64, 128, 2)
+        self.conv2_bn = nn.BatchNorm2d(128)
+        self.conv2_do = nn.Dropout2d(0.3)
+
+        self.conv3 = nn.Conv2d(128, 256, 2)
+        self.conv3_bn = nn.BatchNorm2d(256)
+        self.conv3_do = nn.Dropout2d(0.5)
+
+        self.conv4 = nn.Conv2d(256, 512, 4)
+        self.conv4_bn = nn.BatchNorm2d(512)
+        self.conv4_do = nn.Dropout2d(0.5)
+
+        self.fc1 = nn.Linear(4608, 512)
+        self.fc1_bn = nn.BatchNorm1d(512)
+        self.fc1_do = nn.Dropout(0.1)
+
+        self.fc2 = nn.Linear(512, 256)
+        self.fc2_bn = nn.BatchNorm1d(256)
+        self.fc2_do = nn.Dropout(0.3)
+
+        self.fc3 = nn.Linear(256, 128)
+        self.fc3_bn = nn.BatchNorm1d(128)
+        self.fc3_do = nn.Dropout(0.5)
+
+        self.fc4 = nn.Linear(128, 64)
+        self.fc4_bn = nn.BatchNorm1d(64)
+        self.fc4_do = nn.Dropout(0.5)
+
+        self.fc5 = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.conv1_do(relu(self.conv1_bn(self.conv1(x)))))  # (N, 64, 15, 15)
+        x = self.pool(self.conv2_do(relu(self.conv2_bn(self.conv2(x)))))  # (N, 128, 7, 7)
+        x = self.conv3_do(relu(self.conv3_bn(self.conv3(x))))  # (N, 256, 6, 6)
+        x = self.conv4_do(relu(self.conv4_bn(self.conv4(x))))  # (N, 512, 3, 3)
+
+        x = torch.flatten(x, 1)  # (N, 4608)
+        x = self.fc1_do(relu(self.fc1_bn(self.fc1(x))))
+        x = self.fc2_do(relu(self.fc2_bn(self.fc2(x))))
+        x = self.fc3_do(relu(self.fc3_bn(self.fc3(x))))
+        x = self.fc4_do(relu(self.fc4_bn(self.fc4(x))))
+        return self.fc5(x)  # (N, 10) logits
+
+
+def to_input(pixels: torch.Tensor) -> torch.Tensor:
+    """(N, 1024) uint8 rows -> (N, 1, 32, 32) float32 raw 0..255, as the notebook fed the model."""
+    return pixels.reshape(-1, 1, 32, 32).float()

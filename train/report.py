@@ -1,0 +1,169 @@
+"""Test-split evaluation and the run's artefacts: model.pt, report.json and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import Split
+from .model import FinalCNNet
+
+INPUT_SPEC: dict[str, Any] = {
+    "name": "pixels",
+    "dtype": "uint8",
+    "shape": [1024],
+    "layout": "32x32 grayscale, row-major (pix1..pix1024), values 0..255",
+    "model_input": "float32 (N, 1, 32, 32) of the raw 0..255 values (no scaling)",
+}
+
+
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Accuracy, per-class precision/recall/F1/AUC and the confusion matrix."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    labels = np.arange(len(class_names))
+    y_pred = proba.argmax(1)
+    p, r, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {}
+    for i, name in enumerate(class_names):
+        positives = y_true == i
+        auc = (
+            float(roc_auc_score(positives, proba[:, i]))
+            if 0 < positives.sum() < len(y_true)
+            else None
+        )
+        per_class[name] = {
+            "precision": float(p[i]),
+            "recall": float(r[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+            "auc": auc,
+        }
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_class": per_class,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def write_outputs(
+    *,
+    config: TrainConfig,
+    model: FinalCNNet,
+    parts: Split,
+    class_names: tuple[str, ...],
+    data_id: dict[str, Any],
+    history: list[dict[str, Any]],
+    device: torch.device,
+    version: str,
+) -> float:
+    """Evaluate the final model on the test split and write model.pt, report.json and plots."""
+    from .trainer import predict_logits
+
+    x_test = torch.from_numpy(parts.x_test).to(device)
+    logits = predict_logits(model, x_test).cpu()
+    proba = torch.softmax(logits, dim=1).numpy()  # (n_test, 10) float32
+    metrics = classification_metrics(parts.y_test, proba, class_names)
+    out = config.out
+    report = {
+        "data": data_id,
+        "split": parts.sizes(),
+        "test_accuracy": metrics["accuracy"],
+        "per_class": metrics["per_class"],
+        "confusion_matrix": metrics["confusion_matrix"],
+        "class_names": list(class_names),
+    }
+    best_val = max(
+        (h["val_accuracy"] for h in history if h["stage"] == config.stages[-1].name), default=None
+    )
+    checkpoint = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "architecture": "FinalCNNet",
+        "class_names": list(class_names),
+        "input": INPUT_SPEC,
+        "stages": [s["name"] for s in config.to_dict()["stages"]],
+        "config": config.to_dict(),
+        "seed": config.seed,
+        "data": {**data_id, "limit": config.limit, "split_seed": config.split_seed},
+        "split": parts.sizes(),
+        "metrics": {"test_accuracy": metrics["accuracy"], "best_val_accuracy": best_val},
+        "epochs": len(history),
+        "fcls_version": version,
+    }
+    tmp = out / "model.pt.tmp"
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, out / "model.pt")
+    _write_json(report, out / "report.json")
+    _plots(history, metrics, parts.y_test, proba, class_names, out)
+    return float(metrics["accuracy"])
+
+
+def _write_json(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _plots(
+    history: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    y_test: np.ndarray,
+    proba: np.ndarray,
+    class_names: tuple[str, ...],
+    out: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+    # learning curves over the global epoch index, stage boundaries dashed
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig.suptitle("Learning curves")
+    x = np.arange(1, len(history) + 1)
+    for ax, what in zip(axes, ("loss", "accuracy")):
+        ax.plot(x, [h[f"train_{what}"] for h in history], "--", label="train")
+        ax.plot(x, [h[f"val_{what}"] for h in history], label="validation")
+        for i in range(1, len(history)):
+            if history[i]["stage"] != history[i - 1]["stage"]:
+                ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
+        ax.set(title=what.capitalize(), xlabel="epoch", ylabel=what)
+        ax.legend()
+    fig.savefig(out / "learning_curves.png", dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 8), layout="constrained")
+    ConfusionMatrixDisplay(
+        np.array(metrics["confusion_matrix"]), display_labels=list(class_names)
+    ).plot(ax=ax, xticks_rotation="vertical", colorbar=False, cmap="Blues")
+    ax.set_title(f"Confusion matrix (test, accuracy {metrics['accuracy']:.3f})")
+    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    plt.close(fig)
+
+    fig, axes = plt.subplots(4, 3, figsize=(10, 10), layout="constrained")
+    fig.suptitle("ROC per class (one vs rest, test split)")
+    for i, (name, ax) in enumerate(zip(class_names, axes.flat)):
+        positives = y_test == i
+        if 0 < positives.sum() < len(y_test):
+            RocCurveDisplay.from_predictions(positives, proba[:, i], ax=ax, name=f"{name} v rest")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate")
+    for ax in list(axes.flat)[len(class_names) :]:
+        ax.remove()
+    fig.savefig(out / "roc.png", dpi=100)
+    plt.close(fig)

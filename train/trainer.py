@@ -1,0 +1,399 @@
+"""Staged FinalCNNet training with early stopping, resumable after every epoch."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fcls.infer.errors import CheckpointError, ConfigError, OutputError
+from tqdm import tqdm
+
+from . import data as fdata
+from .config import Stage, TrainConfig
+from .model import FinalCNNet, to_input
+
+Log = Callable[[str], None]
+STATE_FILE = "state.pt"
+HISTORY_FIELDS = (
+    "stage",
+    "epoch",
+    "train_accuracy",
+    "train_loss",
+    "val_accuracy",
+    "val_loss",
+    "seconds",
+)
+OUTPUTS = (
+    "model.pt",
+    "history.csv",
+    "report.json",
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "roc.png",
+)
+
+
+def fcls_version() -> str:
+    """The installed fcls version, or 'unknown' when run from a bare checkout."""
+    try:
+        return version("fcls")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one `train` call produced."""
+
+    out: Path
+    device: str
+    test_accuracy: float
+    split: dict[str, int]
+    epochs: dict[str, int]
+    seconds: float
+    resumed_from: str | None  # e.g. "stage adam epoch 3", or "finished run"
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map --device to a torch device, refusing one that is not available."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device cuda: CUDA is not available to torch {torch.__version__}")
+    if name == "mps" and not has_mps:
+        raise ConfigError("--device mps: MPS is not available on this machine")
+    if name not in ("cuda", "mps", "cpu"):
+        raise ConfigError(f"--device {name}: expected auto, cuda, mps or cpu")
+    return torch.device(name)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _make_optimizer(stage: Stage, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
+
+
+def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch bounds; a trailing batch of one row is dropped (BatchNorm cannot train on it)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    return [b for b in bounds if b[1] - b[0] > 1 or len(bounds) == 1]
+
+
+def train_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,  # (N, 1024) uint8 on the training device
+    y: torch.Tensor,  # (N,) int64
+    order: torch.Tensor | None,  # (N,) int64 permutation, None keeps file order
+    batch_size: int,
+    amp: bool,
+    desc: str,
+) -> tuple[float, float]:
+    """One pass over the data; returns (accuracy, mean loss per sample)."""
+    model.train()
+    device = x.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    bounds = _batches(len(y), batch_size)
+    for start, stop in tqdm(bounds, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+        idx = order[start:stop] if order is not None else slice(start, stop)
+        xb, yb = to_input(x[idx]), y[idx]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(xb)
+            loss = F.cross_entropy(logits.float(), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # accumulate on the device: no host sync per batch
+        total_loss += loss.detach() * (stop - start)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += stop - start
+    return correct.item() / seen, total_loss.item() / seen
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool = False
+) -> torch.Tensor:
+    """(N, 10) float32 logits of the eval-mode model for (N, 1024) uint8 rows."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(to_input(x[start : start + batch_size])).float())
+    return torch.cat(out) if out else torch.empty((0, 10), device=x.device)
+
+
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the eval-mode model."""
+    logits = predict_logits(model, x, amp=amp)
+    loss = F.cross_entropy(logits, y).item()
+    return (logits.argmax(1) == y).float().mean().item(), loss
+
+
+class _Run:
+    """Mutable progress of a staged run; saved as `state.pt` after every epoch."""
+
+    def __init__(self, identity: dict[str, Any]) -> None:
+        self.identity = identity
+        self.stage_index = 0
+        self.epoch = 0  # epochs finished in the current stage
+        self.best_acc = -1.0
+        self.bad_epochs = 0
+        self.finished = False
+        self.model_state: dict[str, torch.Tensor] | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.optimizer_state: dict[str, Any] | None = None
+        self.rng_state: torch.Tensor | None = None
+        self.history: list[dict[str, Any]] = []
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _Run:
+        run = cls(d["identity"])
+        vars(run).update(d)
+        return run
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _describe_mismatch(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _prepare_out(config: TrainConfig, identity: dict[str, Any], log: Log) -> _Run:
+    """Create --out, or load the run it holds; refuse to mix two different runs."""
+    out = config.out
+    state_path = out / STATE_FILE
+    if config.restart and out.exists():
+        for name in (STATE_FILE, *OUTPUTS):
+            (out / name).unlink(missing_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".fcls-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"{out}: output directory is not writable ({e.strerror})") from None
+    if not state_path.exists():
+        if (out / "model.pt").exists():
+            raise ConfigError(
+                f"{out} holds a model.pt without {STATE_FILE} (not an fcls run to resume); "
+                "use --restart to overwrite it or choose another --out"
+            )
+        return _Run(identity)
+    try:
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        run = _Run.from_dict(saved)
+    except Exception as e:
+        raise CheckpointError(
+            f"{state_path}: cannot resume from a corrupt state file ({e}); use --restart"
+        ) from None
+    if run.identity != identity:
+        raise ConfigError(
+            f"{out} holds a different run ({_describe_mismatch(run.identity, identity)}); "
+            "use --restart to start over or choose another --out"
+        )
+    return run
+
+
+def _data_identity(config: TrainConfig) -> dict[str, Any]:
+    if config.data is None:
+        return {"source": fdata.DIGITS_SOURCE, "sha256": None}
+    if not config.data.is_file():
+        from fcls.infer.errors import DataError
+
+        raise DataError(str(config.data), "no such file")
+    return {"source": str(config.data), "sha256": file_sha256(config.data)}
+
+
+def train(config: TrainConfig, log: Log = print) -> TrainResult:
+    """Run the staged recipe of `config`, writing every artefact under `config.out`."""
+    t0 = time.perf_counter()
+    device = resolve_device(config.device)
+    data_id = _data_identity(config)
+    identity = {**config.identity(), "data_sha256": data_id["sha256"]}
+    run = _prepare_out(config, identity, log)
+    resumed_from = None
+    if run.finished:
+        resumed_from = "finished run"
+        log(f"{config.out}: training already finished; re-evaluating the saved best model")
+    elif run.history:
+        last = run.history[-1]
+        resumed_from = f"stage {last['stage']} epoch {last['epoch']}"
+        log(f"{config.out}: resuming after {resumed_from}")
+
+    pixels, labels, class_names, source = fdata.load_dataset(config.data, config.limit)
+    parts = fdata.split(pixels, labels, seed=config.split_seed)
+    log(
+        f"data: {source} ({len(labels)} rows; train {len(parts.y_train)}, "
+        f"val {len(parts.y_val)}, test {len(parts.y_test)}; x4 augmented train/val) on {device}"
+    )
+    # the whole augmented dataset lives on the device as uint8; batches are cast there
+    x_train = torch.from_numpy(fdata.augment(parts.x_train, config.augment_k)).to(device)
+    y_train = torch.from_numpy(fdata.augment_labels(parts.y_train)).to(device)
+    x_val = torch.from_numpy(fdata.augment(parts.x_val, config.augment_k)).to(device)
+    y_val = torch.from_numpy(fdata.augment_labels(parts.y_val)).to(device)
+
+    torch.manual_seed(config.seed)
+    # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (~1.1x train, 1.6x eval on CPU)
+    model = FinalCNNet().to(device, memory_format=torch.channels_last)
+    if run.model_state is not None:
+        model.load_state_dict(run.model_state)
+    if run.rng_state is not None:
+        torch.set_rng_state(run.rng_state)
+
+    state_path = config.out / STATE_FILE
+    while not run.finished:
+        _train_stage(config, run, model, (x_train, y_train, x_val, y_val), state_path, log)
+
+    assert run.best_state is not None
+    model.load_state_dict(run.best_state)
+    from .report import write_outputs
+
+    test_acc = write_outputs(
+        config=config,
+        model=model,
+        parts=parts,
+        class_names=class_names,
+        data_id=data_id,
+        history=run.history,
+        device=device,
+        version=fcls_version(),
+    )
+    epochs = {s.name: sum(h["stage"] == s.name for h in run.history) for s in config.stages}
+    return TrainResult(
+        out=config.out,
+        device=str(device),
+        test_accuracy=test_acc,
+        split=parts.sizes(),
+        epochs=epochs,
+        seconds=time.perf_counter() - t0,
+        resumed_from=resumed_from,
+    )
+
+
+def _train_stage(
+    config: TrainConfig,
+    run: _Run,
+    model: torch.nn.Module,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    state_path: Path,
+    log: Log,
+) -> None:
+    """Train the current stage until early stopping or max epochs, saving after every epoch."""
+    x_train, y_train, x_val, y_val = tensors
+    stage = config.stages[run.stage_index]
+    optimizer = _make_optimizer(stage, model)
+    if run.optimizer_state is not None:
+        optimizer.load_state_dict(run.optimizer_state)
+    # a saved state never sits on a finished stage (_next_stage runs before the save)
+    stop = False
+    while not stop:
+        t = time.perf_counter()
+        order = None
+        if config.shuffle:
+            # derived from (seed, stage, epoch) so a resumed run sees the same order
+            rng = np.random.default_rng([config.seed, run.stage_index, run.epoch])
+            order = torch.from_numpy(rng.permutation(len(y_train))).to(x_train.device)
+        desc = f"{stage.name} {run.epoch + 1}"
+        tacc, tloss = train_epoch(
+            model, optimizer, x_train, y_train, order, config.batch_size, config.amp, desc
+        )
+        vacc, vloss = evaluate(model, x_val, y_val, amp=config.amp)
+        run.epoch += 1
+        # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement
+        if vacc > run.best_acc:
+            run.best_acc, run.bad_epochs, run.best_state = vacc, 0, _cpu_state(model)
+        else:
+            run.bad_epochs += 1
+        seconds = time.perf_counter() - t
+        row = dict(zip(HISTORY_FIELDS, (stage.name, run.epoch, tacc, tloss, vacc, vloss, seconds)))
+        run.history.append(row)
+        log(
+            f"stage {stage.name} epoch {run.epoch}: train loss {tloss:.4f} acc {tacc:.4f} | "
+            f"val loss {vloss:.4f} acc {vacc:.4f} | {seconds:.1f}s"
+        )
+        stop = run.epoch >= config.max_epochs or run.bad_epochs >= config.patience
+        if stop:
+            _next_stage(config, run, model)
+        else:
+            run.model_state = _cpu_state(model)
+            run.optimizer_state = optimizer.state_dict()
+        run.rng_state = torch.get_rng_state()
+        _save_history(run.history, config.out / "history.csv")
+        _atomic_save(run.to_dict(), state_path)
+
+
+def _next_stage(config: TrainConfig, run: _Run, model: torch.nn.Module) -> None:
+    """Close the current stage: the next one starts from its best weights (not its last)."""
+    assert run.best_state is not None
+    model.load_state_dict(run.best_state)
+    run.model_state = run.best_state
+    run.optimizer_state = None
+    run.stage_index += 1
+    run.epoch, run.bad_epochs = 0, 0
+    # a new stage tracks its own best: like the notebook, its first epoch sets the mark
+    if run.stage_index >= len(config.stages):
+        run.finished = True
+        run.stage_index = len(config.stages) - 1
+    else:
+        run.best_acc = -1.0
+
+
+def _save_history(rows: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(",".join(HISTORY_FIELDS) + "\n")
+        for r in rows:
+            f.write(
+                f"{r['stage']},{r['epoch']},{r['train_accuracy']:.6f},{r['train_loss']:.6f},"
+                f"{r['val_accuracy']:.6f},{r['val_loss']:.6f},{r['seconds']:.3f}\n"
+            )
+    os.replace(tmp, path)
+
+
+__all__ = [
+    "OUTPUTS",
+    "TrainResult",
+    "evaluate",
+    "file_sha256",
+    "predict_logits",
+    "resolve_device",
+    "train",
+]
