@@ -29,6 +29,8 @@ def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None)
     with path.open("w") as f:
         f.write(header + "\n")
         for i, row in zip(ids, pixels):
+            if any(c in i for c in ',"\n'):
+                i = '"' + i.replace('"', '""') + '"'
             f.write(i + "," + ",".join(map(str, row.tolist())) + "\n")
     return path
 
@@ -65,3 +67,31 @@ def trained(tmp_path_factory, digits_csv) -> Path:
     out = tmp_path_factory.mktemp("run")
     train(TrainConfig(out=out, data=digits_csv, max_epochs=1, device="cpu"), log=lambda s: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, trained) -> Path:
+    """model.onnx (+ .opt.onnx) exported from the `trained` checkpoint; returns the fp32 path."""
+    from fcls.export import ExportConfig, export_onnx
+
+    dest = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(trained / "model.pt", dest, ExportConfig(optimize=True), log=lambda s: None)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def fashion_trained(tmp_path_factory, shared_data) -> Path:
+    """A checkpoint trained on 3,000 real Fashion-MNIST rows (skips without them).
+
+    Adam only, 3 epochs (~1 minute): a model this weak still has confident enough logits for
+    the int8 gate to mean something (with 1 epoch, int8 top-1 agreement is only ~97%).
+    """
+    from fcls.train.config import DEFAULT_STAGES, TrainConfig
+    from fcls.train.trainer import train
+
+    out = tmp_path_factory.mktemp("fashion")
+    config = TrainConfig(
+        out=out, data=shared_data / "train.csv", limit=3000, max_epochs=3, stages=DEFAULT_STAGES[:1]
+    )
+    train(config, log=lambda s: None)
+    return out / "model.pt"

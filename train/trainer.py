@@ -239,7 +239,7 @@ def _data_identity(config: TrainConfig) -> dict[str, Any]:
         from fcls.infer.errors import DataError
 
         raise DataError(str(config.data), "no such file")
-    return {"source": str(config.data), "sha256": file_sha256(config.data)}
+    return {"source": str(config.data.resolve()), "sha256": file_sha256(config.data)}
 
 
 def train(config: TrainConfig, log: Log = print) -> TrainResult:

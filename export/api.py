@@ -1,0 +1,324 @@
+"""`export_onnx`: checkpoint -> ONNX behind a parity gate, plus gated variants."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fcls.infer.errors import FclsError, OutputError, ParityError
+from fcls.train.trainer import fcls_version
+
+from .checkpoint import Checkpoint, load_checkpoint
+from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
+from .gatedata import GateData, load_gate_data
+from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
+from .parity import ParityResult, check_parity, make_session, reference_logits, run_session
+from .variants import cuda_available, optimize_for_cpu, quantize_int8
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """Paths written and the figures of every gate."""
+
+    path: Path
+    exporter: str
+    opset: int
+    parity: ParityResult
+    dynamic_batch: ParityResult
+    variants: dict[str, Path] = field(default_factory=dict)
+    variant_parity: dict[str, ParityResult] = field(default_factory=dict)
+    accuracy: dict[str, float] = field(default_factory=dict)  # held-out accuracy per variant
+    notices: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _variant_path(dest: Path, tag: str) -> Path:
+    return dest.with_name(f"{dest.stem}.{tag}{dest.suffix or '.onnx'}")
+
+
+def _temp_path(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+
+
+def _check_writable(dest: Path) -> None:
+    parent = dest.parent if str(dest.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"{dest}: directory {parent} does not exist")
+    probe = parent / f".fcls-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"{dest}: cannot write to {parent} ({e.strerror})") from None
+
+
+class _Staging:
+    """Temp files that become outputs only on success (or `.failed.onnx` with keep_failed)."""
+
+    def __init__(self, keep_failed: bool) -> None:
+        self.keep_failed = keep_failed
+        self.temps: list[tuple[Path, Path]] = []
+
+    def temp(self, dest: Path) -> Path:
+        tmp = _temp_path(dest)
+        self.temps.append((tmp, dest))
+        return tmp
+
+    def commit(self, tmp: Path, dest: Path) -> None:
+        os.replace(tmp, dest)
+        self.temps.remove((tmp, dest))
+
+    def discard(self, tmp: Path, dest: Path) -> Path | None:
+        """Remove a failed temp file; with keep_failed move it aside and return where."""
+        self.temps.remove((tmp, dest))
+        if self.keep_failed and tmp.exists():
+            kept = dest.with_name(f"{dest.stem}.failed{dest.suffix or '.onnx'}")
+            os.replace(tmp, kept)
+            return kept
+        tmp.unlink(missing_ok=True)
+        return None
+
+    def cleanup(self) -> None:
+        for tmp, _ in list(self.temps):
+            tmp.unlink(missing_ok=True)
+        self.temps.clear()
+
+
+def export_onnx(
+    checkpoint: Path | Checkpoint,
+    dest: Path,
+    config: ExportConfig | None = None,
+    log: Log = print,
+) -> ExportResult:
+    """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate."""
+    t0 = time.perf_counter()
+    config = config or ExportConfig()
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    _check_writable(dest)
+    gate = load_gate_data(config.data, ckpt, config.eval_rows)
+    parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
+    reference = reference_logits(ckpt.model, parity_pixels)
+    opset = config.opset or default_opset()
+    staging = _Staging(config.keep_failed)
+    try:
+        result = _export_fp32(ckpt, dest, opset, config, parity_pixels, reference, staging, log)
+        result.notices.append(f"gate images: {gate.source} ({gate.note})")
+        _write_parity_json(dest, result)
+        _variants(ckpt, dest, config, gate, result, staging, log)
+        _write_parity_json(dest, result)
+    finally:
+        staging.cleanup()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _export_fp32(
+    ckpt: Checkpoint,
+    dest: Path,
+    opset: int,
+    config: ExportConfig,
+    pixels: np.ndarray,
+    reference: np.ndarray,
+    staging: _Staging,
+    log: Log,
+) -> ExportResult:
+    """Try the dynamo exporter, then TorchScript; keep the first that lints and passes parity."""
+    failures: list[str] = []
+    tmp = staging.temp(dest)
+    for exporter in ("dynamo", "torchscript"):
+        serving = ServingModel(copy.deepcopy(ckpt.model))
+        try:
+            written = export_graph(serving, tmp, opset, exporter)
+            lint(tmp)
+        except FclsError as e:
+            failures.append(f"{exporter}: {e}")
+            continue
+        except Exception as e:  # exporter internals: record and try the next one
+            failures.append(f"{exporter} exporter failed: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        parity = check_parity(reference, tmp, pixels, batch_sizes=PARITY_BATCHES, atol=config.atol)
+        log(f"parity ({exporter}, opset {written}): {parity.summary()}")
+        if not parity.passed:
+            failures.append(f"{exporter}: {parity.summary()}")
+            continue
+        noise = np.random.default_rng(1).integers(0, 256, size=(1024, 1024), dtype=np.uint8)
+        dynamic = check_parity(
+            reference_logits(ckpt.model, noise),
+            tmp,
+            noise,
+            variant="fp32 dynamic batch",
+            batch_sizes=DYNAMIC_BATCHES,
+            atol=config.atol,
+        )
+        if not dynamic.passed:
+            failures.append(f"{exporter}: {dynamic.summary()}")
+            continue
+        result = ExportResult(dest, exporter, written, parity, dynamic)
+        set_metadata(tmp, _metadata(ckpt, result, "fp32"))
+        staging.commit(tmp, dest)
+        return result
+    kept = staging.discard(tmp, dest)
+    where = f"; failed model kept at {kept}" if kept else f"; nothing written to {dest}"
+    raise ParityError("export refused: " + " | ".join(failures) + where)
+
+
+def _metadata(
+    ckpt: Checkpoint, result: ExportResult, variant: str, parity: ParityResult | None = None
+) -> dict[str, Any]:
+    parity = parity or result.parity
+    return {
+        "fcls_version": fcls_version(),
+        "variant": variant,
+        "class_names": list(ckpt.class_names),
+        "input_layout": "pixels: uint8 [batch, 1024] = 32x32 grayscale row-major, raw 0..255",
+        "outputs": "logits: float32 [batch, 10]; label: int64 [batch] = argmax(logits)",
+        "source_checkpoint": ckpt.path.name,
+        "source_sha256": ckpt.sha256,
+        "test_accuracy": ckpt.test_accuracy,
+        "opset": result.opset,
+        "exporter": result.exporter,
+        "parity": parity.to_dict(),
+    }
+
+
+def _write_parity_json(dest: Path, result: ExportResult) -> None:
+    report = {
+        "model": dest.name,
+        "exporter": result.exporter,
+        "opset": result.opset,
+        "fp32": result.parity.to_dict(),
+        "fp32_dynamic_batch": result.dynamic_batch.to_dict(),
+        "variants": {k: v.to_dict() for k, v in result.variant_parity.items()},
+        "heldout_accuracy": result.accuracy,
+        "notices": result.notices,
+    }
+    path = dest.with_name(f"{dest.stem}.parity.json")
+    tmp = _temp_path(path)
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    return None if labels is None or not len(labels) else float((logits.argmax(1) == labels).mean())
+
+
+def _variants(
+    ckpt: Checkpoint,
+    dest: Path,
+    config: ExportConfig,
+    gate: GateData,
+    result: ExportResult,
+    staging: _Staging,
+    log: Log,
+) -> None:
+    """Build, gate and publish each requested variant; a failed gate raises after cleanup."""
+    heldout_ref = reference_logits(ckpt.model, gate.heldout)
+    acc = _accuracy(heldout_ref, gate.heldout_labels)
+    if acc is not None:
+        result.accuracy["fp32"] = acc
+    if config.optimize:
+        path = _variant_path(dest, "opt")
+        tmp = staging.temp(path)
+        optimize_for_cpu(dest, tmp)
+        parity = check_parity(
+            heldout_ref,
+            tmp,
+            gate.heldout,
+            variant="optimized",
+            batch_sizes=(256,),
+            atol=config.atol,
+        )
+        _publish(ckpt, result, "optimized", path, tmp, parity, staging, log)
+    if config.int8:
+        path = _variant_path(dest, "int8")
+        tmp = staging.temp(path)
+        quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
+        parity = check_parity(
+            heldout_ref,
+            tmp,
+            gate.heldout,
+            variant="int8",
+            batch_sizes=(256,),
+            atol=None,
+            min_agreement=config.int8_min_agreement,
+        )
+        _publish(ckpt, result, "int8", path, tmp, parity, staging, log, gate, config)
+    if config.fp16:
+        path = _variant_path(dest, "fp16")
+        tmp = staging.temp(path)
+        serving = ServingModel(copy.deepcopy(ckpt.model), dtype=torch.float16)
+        export_graph(serving, tmp, result.opset, result.exporter)
+        lint(tmp)
+        if cuda_available():
+            parity = check_parity(
+                heldout_ref,
+                tmp,
+                gate.heldout,
+                variant="fp16",
+                batch_sizes=(256,),
+                atol=None,
+                min_agreement=config.fp16_min_agreement,
+                provider="cuda",
+            )
+            _publish(ckpt, result, "fp16", path, tmp, parity, staging, log)
+        else:
+            set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
+            staging.commit(tmp, path)
+            result.variants["fp16"] = path
+            notice = (
+                f"{path.name}: NOT parity-checked (onnxruntime has no CUDAExecutionProvider here)"
+            )
+            result.notices.append(notice)
+            log(f"notice: {notice}")
+
+
+def _publish(
+    ckpt: Checkpoint,
+    result: ExportResult,
+    variant: str,
+    path: Path,
+    tmp: Path,
+    parity: ParityResult,
+    staging: _Staging,
+    log: Log,
+    gate: GateData | None = None,
+    config: ExportConfig | None = None,
+) -> None:
+    """Gate a variant (agreement, and accuracy drop for int8) and rename it into place."""
+    result.variant_parity[variant] = parity
+    log(f"parity ({variant}): {parity.summary()}")
+    problems = [] if parity.passed else [parity.summary()]
+    if gate is not None and config is not None and gate.heldout_labels is not None:
+        logits, _ = run_session(make_session(tmp), gate.heldout, 256)
+        acc = _accuracy(logits, gate.heldout_labels)
+        assert acc is not None
+        result.accuracy[variant] = acc
+        drop = result.accuracy["fp32"] - acc
+        log(
+            f"held-out accuracy: fp32 {result.accuracy['fp32']:.4f}, {variant} {acc:.4f} (drop {100 * drop:.2f} points)"
+        )
+        if drop > config.int8_max_accuracy_drop:
+            problems.append(
+                f"accuracy drop {100 * drop:.2f} points > {100 * config.int8_max_accuracy_drop:.2f}"
+            )
+    if problems:
+        kept = staging.discard(tmp, path)
+        _write_parity_json(result.path, result)
+        where = f"; kept at {kept}" if kept else f"; no {path.name} written"
+        raise ParityError(f"{variant} variant refused: {'; '.join(problems)}{where}")
+    set_metadata(tmp, _metadata(ckpt, result, variant, parity))
+    staging.commit(tmp, path)
+    result.variants[variant] = path
+
+
+__all__ = ["ExportResult", "export_onnx"]

@@ -1,0 +1,103 @@
+"""Real images for the export gates: calibration rows and held-out rows, never mixed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fcls.infer.csvio import CsvReader, read_header
+from fcls.infer.errors import DataError
+from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
+from fcls.train.trainer import file_sha256
+
+from .checkpoint import Checkpoint
+
+
+@dataclass(frozen=True)
+class GateData:
+    """Images for calibration (training rows) and for the gates (held-out rows)."""
+
+    source: str
+    calibration: np.ndarray  # (C, 1024) uint8, from the training split
+    heldout: np.ndarray  # (H, 1024) uint8, never seen by training or calibration
+    heldout_labels: np.ndarray | None  # (H,) int64 where the data has labels
+    note: str  # how the held-out rows were chosen
+
+    def parity_set(self, n_real: int, seed: int = 0) -> np.ndarray:
+        """Held-out real images followed by as many random uint8 images."""
+        real = self.heldout[:n_real]
+        noise = np.random.default_rng(seed).integers(0, 256, size=real.shape, dtype=np.uint8)
+        return np.concatenate([real, noise])
+
+
+def _from_labelled(
+    pixels: np.ndarray, labels: np.ndarray, split_seed: int, source: str, note: str
+) -> GateData:
+    parts = split(pixels, labels, seed=split_seed)
+    return GateData(source, parts.x_train, parts.x_test, parts.y_test, note)
+
+
+def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateData:
+    """Rows of `data`, else of the checkpoint's own data, else the embedded digits."""
+    recorded = ckpt.meta.get("data") or {}
+    split_seed = int(recorded.get("split_seed", 42))
+    foreign = None  # the checkpoint's own data when it cannot be found
+    if data is None and recorded.get("source") not in (None, DIGITS_SOURCE):
+        candidate = Path(recorded["source"])
+        if candidate.is_file():
+            data = candidate
+        else:
+            foreign = str(candidate)
+    if data is None:
+        pixels, labels = load_digits_32()
+        limit = recorded.get("limit") if not foreign else None
+        if limit:
+            pixels, labels = pixels[:limit], labels[:limit]
+        gate = _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, "test split of the digits")
+        if foreign:
+            # digits are real images, fine for parity, but their labels mean nothing to this model
+            note = f"the checkpoint's data {foreign} is not here: digits images, labels unused"
+            return GateData(DIGITS_SOURCE, gate.calibration, gate.heldout, None, note)
+        return gate
+    if _kind(data) == "eval":
+        chunks = list(CsvReader(data, "eval", limit=eval_rows))
+        pixels = (
+            np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024), np.uint8)
+        )
+        half = len(pixels) // 2
+        return GateData(
+            str(data), pixels[:half], pixels[half:], None, "second half of unlabelled rows"
+        )
+    limit: int | None = eval_rows
+    note = f"test split of the first {eval_rows} rows"
+    if recorded.get("sha256") and file_sha256(data) == recorded["sha256"]:
+        # the checkpoint's own data: re-split exactly as training did, so held-out is held out
+        limit = recorded.get("limit")
+        note = "the training run's own test split"
+    chunks = list(CsvReader(data, "train", limit=limit))
+    pixels = np.concatenate([c.pixels for c in chunks])
+    labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
+    gate = _from_labelled(pixels, labels, split_seed, str(data), note)
+    if len(gate.heldout) > eval_rows:
+        return GateData(
+            gate.source,
+            gate.calibration,
+            gate.heldout[:eval_rows],
+            None if gate.heldout_labels is None else gate.heldout_labels[:eval_rows],
+            note,
+        )
+    return gate
+
+
+def _kind(path: Path) -> str:
+    """'train' for a labelled file, 'eval' for an ID file; the train error if neither."""
+    try:
+        read_header(path, "train")
+        return "train"
+    except DataError as train_error:
+        try:
+            read_header(path, "eval")
+            return "eval"
+        except DataError:
+            raise train_error from None

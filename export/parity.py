@@ -1,0 +1,146 @@
+"""The numeric-parity gate: PyTorch eval-mode logits vs an onnxruntime session."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from fcls.train.model import to_input
+
+from .graph import INPUT
+
+BATCH1_IMAGES = 64  # batch size 1 runs one session call per image: check a prefix only
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Figures of one parity check and whether they pass its gate."""
+
+    variant: str
+    provider: str
+    images: int
+    batch_sizes: tuple[int, ...]
+    max_abs_dlogit: float
+    logit_scale: float  # max |logit| of the reference: tolerances scale with it
+    tolerance: float | None  # None: this gate checks agreement only
+    max_abs_dproba: float
+    top1_agreement: float
+    min_agreement: float
+    nonfinite: int
+    label_mismatch: int  # rows whose graph `label` output is not argmax of its `logits`
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """One line of figures, e.g. for an error message."""
+        tol = "" if self.tolerance is None else f" (tol {self.tolerance:.1e})"
+        return (
+            f"{self.variant} on {self.provider}: max |dlogit| {self.max_abs_dlogit:.1e}{tol}, "
+            f"max |dprob| {self.max_abs_dproba:.1e}, top-1 agreement {100 * self.top1_agreement:.2f}% "
+            f"over {self.images} images at batch {'/'.join(map(str, self.batch_sizes))}"
+            + (f", {self.nonfinite} non-finite" if self.nonfinite else "")
+        )
+
+
+@torch.no_grad()
+def reference_logits(model: torch.nn.Module, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
+    """(N, 10) float32 logits of the eval-mode PyTorch model for (N, 1024) uint8 rows."""
+    model.eval()
+    out = [
+        model(to_input(torch.from_numpy(pixels[i : i + batch]))).numpy()
+        for i in range(0, len(pixels), batch)
+    ]
+    return np.concatenate(out) if out else np.empty((0, 10), np.float32)
+
+
+def make_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSession:
+    """An onnxruntime session on exactly the provider asked for."""
+    name = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[provider]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    source = path if isinstance(path, bytes) else str(path)
+    session = ort.InferenceSession(source, options, providers=[name])
+    if session.get_providers()[0] != name:
+        raise RuntimeError(f"{name} is not active (got {session.get_providers()})")
+    return session
+
+
+def run_session(
+    session: ort.InferenceSession, pixels: np.ndarray, batch: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, 10) float32 and labels (N,) int64 of a uint8-input session, `batch` rows a call."""
+    logits, labels = [], []
+    for i in range(0, len(pixels), batch):
+        lo, la = session.run(None, {INPUT: pixels[i : i + batch]})
+        logits.append(lo)
+        labels.append(la)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def check_parity(
+    reference: np.ndarray,  # (N, 10) float32 logits of the source model
+    onnx_model: Path | bytes,
+    pixels: np.ndarray,  # (N, 1024) uint8
+    *,
+    variant: str = "fp32",
+    batch_sizes: tuple[int, ...] = (1, 7, 256),
+    atol: float | None = 1e-4,
+    min_agreement: float = 1.0,
+    provider: str = "cpu",
+) -> ParityResult:
+    """Compare an ONNX model against reference logits at each batch size; gate on the figures."""
+    session = make_session(onnx_model, provider)
+    scale = float(max(1.0, np.abs(reference).max(initial=0.0)))
+    worst_logit = worst_proba = 0.0
+    agree = total = nonfinite = label_mismatch = 0
+    for b in batch_sizes:
+        n = min(len(pixels), BATCH1_IMAGES) if b == 1 else len(pixels)
+        logits, labels = run_session(session, pixels[:n], b)
+        ref = reference[:n]
+        finite = np.isfinite(logits).all(axis=1)
+        nonfinite += int((~finite).sum())
+        diff = np.abs(logits.astype(np.float64) - ref)
+        worst_logit = max(
+            worst_logit, float(np.nanmax(diff, initial=0.0)) if finite.all() else np.inf
+        )
+        worst_proba = max(
+            worst_proba, float(np.abs(_softmax(logits) - _softmax(ref)).max(initial=0.0))
+        )
+        agree += int((logits.argmax(1) == ref.argmax(1)).sum())
+        label_mismatch += int((labels != logits.argmax(1)).sum())
+        total += n
+    agreement = agree / total if total else 1.0
+    tolerance = None if atol is None else atol * scale
+    passed = (
+        nonfinite == 0
+        and label_mismatch == 0
+        and agreement >= min_agreement
+        and (tolerance is None or worst_logit <= tolerance)
+    )
+    return ParityResult(
+        variant=variant,
+        provider=provider,
+        images=len(pixels),
+        batch_sizes=tuple(batch_sizes),
+        max_abs_dlogit=worst_logit,
+        logit_scale=scale,
+        tolerance=tolerance,
+        max_abs_dproba=worst_proba,
+        top1_agreement=agreement,
+        min_agreement=min_agreement,
+        nonfinite=nonfinite,
+        label_mismatch=label_mismatch,
+        passed=passed,
+    )

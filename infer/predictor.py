@@ -1,0 +1,148 @@
+"""`Predictor`: one onnxruntime session (CUDA or CPU) that turns uint8 pixel rows into labels."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .csvio import N_PIXELS
+from .errors import ModelError, ProviderError
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: affinity mask and cgroup quota, not the host's count."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, int(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Predictor:
+    """Labels and probabilities for (n, 1024) uint8 rows from an fcls ONNX model."""
+
+    def __init__(
+        self, model_path: str | Path, provider: str = "auto", threads: int | None = None
+    ) -> None:
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file")
+        self.threads = threads or available_cpus()
+        self.session = self._session(provider)
+        self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        self._inspect()
+
+    def _session(self, provider: str) -> ort.InferenceSession:
+        if provider not in ("auto", "cuda", "cpu"):
+            raise ProviderError(f"--provider {provider}: expected auto, cuda or cpu")
+        available = ort.get_available_providers()
+        if provider == "cuda" and CUDA not in available:
+            raise ProviderError(
+                f"--provider cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider "
+                f"(available: {', '.join(available)}); install onnxruntime-gpu"
+            )
+        wanted = [CUDA, CPU] if provider != "cpu" and CUDA in available else [CPU]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(self.path), options, providers=wanted)
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:240]})") from None
+        if provider == "cuda" and session.get_providers()[0] != CUDA:
+            raise ProviderError(
+                f"--provider cuda: the session fell back to {session.get_providers()[0]} "
+                "(no usable GPU); use --provider cpu or auto"
+            )
+        return session
+
+    def _inspect(self) -> None:
+        """Accept the uint8 [batch, 1024] graph fcls-export writes, or float32 [batch, 1, 32, 32]."""
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{self.path}: expected one input, the model has {len(inputs)}")
+        inp = inputs[0]
+        shape = [d if isinstance(d, int) else "batch" for d in inp.shape]
+        self.input_name = inp.name
+        if inp.type == "tensor(uint8)" and shape[1:] == [N_PIXELS]:
+            self.float_input = False
+        elif inp.type == "tensor(float)" and shape[1:] == [1, 32, 32]:
+            self.float_input = True
+        else:
+            raise ModelError(
+                f"{self.path}: input {inp.name} {inp.type} {shape} does not take rows of "
+                f"{N_PIXELS} pixels (expected uint8 [batch, 1024] or float [batch, 1, 32, 32])"
+            )
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        self.logits_name = "logits" if "logits" in outputs else next(iter(outputs))
+        self.label_name = "label" if "label" in outputs else None
+        n_classes = outputs[self.logits_name].shape[-1]
+        meta = self.session.get_modelmeta().custom_metadata_map
+        names = json.loads(meta["class_names"]) if "class_names" in meta else None
+        self.class_names: list[str] = names or [str(i) for i in range(int(n_classes))]
+
+    def _feed(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
+            raise ValueError(
+                f"expected (n, {N_PIXELS}) uint8 pixels, got {pixels.dtype} {pixels.shape}"
+            )
+        if self.float_input:
+            return pixels.reshape(-1, 1, 32, 32).astype(np.float32)
+        return np.ascontiguousarray(pixels)
+
+    def run(self, pixels: np.ndarray, proba: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (n,) int64 and, with `proba`, probabilities (n, classes) float32."""
+        if len(pixels) == 0:
+            empty = np.empty((0, len(self.class_names)), np.float32)
+            return np.empty(0, np.int64), empty if proba else None
+        feed = self._feed(pixels)
+        # fetch labels only (argmax in the graph) unless probabilities are wanted
+        want = self.logits_name if proba or self.label_name is None else self.label_name
+        if self.provider == "cuda":
+            out = self._run_bound(feed, want)
+        else:
+            (out,) = self.session.run([want], {self.input_name: feed})
+        if want == self.label_name:
+            return out.astype(np.int64, copy=False), None
+        return out.argmax(axis=1).astype(np.int64), _softmax(out) if proba else None
+
+    def _run_bound(self, feed: np.ndarray, want: str) -> np.ndarray:
+        """CUDA with IO binding: uint8 pixels go in, only the wanted output comes back to host."""
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, feed)
+        names = [o.name for o in self.session.get_outputs()]
+        for name in names:
+            binding.bind_output(name, "cpu" if name == want else "cuda")
+        self.session.run_with_iobinding(binding)
+        return binding.get_outputs()[names.index(want)].numpy()
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        """(n,) int64 labels for (n, 1024) uint8 rows."""
+        return self.run(pixels)[0]
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, classes) float32 softmax probabilities for (n, 1024) uint8 rows."""
+        proba = self.run(pixels, proba=True)[1]
+        assert proba is not None
+        return proba

@@ -1,0 +1,328 @@
+"""fcls.infer and fcls-infer: streaming prediction, output rules and every bad-input case."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from conftest import write_eval_csv
+from fcls.infer import Predictor, predict_csv
+from fcls.infer.cli import main
+from fcls.infer.errors import DataError, ModelError, ProviderError
+from fcls.infer.predictor import available_cpus
+
+PIX = ",".join(f"pix{i}" for i in range(1, 1025))
+N_ROWS = 403  # not a multiple of any batch size used here
+
+
+@pytest.fixture(scope="module")
+def rows(digits) -> tuple[np.ndarray, list[str]]:
+    pixels = digits[0][-N_ROWS:]
+    ids = [f"img-{i:04d}" if i % 3 else str(10_000 - i) for i in range(N_ROWS)]
+    ids[5] = 'has,comma "and quotes"'
+    return pixels, ids
+
+
+@pytest.fixture(scope="module")
+def eval_csv(tmp_path_factory, rows) -> Path:
+    return write_eval_csv(tmp_path_factory.mktemp("eval") / "evaluate.csv", *rows)
+
+
+def _direct_labels(model: Path, pixels: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"pixels": pixels})[0].argmax(1)
+
+
+def _read(path: Path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_labels_order_and_ids_across_chunks(tmp_path, exported, eval_csv, rows):
+    pixels, ids = rows
+    out = tmp_path / "results.csv"
+    summary = predict_csv(eval_csv, out, exported, batch_size=7, chunk_bytes=20_000)
+    assert summary.rows == N_ROWS and summary.provider == "cpu"
+    table = _read(out)
+    assert table[0] == ["ID", "label"]
+    assert [r[0] for r in table[1:]] == ids  # verbatim, in order, quoted where needed
+    np.testing.assert_array_equal([int(r[1]) for r in table[1:]], _direct_labels(exported, pixels))
+    assert '\n"has,comma ""and quotes""",' in out.read_text()  # quoted only where needed
+
+
+def test_same_bytes_whatever_the_chunking(tmp_path, exported, eval_csv):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    predict_csv(eval_csv, a, exported, batch_size=1024)
+    predict_csv(eval_csv, b, exported, batch_size=1, chunk_bytes=3000)
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_stdin_and_gzip(tmp_path, exported, eval_csv):
+    expected = tmp_path / "expected.csv"
+    predict_csv(eval_csv, expected, exported)
+    runner = CliRunner()
+    out = tmp_path / "stdin.csv"
+    result = runner.invoke(
+        main, ["-", "--model", str(exported), "-o", str(out)], input=eval_csv.read_bytes()
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == expected.read_bytes()
+    gz = tmp_path / "evaluate.csv.gz"
+    gz.write_bytes(gzip.compress(eval_csv.read_bytes()))
+    out_gz = tmp_path / "gz.csv"
+    result = runner.invoke(main, [str(gz), "--model", str(exported), "-o", str(out_gz)])
+    assert result.exit_code == 0 and out_gz.read_bytes() == expected.read_bytes()
+    assert f"{N_ROWS} rows in" in result.output and "rows/s" in result.output
+
+
+def test_proba_and_class_names(tmp_path, exported, eval_csv, rows):
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(
+        main,
+        [
+            str(eval_csv),
+            "--model",
+            str(exported),
+            "-o",
+            str(out),
+            "--proba",
+            "--class-names",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0 and result.output == ""
+    table = _read(out)
+    names = Predictor(exported).class_names
+    assert table[0] == ["ID", "label", *(f"p_{n}" for n in names)]
+    probs = np.array([[float(v) for v in r[2:]] for r in table[1:]])
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    labels = _direct_labels(exported, rows[0])
+    assert [r[1] for r in table[1:]] == [names[i] for i in labels]
+    np.testing.assert_array_equal(probs.argmax(1), labels)
+
+
+def test_predictor_api(exported, rows):
+    predictor = Predictor(exported, provider="cpu", threads=1)
+    pixels = rows[0][:50]
+    np.testing.assert_array_equal(predictor.predict(pixels), _direct_labels(exported, pixels))
+    proba = predictor.predict_proba(pixels)
+    assert proba.shape == (50, 10) and proba.dtype == np.float32
+    assert predictor.predict(pixels[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="uint8"):
+        predictor.predict(pixels.astype(np.float32))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_float_input_model_is_accepted(tmp_path, trained, rows, exported):
+    import torch
+    from fcls.export.checkpoint import load_checkpoint
+
+    model = load_checkpoint(trained / "model.pt").model
+    path = tmp_path / "float.onnx"
+    torch.onnx.export(
+        model,
+        (torch.zeros(2, 1, 32, 32),),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
+        dynamo=False,
+    )
+    labels = Predictor(path).predict(rows[0])
+    assert (labels == _direct_labels(exported, rows[0])).mean() == 1.0
+
+
+def test_header_only_gives_header_only(tmp_path, exported):
+    src = tmp_path / "h.csv"
+    src.write_text("ID," + PIX + "\r\n")
+    out = tmp_path / "r.csv"
+    assert predict_csv(src, out, exported).rows == 0
+    assert out.read_text() == "ID,label\n"
+
+
+def _bad_cases(tmp: Path, eval_csv: Path) -> dict[str, tuple[list[str], str]]:
+    good_row = "1," + ",".join(["0"] * 1024)
+    header = "ID," + PIX
+
+    def write(name: str, text: str | bytes) -> str:
+        path = tmp / name
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(path)
+
+    def cell(value: str) -> str:
+        cells = ["0"] * 1024
+        cells[41] = value
+        return f"{header}\n{good_row}\n{good_row}\n7," + ",".join(cells) + "\n"
+
+    gz = gzip.compress(eval_csv.read_bytes())
+    mismatch = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["x"], ["y"])],
+            "g",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", 784])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["b", 784])],
+        ),
+        opset_imports=[onnx.helper.make_opsetid("", 17)],
+    )
+    mismatch.ir_version = 8
+    onnx.save(mismatch, str(tmp / "mnist784.onnx"))
+    return {
+        "missing file": ([str(tmp / "nope.csv")], "nope.csv: no such file"),
+        "empty file": ([write("empty.csv", "")], "empty.csv:1: empty file"),
+        "no ID column": (
+            [write("noid.csv", PIX + "\n" + ",".join(["0"] * 1024) + "\n")],
+            "noid.csv:1: missing ID column",
+        ),
+        "pixel columns": (
+            [write("cols.csv", "ID," + PIX.rsplit(",", 1)[0] + "\n")],
+            "cols.csv:1: expected 1025 columns",
+        ),
+        "ragged row": (
+            [write("ragged.csv", f"{header}\n{good_row}\n{good_row[:-4]}\n")],
+            "ragged.csv:3: expected 1025 fields, got 1023",
+        ),
+        "non-integer": (
+            [write("float.csv", cell("3.5"))],
+            "float.csv:4 column pix42: pixel '3.5' is not an integer",
+        ),
+        "empty cell": (
+            [write("blank.csv", cell(""))],
+            "blank.csv:4 column pix42: empty pixel value",
+        ),
+        "NaN": (
+            [write("nan.csv", cell("NaN"))],
+            "nan.csv:4 column pix42: pixel 'NaN' is not an integer",
+        ),
+        "out of range": (
+            [write("big.csv", cell("256"))],
+            "big.csv:4 column pix42: pixel 256 is out of range 0..255",
+        ),
+        "truncated gz": ([write("cut.csv.gz", gz[: len(gz) // 2])], "cut.csv.gz"),
+        "model mismatch": (
+            [str(eval_csv), "--model", str(tmp / "mnist784.onnx")],
+            "does not take rows of 1024 pixels",
+        ),
+        "unreadable model": (
+            [str(eval_csv), "--model", write("junk.onnx", b"\x00junk")],
+            "not a loadable ONNX model",
+        ),
+        "missing model": (
+            [str(eval_csv), "--model", str(tmp / "none.onnx")],
+            "none.onnx: no such model file",
+        ),
+        "unwritable output": (
+            [str(eval_csv), "-o", str(tmp / "nodir" / "results.csv")],
+            "does not exist",
+        ),
+    }
+
+
+CASES = [
+    "missing file",
+    "empty file",
+    "no ID column",
+    "pixel columns",
+    "ragged row",
+    "non-integer",
+    "empty cell",
+    "NaN",
+    "out of range",
+    "truncated gz",
+    "model mismatch",
+    "unreadable model",
+    "missing model",
+    "unwritable output",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_leaves_no_output(tmp_path, exported, eval_csv, case):
+    args, message = _bad_cases(tmp_path, eval_csv)[case]
+    out = tmp_path / "results.csv"
+    out.write_text("previous results\n")  # replaced only on success
+    if "-o" not in args:
+        args = [*args, "-o", str(out)]
+    if "--model" not in args:
+        args = [*args, "--model", str(exported)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert out.read_text() == "previous results\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_truncated_gzip_names_the_problem(tmp_path, eval_csv, exported):
+    gz = gzip.compress(eval_csv.read_bytes())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(gz[: len(gz) // 2])
+    with pytest.raises(DataError, match="truncated gzip"):
+        predict_csv(path, tmp_path / "r.csv", exported)
+
+
+def test_interrupt_leaves_no_partial_output(tmp_path, exported, eval_csv, monkeypatch):
+    calls = {"n": 0}
+    real_run = Predictor.run
+
+    def interrupted(self, pixels, proba=False):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_run(self, pixels, proba)
+
+    monkeypatch.setattr(Predictor, "run", interrupted)
+    out = tmp_path / "results.csv"
+    result = CliRunner().invoke(
+        main, [str(eval_csv), "--model", str(exported), "-o", str(out), "--batch-size", "16"]
+    )
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cuda_request_without_cuda_is_an_error(exported):
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("onnxruntime has CUDA here")
+    with pytest.raises(ProviderError, match="no CUDAExecutionProvider"):
+        Predictor(exported, provider="cuda")
+    assert Predictor(exported, provider="auto").provider == "cpu"
+
+
+def test_threads_follow_the_cpu_quota():
+    n = available_cpus()
+    assert 1 <= n <= (os.cpu_count() or 1)
+    assert n <= len(os.sched_getaffinity(0))
+
+
+def test_infer_never_imports_torch(tmp_path, exported, eval_csv):
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import fcls.infer, fcls.infer.cli\n"
+        "from fcls.infer import predict_csv\n"
+        f"s = predict_csv({str(eval_csv)!r}, {str(tmp_path / 'r.csv')!r}, {str(exported)!r})\n"
+        "assert s.rows == %d, s\n"
+        "assert 'torch' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"
+        % N_ROWS
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_model_error_types(tmp_path):
+    with pytest.raises(ModelError):
+        Predictor(tmp_path / "missing.onnx")
+
+
+def test_stream_source(exported, eval_csv, tmp_path):
+    out = tmp_path / "r.csv"
+    summary = predict_csv(io.BytesIO(eval_csv.read_bytes()), out, exported)
+    assert summary.rows == N_ROWS
