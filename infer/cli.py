@@ -30,7 +30,7 @@ from .errors import FclsError
 @click.option(
     "--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=1024, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),

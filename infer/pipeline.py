@@ -139,7 +139,7 @@ def predict_csv(
     model: str | Path | Predictor = "model.onnx",
     *,
     provider: str = "auto",
-    batch_size: int = 1024,
+    batch_size: int = 64,
     threads: int | None = None,
     proba: bool = False,
     class_names: bool = False,

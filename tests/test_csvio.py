@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_eval_csv, write_train_csv
+
 from fcls.infer.csvio import CsvReader, read_header, read_train_csv
 from fcls.infer.errors import DataError
 

@@ -13,6 +13,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+
 from fcls.export import ExportConfig, check_parity, export_onnx, load_checkpoint
 from fcls.export import api as export_api
 from fcls.export.cli import main

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 from conftest import write_eval_csv
+
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli import main
 from fcls.infer.errors import DataError, ModelError, ProviderError
@@ -125,6 +126,7 @@ def test_predictor_api(exported, rows):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_float_input_model_is_accepted(tmp_path, trained, rows, exported):
     import torch
+
     from fcls.export.checkpoint import load_checkpoint
 
     model = load_checkpoint(trained / "model.pt").model
@@ -326,3 +328,24 @@ def test_stream_source(exported, eval_csv, tmp_path):
     out = tmp_path / "r.csv"
     summary = predict_csv(io.BytesIO(eval_csv.read_bytes()), out, exported)
     assert summary.rows == N_ROWS
+
+
+def test_real_evaluate_csv_matches_independent_pytorch(tmp_path, fashion_trained, shared_data):
+    import notebook_port as nb
+    import torch
+
+    from fcls.export import export_onnx
+    from fcls.infer.csvio import CsvReader
+
+    model_onnx = tmp_path / "model.onnx"
+    export_onnx(fashion_trained, model_onnx, log=lambda s: None)
+    out = tmp_path / "results.csv"
+    summary = predict_csv(shared_data / "evaluate.csv", out, model_onnx)
+    assert summary.rows == 17_500
+    table = _read(out)
+    assert table[0] == ["ID", "label"] and len(table) == 17_501
+    assert [r[0] for r in table[1:]] == [str(i) for i in range(17_500)]
+    pixels = np.concatenate([c.pixels for c in CsvReader(shared_data / "evaluate.csv")])
+    reference = nb.load(torch.load(fashion_trained, weights_only=True)["model"])
+    expected = nb.predict_logits(reference, pixels).argmax(1)
+    np.testing.assert_array_equal([int(r[1]) for r in table[1:]], expected)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import notebook_port as nb
 import torch
+
 from fcls.train.model import MACS_PER_IMAGE, FinalCNNet, to_input
 
 

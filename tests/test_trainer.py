@@ -10,6 +10,7 @@ import notebook_port as nb
 import pytest
 import torch
 from click.testing import CliRunner
+
 from fcls.infer.csvio import read_train_csv
 from fcls.infer.errors import ConfigError
 from fcls.train.cli import main
