@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from fcls.infer.errors import FclsError, OutputError, ParityError
 from fcls.train.trainer import fcls_version
 

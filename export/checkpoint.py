@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from fcls.infer.errors import CheckpointError
 from fcls.train.data import FASHION_CLASSES
 from fcls.train.model import FinalCNNet

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from fcls.infer.csvio import CsvReader, read_header
 from fcls.infer.errors import DataError
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import torch
+
 from fcls.train.model import to_input
 
 from .graph import INPUT

@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
 from fcls.infer.csvio import N_PIXELS, read_train_csv
 
 SIDE = 32

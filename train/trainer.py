@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fcls.infer.errors import CheckpointError, ConfigError, OutputError
 from tqdm import tqdm
+
+from fcls.infer.errors import CheckpointError, ConfigError, OutputError
 
 from . import data as fdata
 from .config import Stage, TrainConfig
