@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
@@ -137,7 +136,7 @@ def _export_fp32(
     failures: list[str] = []
     tmp = staging.temp(dest)
     for exporter in ("dynamo", "torchscript"):
-        serving = ServingModel(copy.deepcopy(ckpt.model))
+        serving = ServingModel(ckpt.model)
         try:
             written = export_graph(serving, tmp, opset, exporter)
             lint(tmp)
@@ -257,7 +256,7 @@ def _variants(
     if config.fp16:
         path = _variant_path(dest, "fp16")
         tmp = staging.temp(path)
-        serving = ServingModel(copy.deepcopy(ckpt.model), dtype=torch.float16)
+        serving = ServingModel(ckpt.model, dtype=torch.float16)
         export_graph(serving, tmp, result.opset, result.exporter)
         lint(tmp)
         if cuda_available():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -31,16 +32,26 @@ class LintError(FclsError):
 
 
 class ServingModel(torch.nn.Module):
-    """Wraps FinalCNNet so the graph owns its preprocessing: (B, 1024) uint8 -> logits, label."""
+    """Wraps FinalCNNet so the graph owns its preprocessing: (B, 1024) uint8 -> logits, label.
+
+    The conv features are flattened in (h, w, c) order and fc1's columns permuted to match,
+    which computes the same function. onnxruntime runs int8 convolutions channels-last, so
+    this lets its transpose optimizer cancel the NHWC->NCHW transpose it would otherwise
+    insert before fc1 (measured: int8 +6% img/s at batch 256, fp32 unchanged).
+    """
 
     def __init__(self, model: FinalCNNet, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
-        self.model = model.to(dtype).eval()
+        self.model = copy.deepcopy(model).to(dtype).eval()
+        fc1 = self.model.fc1.weight.data  # (512, 4608) over (c=512, h=3, w=3)
+        permuted = fc1.reshape(512, 512, 3, 3).permute(0, 2, 3, 1).reshape(512, 4608)
+        self.model.fc1.weight.data = permuted.contiguous()  # now over (h, w, c)
         self.dtype = dtype
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.to(self.dtype).reshape(-1, 1, 32, 32)  # raw 0..255, as in training
-        logits = self.model(x).to(torch.float32)  # (B, 10) float32 whatever the compute dtype
+        features = self.model.features(x).permute(0, 2, 3, 1).reshape(-1, 4608)
+        logits = self.model.classifier(features).to(torch.float32)  # (B, 10) float32 always
         return logits, logits.argmax(dim=1)  # (B,) int64
 
 

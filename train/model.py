@@ -61,18 +61,23 @@ class FinalCNNet(nn.Module):
 
         self.fc5 = nn.Linear(64, 10)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutional stack: (N, 1, 32, 32) -> (N, 512, 3, 3)."""
         x = self.pool(self.conv1_do(relu(self.conv1_bn(self.conv1(x)))))  # (N, 64, 15, 15)
         x = self.pool(self.conv2_do(relu(self.conv2_bn(self.conv2(x)))))  # (N, 128, 7, 7)
         x = self.conv3_do(relu(self.conv3_bn(self.conv3(x))))  # (N, 256, 6, 6)
-        x = self.conv4_do(relu(self.conv4_bn(self.conv4(x))))  # (N, 512, 3, 3)
+        return self.conv4_do(relu(self.conv4_bn(self.conv4(x))))  # (N, 512, 3, 3)
 
-        x = torch.flatten(x, 1)  # (N, 4608)
+    def classifier(self, x: torch.Tensor) -> torch.Tensor:
+        """The fully connected head: (N, 4608) -> (N, 10) logits."""
         x = self.fc1_do(relu(self.fc1_bn(self.fc1(x))))
         x = self.fc2_do(relu(self.fc2_bn(self.fc2(x))))
         x = self.fc3_do(relu(self.fc3_bn(self.fc3(x))))
         x = self.fc4_do(relu(self.fc4_bn(self.fc4(x))))
-        return self.fc5(x)  # (N, 10) logits
+        return self.fc5(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.features(x), 1))  # (N, 4608) in (c, h, w) order
 
 
 def to_input(pixels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,171 @@
+"""Measurement core shared by `fcls-bench` and the pytest-benchmark suite in bench/.
+
+Every figure comes from per-call wall-clock timings after warm-up; every backend's labels
+are checked against PyTorch eager on the same images, so a fast wrong path cannot pass.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcls.train.model import MACS_PER_IMAGE
+
+FLOPS_PER_IMAGE = 2 * MACS_PER_IMAGE
+
+
+@dataclass
+class Timing:
+    """Per-call timings of one backend at one batch size."""
+
+    backend: str
+    batch: int
+    seconds: list[float] = field(repr=False)
+
+    def pct(self, q: float) -> float:
+        """Latency percentile q (0..100) in milliseconds, linear interpolation."""
+        return float(np.percentile(np.asarray(self.seconds), q) * 1e3)
+
+    @property
+    def throughput(self) -> float:
+        """Images per second over all timed calls."""
+        return self.batch * len(self.seconds) / sum(self.seconds)
+
+    @property
+    def gflops(self) -> float:
+        """Achieved GFLOP/s at FinalCNNet's 2 x 32.8 M FLOP per image."""
+        return self.throughput * FLOPS_PER_IMAGE / 1e9
+
+    def row(self, baseline: Timing | None) -> dict[str, Any]:
+        """Figures of this timing as a flat dict (ratio to the baseline's throughput)."""
+        return {
+            "backend": self.backend,
+            "batch": self.batch,
+            "calls": len(self.seconds),
+            "p50_ms": self.pct(50),
+            "p90_ms": self.pct(90),
+            "p99_ms": self.pct(99),
+            "throughput": self.throughput,
+            "gflops": self.gflops,
+            "vs_torch": self.throughput / baseline.throughput if baseline else None,
+            "p99_vs_torch": self.pct(99) / baseline.pct(99) if baseline else None,
+        }
+
+
+def time_calls(
+    fn: Callable[[], Any],
+    seconds: float,
+    warmup: int = 3,
+    min_calls: int = 5,
+    max_calls: int = 100_000,
+) -> list[float]:
+    """Call `fn` warmup times, then for about `seconds` (at least min_calls); per-call times."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while (len(times) < min_calls or time.perf_counter() < deadline) and len(times) < max_calls:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (VmHWM: unlike ru_maxrss on Linux,
+    it is not inherited from the parent across exec, so a spawned worker reports its own)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:
+    """The machine's fp32 matrix-multiply rate (GFLOP/s): the best of torch.mm, numpy and
+    onnxruntime's MatMul on n x n operands with all their threads, and which one it was."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import TensorProto, helper
+
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "mm",
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    candidates = {
+        "torch.mm": lambda: torch.mm(ta, tb),
+        "numpy matmul": lambda: a @ b,
+        "onnxruntime MatMul": lambda: session.run(None, {"a": a, "b": b}),
+    }
+    rates = {
+        name: 2 * n**3 / statistics.median(time_calls(fn, seconds / 3, warmup=2)) / 1e9
+        for name, fn in candidates.items()
+    }
+    best = max(rates, key=lambda k: rates[k])
+    del onnx
+    return rates[best], f"{best} {n}x{n}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name as /proc/cpuinfo reports it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, CPUs available to this process, GPU and library versions for the report header."""
+    import numpy
+    import onnxruntime as ort
+    import pyarrow
+    import torch
+
+    from fcls.infer.predictor import available_cpus
+
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+    return {
+        "cpu": cpu_model(),
+        "cpus_available": available_cpus(),
+        "cpus_host": os.cpu_count(),
+        "gpu": gpu,
+        "ort_providers": ort.get_available_providers(),
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "numpy": numpy.__version__,
+            "pyarrow": pyarrow.__version__,
+        },
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def as_dict(obj: Any) -> Any:
+    """Dataclasses to dicts, recursively, for JSON."""
+    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj

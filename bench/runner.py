@@ -1,0 +1,203 @@
+"""One benchmark run: every backend x batch size, then end to end, all in one process."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import build_models, eval_csv, models_from, real_looking_images
+from .backends import MIN_AGREEMENT, ort_backend, torch_backend
+from .core import Timing, machine_info, matmul_ceiling, peak_rss_mb, time_calls
+from .e2e import fcls_pipeline, notebook_pipeline
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and for how long."""
+
+    workdir: Path = Path(".fcls-bench")
+    model: Path | None = None
+    checkpoint: Path | None = None
+    backends: tuple[str, ...] | None = None  # None: torch and every variant present
+    batch_sizes: tuple[int, ...] = (1, 64, 256, 1024)
+    rows: int = 50_000
+    seconds: float = 2.0  # timed per backend and batch size, after warm-up
+    threads: int | None = None
+    e2e: bool = True
+
+    @classmethod
+    def quick(cls, **kw: Any) -> BenchConfig:
+        """Settings that finish in under a minute once the models are built."""
+        return cls(**{"rows": 3_000, "seconds": 0.25, **kw})
+
+
+def _measure(
+    name: str,
+    path: Path,
+    batch_sizes: tuple[int, ...],
+    seconds: float,
+    threads: int | None,
+    check_set: np.ndarray,  # (M, 1024) uint8
+) -> tuple[list[Timing], np.ndarray, str, int, float]:
+    """In a fresh process: timings per batch size, labels of the check set, provider, threads, peak RSS."""
+    backend = torch_backend(path) if name == "torch" else ort_backend(name, path, threads)
+    labels = backend.predict(check_set)
+    timings = []
+    for batch in batch_sizes:
+        x = backend.prepare(check_set[:batch])
+        timings.append(Timing(name, batch, time_calls(lambda x=x: backend.run(x), seconds)))
+    return timings, labels, backend.provider, backend.threads, peak_rss_mb()
+
+
+def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
+    """Measure; return a JSON-ready report (see `format_report`)."""
+    t0 = time.perf_counter()
+    info = machine_info()
+    ceiling, ceiling_how = matmul_ceiling(seconds=min(1.5, 6 * config.seconds))
+    models = (
+        models_from(config.model, config.checkpoint)
+        if config.model
+        else build_models(config.workdir, log)
+    )
+    names = list(config.backends) if config.backends else None
+    plan = [("torch", models.checkpoint)] if not names or "torch" in names else []
+    plan += [(n, p) for n, p in models.onnx.items() if not names or n in names]
+    if not plan or plan[0][0] != "torch":
+        raise ValueError("the torch baseline must be among the backends")
+    check_set = real_looking_images(max(1024, *config.batch_sizes), seed=1)
+    rows: list[dict[str, Any]] = []
+    baseline: dict[int, Timing] = {}
+    expected: np.ndarray | None = None
+    for name, path in plan:
+        # one fresh process per backend: its peak RSS is its own, and no backend warms another
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            measured = pool.submit(
+                _measure, name, path, config.batch_sizes, config.seconds, config.threads, check_set
+            ).result()
+        timings, labels, provider, threads, peak = measured
+        expected = labels if expected is None else expected
+        agreement = float((labels == expected).mean())
+        bar = MIN_AGREEMENT.get(name, 1.0)
+        if agreement < bar:
+            raise AssertionError(
+                f"{name}: top-1 agreement {agreement:.4f} < {bar} with PyTorch eager"
+            )
+        for timing in timings:
+            baseline.setdefault(timing.batch, timing)
+            row = timing.row(baseline[timing.batch])
+            row.update(
+                agreement=agreement,
+                pct_ceiling=100 * timing.gflops / ceiling,
+                peak_rss_mb=peak,
+                provider=provider,
+                threads=threads,
+            )
+            rows.append(row)
+            log(f"  {name:10s} batch {timing.batch:5d}: {timing.throughput:9.0f} img/s")
+    report: dict[str, Any] = {
+        "machine": info,
+        "ceiling_gflops": ceiling,
+        "ceiling_how": ceiling_how,
+        "flops_per_image": 2 * 32_793_472,
+        "models": {k: str(v) for k, v in models.onnx.items()},
+        "checkpoint": str(models.checkpoint),
+        "seconds_per_point": config.seconds,
+        "rows": rows,
+    }
+    if config.e2e:
+        report["e2e"] = _end_to_end(config, models, log)
+    report["wall_seconds"] = time.perf_counter() - t0
+    return report
+
+
+def _end_to_end(config: BenchConfig, models: Any, log: Log) -> list[dict[str, Any]]:
+    src = eval_csv(config.workdir, config.rows)
+    out = config.workdir / "out"
+    out.mkdir(exist_ok=True)
+    log(f"  end to end on {config.rows} rows ({src})")
+    base = notebook_pipeline(src, out / "notebook.csv", models.checkpoint)
+    runs = [base]
+    for name, variant in (("fcls-infer fp32", "ort"), ("fcls-infer int8", "ort-int8")):
+        if variant in models.onnx:
+            runs.append(
+                fcls_pipeline(
+                    name, src, out / f"{variant}.csv", models.onnx[variant], config.threads
+                )
+            )
+    results = []
+    for run in runs:
+        agreement = float((run.labels == base.labels).mean())
+        bar = 0.99 if "int8" in run.name else 1.0
+        if agreement < bar:
+            raise AssertionError(
+                f"{run.name}: labels agree with the notebook on {agreement:.4f} < {bar}"
+            )
+        results.append(
+            {
+                "pipeline": run.name,
+                "rows": run.rows,
+                "seconds": run.seconds,
+                "rows_per_s": run.rows_per_s,
+                "vs_notebook": run.rows_per_s / base.rows_per_s,
+                "agreement": agreement,
+            }
+        )
+    return results
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The human-readable tables of a report."""
+    m = report["machine"]
+    v = m["versions"]
+    lines = [
+        f"fcls-bench | CPU {m['cpu']} | {m['cpus_available']} CPUs available ({m['cpus_host']} on host) | "
+        f"GPU {m['gpu'] or 'none'}",
+        f"python {v['python']}, torch {v['torch']} ({m['torch_threads']} threads), onnxruntime "
+        f"{v['onnxruntime']}, numpy {v['numpy']}, pyarrow {v['pyarrow']}",
+        f"ceiling: fp32 matmul {report['ceiling_gflops']:.1f} GFLOP/s (best: {report['ceiling_how']}) | FinalCNNet "
+        f"{report['flops_per_image'] / 1e6:.1f} MFLOP/image | {report['seconds_per_point']} s per point",
+        "",
+        f"{'backend':10s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'img/s':>9s} "
+        f"{'GFLOP/s':>8s} {'%ceil':>6s} {'x torch':>7s} {'p99/t':>6s} {'agree':>6s} {'peak MB':>7s}  provider",
+    ]
+    for r in report["rows"]:
+        lines.append(
+            f"{r['backend']:10s} {r['batch']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+            f"{r['throughput']:9.0f} {r['gflops']:8.1f} {r['pct_ceiling']:6.1f} {_fmt(r['vs_torch'], '7.2f')} "
+            f"{_fmt(r['p99_vs_torch'], '6.2f')} {r['agreement']:6.3f} {r['peak_rss_mb']:7.0f}  "
+            f"{r['provider']} x{r['threads']}"
+        )
+    if "e2e" in report:
+        lines += [
+            "",
+            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'rows/s':>8s} {'x notebook':>10s} {'agree':>6s}",
+        ]
+        for e in report["e2e"]:
+            lines.append(
+                f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} {e['rows_per_s']:8.0f} "
+                f"{e['vs_notebook']:10.2f} {e['agreement']:6.3f}"
+            )
+    lines.append(f"\n(wall {report['wall_seconds']:.0f}s)")
+    return "\n".join(lines)
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    """Write the report for tracking."""
+    path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
+
+__all__ = ["BenchConfig", "format_report", "run_bench", "write_json"]
