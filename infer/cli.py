@@ -1,4 +1,4 @@
-"""`fcls-infer`: score a CSV of ID,pix1..pix1024 rows into results.csv (ID,label)."""
+"""`fcls-infer`: score CSV files of ID,pix1..pix1024 rows into results.csv (ID,label)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .errors import FclsError
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("input_csv", type=str)
+@click.argument("inputs", nargs=-1, required=True)
 @click.option(
     "--model",
     "model",
@@ -24,8 +24,8 @@ from .errors import FclsError
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    default=Path("results.csv"),
-    show_default=True,
+    default=None,
+    help="Output file [results.csv]; a directory when there are several inputs.",
 )
 @click.option(
     "--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
@@ -40,36 +40,82 @@ from .errors import FclsError
 @click.option("--proba", is_flag=True, help="Add one probability column per class.")
 @click.option("--class-names", is_flag=True, help="Write class names instead of indices.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: one pipelined process; ray: Ray Data over many files and workers.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster (auto, ray://host:port). Default: a private local one.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray actors."
+)
+@click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
 def main(
-    input_csv: str,
+    inputs: tuple[str, ...],
     model: Path,
-    output: Path,
+    output: Path | None,
     provider: str,
     batch_size: int,
     threads: int | None,
     proba: bool,
     class_names: bool,
     quiet: bool,
+    engine: str,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
 ) -> None:
-    """Predict a label for every row of INPUT_CSV ('-' for stdin, .gz accepted)."""
+    """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
+    from .inputs import expand_inputs, output_paths
     from .pipeline import predict_csv
 
+    options = {
+        "provider": provider,
+        "batch_size": batch_size,
+        "threads": threads,
+        "proba": proba,
+        "class_names": class_names,
+    }
     try:
-        summary = predict_csv(
-            input_csv,
-            output,
-            model,
-            provider=provider,
-            batch_size=batch_size,
-            threads=threads,
-            proba=proba,
-            class_names=class_names,
-            progress=None if not quiet else False,
-        )
+        if engine == "ray":
+            from .ray_engine import predict_csv_ray
+
+            summaries = predict_csv_ray(
+                list(inputs),
+                output,
+                model,
+                address=address,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                **options,
+            )
+        elif inputs == ("-",):
+            summaries = [
+                predict_csv(
+                    "-",
+                    output or Path("results.csv"),
+                    model,
+                    progress=None if not quiet else False,
+                    **options,
+                )
+            ]
+        else:
+            paths = expand_inputs(list(inputs))
+            summaries = [
+                predict_csv(src, dst, model, progress=None if not quiet else False, **options)
+                for src, dst in zip(paths, output_paths(paths, output))
+            ]
     except FclsError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
-        click.echo(f"fcls-infer: interrupted; {output} not written", err=True)
+        click.echo("fcls-infer: interrupted; no output written", err=True)
         sys.exit(130)
     if not quiet:
-        click.echo(summary.line(), err=True)
+        for summary in summaries:
+            click.echo(summary.line(), err=True)

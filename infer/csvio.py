@@ -159,9 +159,14 @@ class CsvReader:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         limit: int | None = None,
         use_threads: bool = True,
+        name: str | None = None,
+        first_line: int = 2,
     ) -> None:
         self.src, self.kind, self.chunk_bytes, self.limit = src, kind, chunk_bytes, limit
-        self.name = source_name(src)
+        self.name = name or source_name(src)
+        self.first_line = (
+            first_line  # file line of the first row (a byte range of a file starts later)
+        )
         self.use_threads = use_threads
         self.header: list[str] = []
 
@@ -209,7 +214,7 @@ class CsvReader:
     def _chunks(self, stream: BinaryIO) -> Iterator[Chunk]:
         carry = self._read_header(stream)
         options = self._options()
-        line = 2  # file line of the first byte in `carry`
+        line = self.first_line  # file line of the first byte in `carry`
         remaining = self.limit
         while remaining is None or remaining > 0:
             more = _read(stream, self.chunk_bytes, self.name, line)

@@ -95,11 +95,11 @@ def _csv_field(values: pa.Array) -> pa.Array:
     return pc.if_else(needs, quoted, values)
 
 
-def _format_rows(
-    chunk: Chunk, labels: np.ndarray, proba: np.ndarray | None, names: list[str] | None
+def format_rows(
+    ids: pa.Array, labels: np.ndarray, proba: np.ndarray | None, names: list[str] | None
 ) -> bytes:
     """CSV text of the rows, built column-wise by Arrow kernels (no Python loop over rows)."""
-    ids = _csv_field(chunk.ids)  # type: ignore[arg-type]
+    ids = _csv_field(ids)
     if names:
         label = _csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
     else:
@@ -114,14 +114,16 @@ def _format_rows(
     return text[0].as_py().encode() + b"\n"
 
 
-def _header(proba: bool, names: bool, classes: list[str]) -> bytes:
+def header_line(proba: bool, names: bool, classes: list[str]) -> bytes:
+    """The output header: ID,label and, with proba, one column per class."""
     cols = ["ID", "label"]
     if proba:
         cols += [f"p_{c}" if names else f"p{j}" for j, c in enumerate(classes)]
     return (",".join(_csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
 
 
-def _temp_output(dst: Path) -> Path:
+def temp_output(dst: Path) -> Path:
+    """An empty temp file beside `dst` (proving the directory is writable)."""
     parent = dst.parent if str(dst.parent) else Path(".")
     if not parent.is_dir():
         raise OutputError(f"{dst}: directory {parent} does not exist")
@@ -149,7 +151,7 @@ def predict_csv(
     """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities])."""
     t0 = time.perf_counter()
     dst = Path(dst)
-    tmp = _temp_output(dst)
+    tmp = temp_output(dst)
     try:
         predictor = model if isinstance(model, Predictor) else Predictor(model, provider, threads)
         rows = _run(src, tmp, predictor, batch_size, proba, class_names, progress, chunk_bytes)
@@ -194,9 +196,10 @@ def _run(
 
     def write() -> None:
         with tmp.open("wb") as f:
-            f.write(_header(proba, class_names, classes))
+            f.write(header_line(proba, class_names, classes))
             while (item := _get(scored, stop)) is not _DONE:
-                f.write(_format_rows(*item, names))
+                chunk, labels, probs = item
+                f.write(format_rows(chunk.ids, labels, probs, names))
 
     threads = [_Worker(read, "fcls-reader"), _Worker(write, "fcls-writer")]
     for t in threads:

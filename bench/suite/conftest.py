@@ -1,0 +1,52 @@
+"""Fixtures for `pytest bench/`: models, images and CSV files, built once and cached.
+
+The cache lives in `<repo>/.fcls-bench` (git-ignored); FCLS_BENCH_WORKDIR moves it and
+FCLS_BENCH_ROWS sets the end-to-end file size (default 50,000 rows).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcls.bench.artifacts import Models, build_models, eval_csv, real_looking_images
+from fcls.bench.backends import Backend, ort_backend, torch_backend
+
+BATCH_SIZES = (1, 64, 256, 1024)
+ROUNDS = {1: 300, 64: 30, 256: 10, 1024: 4}
+
+
+@pytest.fixture(scope="session")
+def workdir(pytestconfig) -> Path:
+    return Path(os.environ.get("FCLS_BENCH_WORKDIR", pytestconfig.rootpath / ".fcls-bench"))
+
+
+@pytest.fixture(scope="session")
+def models(workdir: Path) -> Models:
+    return build_models(workdir, log=lambda s: None)
+
+
+@pytest.fixture(scope="session")
+def check_set() -> np.ndarray:
+    """(1024, 1024) uint8 real-looking images every backend is checked on."""
+    return real_looking_images(1024, seed=1)
+
+
+@pytest.fixture(scope="session")
+def torch_labels(models: Models, check_set: np.ndarray) -> np.ndarray:
+    return torch_backend(models.checkpoint).predict(check_set)
+
+
+@pytest.fixture(scope="session")
+def backends(models: Models) -> dict[str, Backend]:
+    made = {"torch": torch_backend(models.checkpoint)}
+    made.update({name: ort_backend(name, path) for name, path in models.onnx.items()})
+    return made
+
+
+@pytest.fixture(scope="session")
+def e2e_csv(workdir: Path) -> Path:
+    return eval_csv(workdir, int(os.environ.get("FCLS_BENCH_ROWS", "50000")))

@@ -1,0 +1,36 @@
+"""Model latency (batch 1) and throughput (batch 64/256/1024) per backend, labels checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import BATCH_SIZES, ROUNDS
+
+from fcls.bench.backends import MIN_AGREEMENT
+from fcls.bench.core import FLOPS_PER_IMAGE
+
+BACKENDS = ("torch", "ort", "ort-opt", "ort-int8", "cuda", "cuda-fp16")
+
+
+@pytest.mark.parametrize("batch", BATCH_SIZES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_model(benchmark, backends, check_set, torch_labels, name, batch):
+    if name not in backends:
+        pytest.skip(f"{name}: not available here (needs onnxruntime with CUDA and a GPU)")
+    backend = backends[name]
+    benchmark.group = f"model batch {batch}"
+    x = backend.prepare(check_set[:batch])
+    benchmark.pedantic(backend.run, args=(x,), rounds=ROUNDS[batch], warmup_rounds=3, iterations=1)
+    times = np.asarray(benchmark.stats.stats.data)  # per-call seconds: our own percentiles
+    img_s = batch / times.mean()
+    benchmark.extra_info.update(
+        p50_ms=float(np.percentile(times, 50) * 1e3),
+        p90_ms=float(np.percentile(times, 90) * 1e3),
+        p99_ms=float(np.percentile(times, 99) * 1e3),
+        img_per_s=img_s,
+        gflops=img_s * FLOPS_PER_IMAGE / 1e9,
+        provider=backend.provider,
+    )
+    # a fast wrong path cannot pass: labels on the whole check set against PyTorch eager
+    agreement = float((backend.predict(check_set) == torch_labels).mean())
+    assert agreement >= MIN_AGREEMENT.get(name, 1.0), f"{name}: agreement {agreement:.4f}"
