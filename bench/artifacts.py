@@ -8,16 +8,13 @@ Adam run on scikit-learn's digits rather than random weights.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
-from fcls.infer.csvio import PIXEL_COLUMNS
+from fcls.infer.csvio import write_eval_csv
 from fcls.infer.errors import FclsError
 
 
@@ -109,24 +106,11 @@ def real_looking_images(n: int, seed: int = 0) -> np.ndarray:
     return images.reshape(n, 1024)
 
 
-def write_eval_csv(path: Path, pixels: np.ndarray) -> Path:
-    """Write `ID,pix1..pix1024` rows (IDs 0..n-1) with pyarrow, atomically."""
-    if path.is_file():
-        return path
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    columns = {"ID": pa.array(np.arange(len(pixels), dtype=np.int64))}
-    columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(PIXEL_COLUMNS)})
-    with tmp.open("wb") as f:
-        f.write((",".join(["ID", *PIXEL_COLUMNS]) + "\n").encode())
-        pacsv.write_csv(pa.table(columns), f, pacsv.WriteOptions(include_header=False))
-    os.replace(tmp, path)
-    return path
-
-
 def eval_csv(workdir: Path, rows: int) -> Path:
     """The benchmark's evaluate-format CSV with `rows` rows, generated once."""
     workdir.mkdir(parents=True, exist_ok=True)
-    return write_eval_csv(workdir / f"evaluate_{rows}.csv", real_looking_images(rows))
+    path = workdir / f"evaluate_{rows}.csv"
+    return path if path.is_file() else write_eval_csv(path, real_looking_images(rows))
 
 
 def describe(models: Models) -> str:

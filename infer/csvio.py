@@ -311,3 +311,20 @@ def read_train_csv(
     pixels = np.concatenate([c.pixels for c in chunks])
     labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
     return pixels, labels
+
+
+def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) -> Path:
+    """Write (n, 1024) uint8 rows as an `ID,pix1..pix1024` file (IDs 0..n-1 by default), atomically."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    columns = {"ID": ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))}
+    columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(PIXEL_COLUMNS)})
+    try:
+        with tmp.open("wb") as f:
+            f.write((",".join(["ID", *PIXEL_COLUMNS]) + "\n").encode())
+            pacsv.write_csv(pa.table(columns), f, pacsv.WriteOptions(include_header=False))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

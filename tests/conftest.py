@@ -65,7 +65,8 @@ def trained(tmp_path_factory, digits_csv) -> Path:
     from fcls.train.trainer import train
 
     out = tmp_path_factory.mktemp("run")
-    train(TrainConfig(out=out, data=digits_csv, max_epochs=1, device="cpu"), log=lambda s: None)
+    config = TrainConfig(out=out, data=digits_csv, max_epochs=1, device="cpu", write_test_csv=True)
+    train(config, log=lambda s: None)
     return out
 
 

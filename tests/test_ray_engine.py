@@ -23,7 +23,9 @@ SIZES = (1200, 1000, 1300)  # 3,500 rows in all
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, digits) -> list[Path]:
     """Three evaluate files cut from the digits (twice over, flipped), with string IDs."""
-    pixels = np.concatenate([digits[0], digits[0].reshape(-1, 32, 32)[:, :, ::-1].reshape(-1, 1024)])
+    pixels = np.concatenate(
+        [digits[0], digits[0].reshape(-1, 32, 32)[:, :, ::-1].reshape(-1, 1024)]
+    )
     folder = tmp_path_factory.mktemp("parts")
     paths, start = [], 0
     for i, n in enumerate(SIZES):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import notebook_port as nb
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -56,6 +57,16 @@ def test_every_artefact_is_written(trained: Path):
     assert len(report["confusion_matrix"]) == 10 and len(report["per_class"]) == 10
     assert sum(map(sum, report["confusion_matrix"])) == 80
     assert report["test_accuracy"] == ckpt["metrics"]["test_accuracy"]
+
+
+def test_test_csv_holds_the_held_out_split(trained: Path, digits_csv: Path):
+    from fcls.infer.csvio import CsvReader
+
+    chunks = list(CsvReader(trained / "test.csv"))
+    pixels = np.concatenate([c.pixels for c in chunks])
+    *_, x_test, _, _, _ = nb.notebook_split(*read_train_csv(digits_csv))
+    assert pixels.tobytes() == x_test.tobytes()
+    assert chunks[0].ids.to_pylist()[:3] == ["0", "1", "2"]
 
 
 def test_test_accuracy_equals_independent_notebook_port(trained: Path, digits_csv: Path):

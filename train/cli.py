@@ -52,6 +52,11 @@ from .config import TrainConfig
 @click.option(
     "--restart", is_flag=True, help="Discard a previous run in --out instead of resuming it."
 )
+@click.option(
+    "--write-test-csv",
+    is_flag=True,
+    help="Also write the held-out test split as OUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
+)
 def main(
     data: Path | None,
     out: Path,
@@ -64,6 +69,7 @@ def main(
     amp: bool,
     no_shuffle: bool,
     restart: bool,
+    write_test_csv: bool,
 ) -> None:
     """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
     from .trainer import train
@@ -80,6 +86,7 @@ def main(
         shuffle=not no_shuffle,
         amp=amp,
         restart=restart,
+        write_test_csv=write_test_csv,
     )
     if data is None:
         click.echo(

@@ -44,6 +44,7 @@ class TrainConfig:
     amp: bool = False
     restart: bool = False
     augment_k: int = 2
+    write_test_csv: bool = False  # also write the held-out test split as out/test.csv
     stages: tuple[Stage, ...] = field(default=DEFAULT_STAGES)
 
     def to_dict(self) -> dict[str, Any]:
@@ -57,6 +58,6 @@ class TrainConfig:
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the run it continues."""
         d = self.to_dict()
-        for volatile in ("out", "device", "restart", "amp"):
+        for volatile in ("out", "device", "restart", "amp", "write_test_csv"):
             d.pop(volatile)
         return d

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from fcls.infer.csvio import write_eval_csv
 from fcls.infer.errors import CheckpointError, ConfigError, OutputError
 
 from . import data as fdata
@@ -202,7 +203,7 @@ def _prepare_out(config: TrainConfig, identity: dict[str, Any], log: Log) -> _Ru
     out = config.out
     state_path = out / STATE_FILE
     if config.restart and out.exists():
-        for name in (STATE_FILE, *OUTPUTS):
+        for name in (STATE_FILE, *OUTPUTS, "test.csv"):
             (out / name).unlink(missing_ok=True)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -297,6 +298,8 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         device=device,
         version=fcls_version(),
     )
+    if config.write_test_csv:  # lets the chain train -> export -> infer run on held-out rows
+        write_eval_csv(config.out / "test.csv", parts.x_test)
     epochs = {s.name: sum(h["stage"] == s.name for h in run.history) for s in config.stages}
     return TrainResult(
         out=config.out,
