@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcls.infer.errors import FclsError, OutputError, ParityError
+from fcls.infer.errors import FclsError, ParityError
+from fcls.infer.pipeline import temp_output
 from fcls.train.trainer import fcls_version
 
 from .checkpoint import Checkpoint, load_checkpoint
@@ -51,15 +52,7 @@ def _temp_path(dest: Path) -> Path:
 
 
 def _check_writable(dest: Path) -> None:
-    parent = dest.parent if str(dest.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{dest}: directory {parent} does not exist")
-    probe = parent / f".fcls-write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"{dest}: cannot write to {parent} ({e.strerror})") from None
+    temp_output(dest).unlink()  # raises OutputError naming the directory
 
 
 class _Staging:
