@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.csvio import write_eval_csv
-from fcls.infer.errors import FclsError
+from fcls.infer.csvio import CsvReader, write_eval_csv
+from fcls.infer.errors import DataError, FclsError
 
 
 @dataclass(frozen=True)
@@ -89,11 +89,25 @@ def models_from(model: Path, checkpoint: Path | None) -> Models:
     return Models(checkpoint, onnx)
 
 
-def real_looking_images(n: int, seed: int = 0) -> np.ndarray:
-    """(n, 1024) uint8: scikit-learn's digits at 32x32, randomly flipped and shifted."""
-    from fcls.train.data import load_digits_32
+def image_pool(data: Path | None = None, rows: int = 5_000) -> np.ndarray:
+    """(m, 1024) uint8 source images: the first rows of a train or evaluate CSV, else the digits."""
+    if data is None:
+        from fcls.train.data import load_digits_32
 
-    base = load_digits_32()[0].reshape(-1, 32, 32)
+        return load_digits_32()[0]
+    try:
+        chunks = list(CsvReader(data, "train", limit=rows))
+    except DataError:
+        chunks = list(CsvReader(data, "eval", limit=rows))
+    if not chunks:
+        raise DataError(str(data), "no data rows to draw benchmark images from")
+    return np.concatenate([c.pixels for c in chunks])
+
+
+def real_looking_images(n: int, seed: int = 0, pool: np.ndarray | None = None) -> np.ndarray:
+    """(n, 1024) uint8: images drawn from `pool` (default the digits), randomly flipped and
+    shifted by up to 2 pixels, so a generated file of any size looks like real data."""
+    base = (image_pool() if pool is None else pool).reshape(-1, 32, 32)
     rng = np.random.default_rng(seed)
     images = base[rng.integers(0, len(base), n)]
     flip = rng.random(n) < 0.5
@@ -106,11 +120,11 @@ def real_looking_images(n: int, seed: int = 0) -> np.ndarray:
     return images.reshape(n, 1024)
 
 
-def eval_csv(workdir: Path, rows: int) -> Path:
-    """The benchmark's evaluate-format CSV with `rows` rows, generated once."""
+def eval_csv(workdir: Path, rows: int, pool: np.ndarray | None = None, tag: str = "digits") -> Path:
+    """The benchmark's evaluate-format CSV with `rows` rows, generated once per image source."""
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"evaluate_{rows}.csv"
-    return path if path.is_file() else write_eval_csv(path, real_looking_images(rows))
+    path = workdir / f"evaluate_{tag}_{rows}.csv"
+    return path if path.is_file() else write_eval_csv(path, real_looking_images(rows, pool=pool))
 
 
 def describe(models: Models) -> str:

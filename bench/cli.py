@@ -54,6 +54,12 @@ def _ints(text: str) -> tuple[int, ...]:
 )
 @click.option("--no-e2e", is_flag=True, help="Skip the end-to-end comparison.")
 @click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CSV (train or evaluate format) to draw benchmark images from. Default: the digits.",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(path_type=Path),
@@ -73,6 +79,7 @@ def main(
     threads: int | None,
     workdir: Path,
     no_e2e: bool,
+    data: Path | None,
     json_path: Path | None,
     quick: bool,
 ) -> None:
@@ -87,6 +94,7 @@ def main(
         "batch_sizes": _ints(batch_sizes),
         "threads": threads,
         "e2e": not no_e2e,
+        "data": data,
     }
     if rows is not None:
         settings["rows"] = rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     from fcls.export.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).model.eval()
+    # pandas 3 hands out read-only arrays; torch.Tensor(x) warns but copies, as the notebook did
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     t0 = time.perf_counter()
     edf = pd.read_csv(src)
     ids = edf.loc[:, "ID"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import build_models, eval_csv, models_from, real_looking_images
+from .artifacts import build_models, eval_csv, image_pool, models_from, real_looking_images
 from .backends import MIN_AGREEMENT, ort_backend, torch_backend
 from .core import Timing, machine_info, matmul_ceiling, peak_rss_mb, time_calls
 from .e2e import fcls_pipeline, notebook_pipeline
@@ -34,6 +34,7 @@ class BenchConfig:
     seconds: float = 2.0  # timed per backend and batch size, after warm-up
     threads: int | None = None
     e2e: bool = True
+    data: Path | None = None  # CSV whose images the checks and the e2e file are drawn from
 
     @classmethod
     def quick(cls, **kw: Any) -> BenchConfig:
@@ -74,14 +75,15 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     plan += [(n, p) for n, p in models.onnx.items() if not names or n in names]
     if not plan or plan[0][0] != "torch":
         raise ValueError("the torch baseline must be among the backends")
-    check_set = real_looking_images(max(1024, *config.batch_sizes), seed=1)
+    images = image_pool(config.data)
+    check_set = real_looking_images(max(1024, *config.batch_sizes), seed=1, pool=images)
     rows: list[dict[str, Any]] = []
     baseline: dict[int, Timing] = {}
     expected: np.ndarray | None = None
     for name, path in plan:
         # one fresh process per backend: its peak RSS is its own, and no backend warms another
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            measured = pool.submit(
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
+            measured = workers.submit(
                 _measure, name, path, config.batch_sizes, config.seconds, config.threads, check_set
             ).result()
         timings, labels, provider, threads, peak = measured
@@ -115,13 +117,16 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "rows": rows,
     }
     if config.e2e:
-        report["e2e"] = _end_to_end(config, models, log)
+        report["e2e"] = _end_to_end(config, models, images, log)
     report["wall_seconds"] = time.perf_counter() - t0
     return report
 
 
-def _end_to_end(config: BenchConfig, models: Any, log: Log) -> list[dict[str, Any]]:
-    src = eval_csv(config.workdir, config.rows)
+def _end_to_end(
+    config: BenchConfig, models: Any, pool: np.ndarray, log: Log
+) -> list[dict[str, Any]]:
+    tag = "digits" if config.data is None else config.data.stem
+    src = eval_csv(config.workdir, config.rows, pool, tag)
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     log(f"  end to end on {config.rows} rows ({src})")
