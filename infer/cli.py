@@ -73,7 +73,9 @@ def main(
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
     from .inputs import expand_inputs, output_paths
-    from .pipeline import predict_csv
+    from .pipeline import predict_csv, predict_files
+
+    progress = False if quiet else None  # None: a bar when stderr is a terminal
 
     options = {
         "provider": provider,
@@ -97,20 +99,12 @@ def main(
             )
         elif inputs == ("-",):
             summaries = [
-                predict_csv(
-                    "-",
-                    output or Path("results.csv"),
-                    model,
-                    progress=None if not quiet else False,
-                    **options,
-                )
+                predict_csv("-", output or Path("results.csv"), model, progress=progress, **options)
             ]
         else:
             paths = expand_inputs(list(inputs))
-            summaries = [
-                predict_csv(src, dst, model, progress=None if not quiet else False, **options)
-                for src, dst in zip(paths, output_paths(paths, output))
-            ]
+            dests = output_paths(paths, output)
+            summaries = predict_files(paths, dests, model, progress=progress, **options)
     except FclsError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -162,6 +162,26 @@ def predict_csv(
     return Summary(
         rows, time.perf_counter() - t0, predictor.provider, predictor.path.name, str(dst)
     )
+
+
+def predict_files(
+    sources: list[Path], destinations: list[Path], model: str | Path | Predictor, **options: Any
+) -> list[Summary]:
+    """Score several files with one session; the outputs appear only if every file succeeded."""
+    if not isinstance(model, Predictor):
+        model = Predictor(model, options.pop("provider", "auto"), options.pop("threads", None))
+    staged: list[tuple[Path, Path, Summary]] = []
+    try:
+        for src, dst in zip(sources, destinations):
+            part = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+            staged.append((part, dst, predict_csv(src, part, model, **options)))
+        for part, dst, _ in staged:
+            os.replace(part, dst)
+    except BaseException:
+        for part, _, _ in staged:
+            part.unlink(missing_ok=True)
+        raise
+    return [replace(summary, output=str(dst)) for _, dst, summary in staged]
 
 
 def _batches(chunk: Chunk, batch_size: int) -> Iterator[np.ndarray]:

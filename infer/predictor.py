@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +47,22 @@ class Predictor:
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such model file")
         self.threads = threads or available_cpus()
-        self.session = self._session(provider)
+        self.session = self._session(provider, self.threads)
         self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
         self._inspect()
+        # int8 graphs: one single-threaded session per CPU, each on a slice of the batch. Their
+        # small integer kernels scale better across sessions than across intra-op threads
+        # (measured +7.5% img/s at batch 256 on 2 cores; fp32 gains nothing, so it keeps one).
+        self.replicas = [self.session]
+        if self.provider == "cpu" and self.threads > 1 and self._variant() == "int8":
+            self.replicas = [self._session("cpu", 1) for _ in range(self.threads)]
+            self.session = self.replicas[0]
+            self._pool = ThreadPoolExecutor(len(self.replicas) - 1, thread_name_prefix="fcls-ort")
 
-    def _session(self, provider: str) -> ort.InferenceSession:
+    def _variant(self) -> str:
+        return self.session.get_modelmeta().custom_metadata_map.get("variant", "")
+
+    def _session(self, provider: str, threads: int) -> ort.InferenceSession:
         if provider not in ("auto", "cuda", "cpu"):
             raise ProviderError(f"--provider {provider}: expected auto, cuda or cpu")
         available = ort.get_available_providers()
@@ -62,7 +74,7 @@ class Predictor:
         wanted = [CUDA, CPU] if provider != "cpu" and CUDA in available else [CPU]
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
@@ -121,11 +133,23 @@ class Predictor:
         want = self.logits_name if proba or self.label_name is None else self.label_name
         if self.provider == "cuda":
             out = self._run_bound(feed, want)
+        elif len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
+            out = self._run_split(feed, want)
         else:
             (out,) = self.session.run([want], {self.input_name: feed})
         if want == self.label_name:
             return out.astype(np.int64, copy=False), None
         return out.argmax(axis=1).astype(np.int64), _softmax(out) if proba else None
+
+    def _run_split(self, feed: np.ndarray, want: str) -> np.ndarray:
+        """One slice of the batch per replica session, run concurrently (ORT releases the GIL)."""
+        parts = np.array_split(feed, len(self.replicas))
+        futures = [
+            self._pool.submit(session.run, [want], {self.input_name: part})
+            for session, part in zip(self.replicas[1:], parts[1:])
+        ]
+        first = self.replicas[0].run([want], {self.input_name: parts[0]})[0]
+        return np.concatenate([first, *(f.result()[0] for f in futures)])
 
     def _run_bound(self, feed: np.ndarray, want: str) -> np.ndarray:
         """CUDA with IO binding: uint8 pixels go in, only the wanted output comes back to host."""

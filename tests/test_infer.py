@@ -349,3 +349,20 @@ def test_real_evaluate_csv_matches_independent_pytorch(tmp_path, fashion_trained
     reference = nb.load(torch.load(fashion_trained, weights_only=True)["model"])
     expected = nb.predict_logits(reference, pixels).argmax(1)
     np.testing.assert_array_equal([int(r[1]) for r in table[1:]], expected)
+
+
+def test_int8_runs_one_session_per_cpu_with_the_same_labels(tmp_path, exported, rows):
+    from fcls.export.graph import set_metadata
+    from fcls.export.variants import quantize_int8
+
+    int8 = tmp_path / "model.int8.onnx"
+    quantize_int8(exported, int8, rows[0][:128])
+    set_metadata(int8, {"variant": "int8"})
+    split = Predictor(int8, provider="cpu", threads=2)
+    single = Predictor(int8, provider="cpu", threads=1)
+    assert len(split.replicas) == 2 and len(single.replicas) == 1
+    assert len(Predictor(exported, provider="cpu", threads=2).replicas) == 1  # fp32: one session
+    pixels = rows[0]
+    for n in (1, 7, 300):
+        np.testing.assert_array_equal(split.predict(pixels[:n]), single.predict(pixels[:n]))
+    np.testing.assert_allclose(split.predict_proba(pixels), single.predict_proba(pixels), atol=1e-6)

@@ -70,6 +70,17 @@ def test_local_engine_handles_several_inputs(tmp_path, parts, exported):
         assert (tmp_path / f"{p.stem}.results.csv").read_bytes() == single.read_bytes()
 
 
+def test_local_engine_is_all_or_nothing(tmp_path, parts, exported):
+    bad = tmp_path / "zbad.csv"
+    bad.write_text(parts[0].read_text().replace(",0,", ",x,", 1))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        main, [str(parts[0]), str(bad), "--model", str(exported), "-o", str(out)]
+    )
+    assert result.exit_code != 0 and "zbad.csv:2 column" in result.output
+    assert list(out.iterdir()) == []  # part0's finished output was not published either
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
