@@ -82,10 +82,9 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     expected: np.ndarray | None = None
     for name, path in plan:
         # one fresh process per backend: its peak RSS is its own, and no backend warms another
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
-            measured = workers.submit(
-                _measure, name, path, config.batch_sizes, config.seconds, config.threads, check_set
-            ).result()
+        measured = _isolated(
+            _measure, name, path, config.batch_sizes, config.seconds, config.threads, check_set
+        )
         timings, labels, provider, threads, peak = measured
         expected = labels if expected is None else expected
         agreement = float((labels == expected).mean())
@@ -122,6 +121,12 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     return report
 
 
+def _isolated(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run fn(*args) in a fresh spawned process: no backend warms, or steals from, another."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as workers:
+        return workers.submit(fn, *args).result()
+
+
 def _end_to_end(
     config: BenchConfig, models: Any, pool: np.ndarray, log: Log
 ) -> list[dict[str, Any]]:
@@ -130,14 +135,13 @@ def _end_to_end(
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     log(f"  end to end on {config.rows} rows ({src})")
-    base = notebook_pipeline(src, out / "notebook.csv", models.checkpoint)
+    base = _isolated(notebook_pipeline, src, out / "notebook.csv", models.checkpoint)
     runs = [base]
     for name, variant in (("fcls-infer fp32", "ort"), ("fcls-infer int8", "ort-int8")):
         if variant in models.onnx:
+            dst = out / f"{variant}.csv"
             runs.append(
-                fcls_pipeline(
-                    name, src, out / f"{variant}.csv", models.onnx[variant], config.threads
-                )
+                _isolated(fcls_pipeline, name, src, dst, models.onnx[variant], config.threads)
             )
     results = []
     for run in runs:
@@ -145,7 +149,8 @@ def _end_to_end(
         bar = 0.99 if "int8" in run.name else 1.0
         if agreement < bar:
             raise AssertionError(
-                f"{run.name}: labels agree with the notebook on {agreement:.4f} < {bar}"
+                f"{run.name}: labels agree with the notebook on {agreement:.4f} < {bar} "
+                "(if these images are foreign to the model, draw them from its data: --data)"
             )
         results.append(
             {
