@@ -7,7 +7,6 @@ Adam run on scikit-learn's digits rather than random weights.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,8 +124,3 @@ def eval_csv(workdir: Path, rows: int, pool: np.ndarray | None = None, tag: str 
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"evaluate_{tag}_{rows}.csv"
     return path if path.is_file() else write_eval_csv(path, real_looking_images(rows, pool=pool))
-
-
-def describe(models: Models) -> str:
-    """One line naming the files in use."""
-    return json.dumps({k: str(v) for k, v in models.onnx.items()})

@@ -12,7 +12,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,3 @@ def machine_info() -> dict[str, Any]:
         },
         "torch_threads": torch.get_num_threads(),
     }
-
-
-def as_dict(obj: Any) -> Any:
-    """Dataclasses to dicts, recursively, for JSON."""
-    return asdict(obj) if hasattr(obj, "__dataclass_fields__") else obj
