@@ -76,6 +76,9 @@ class Predictor:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Idle intra-op threads would spin and take CPU from the reader/writer threads of the
+        # pipeline: off, end to end is 4-5% faster (3 runs each), model throughput unchanged.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(self.path), options, providers=wanted)
