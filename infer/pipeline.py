@@ -153,7 +153,11 @@ def predict_csv(
     dst = Path(dst)
     tmp = temp_output(dst)
     try:
-        predictor = model if isinstance(model, Predictor) else Predictor(model, provider, threads)
+        predictor = (
+            model
+            if isinstance(model, Predictor)
+            else Predictor(model, provider, threads, spinning=False)
+        )
         rows = _run(src, tmp, predictor, batch_size, proba, class_names, progress, chunk_bytes)
         os.replace(tmp, dst)
     except BaseException:
@@ -169,7 +173,8 @@ def predict_files(
 ) -> list[Summary]:
     """Score several files with one session; the outputs appear only if every file succeeded."""
     if not isinstance(model, Predictor):
-        model = Predictor(model, options.pop("provider", "auto"), options.pop("threads", None))
+        provider, threads = options.pop("provider", "auto"), options.pop("threads", None)
+        model = Predictor(model, provider, threads, spinning=False)
     staged: list[tuple[Path, Path, Summary]] = []
     try:
         for src, dst in zip(sources, destinations):

@@ -141,7 +141,9 @@ class _Scorer:
         handle, path = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(handle, "wb") as f:
             f.write(blob)
-        self.predictor = Predictor(path, provider, threads)
+        self.predictor = Predictor(
+            path, provider, threads, spinning=False
+        )  # shares CPUs with parsing
         self.batch_size, self.proba = batch_size, proba
         self.names = self.predictor.class_names if class_names else None
 
