@@ -21,7 +21,7 @@ from .checkpoint import Checkpoint, load_checkpoint
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
 from .gatedata import GateData, load_gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
-from .parity import ParityResult, check_parity, make_session, reference_logits, run_session
+from .parity import ParityResult, check_parity, reference_logits
 from .variants import cuda_available, optimize_for_cpu, quantize_int8
 
 Log = Callable[[str], None]
@@ -244,8 +244,11 @@ def _variants(
             batch_sizes=(256,),
             atol=None,
             min_agreement=config.int8_min_agreement,
+            truth=gate.heldout_labels,
         )
-        _publish(ckpt, result, "int8", path, tmp, parity, staging, log, gate, config)
+        _publish(
+            ckpt, result, "int8", path, tmp, parity, staging, log, config.int8_max_accuracy_drop
+        )
     if config.fp16:
         path = _variant_path(dest, "fp16")
         tmp = staging.temp(path)
@@ -284,25 +287,23 @@ def _publish(
     parity: ParityResult,
     staging: _Staging,
     log: Log,
-    gate: GateData | None = None,
-    config: ExportConfig | None = None,
+    max_accuracy_drop: float | None = None,
 ) -> None:
-    """Gate a variant (agreement, and accuracy drop for int8) and rename it into place."""
+    """Gate a variant (agreement, and the accuracy drop where asked and labels are known)
+    and rename it into place."""
     result.variant_parity[variant] = parity
     log(f"parity ({variant}): {parity.summary()}")
     problems = [] if parity.passed else [parity.summary()]
-    if gate is not None and config is not None and gate.heldout_labels is not None:
-        logits, _ = run_session(make_session(tmp), gate.heldout, 256)
-        acc = _accuracy(logits, gate.heldout_labels)
-        assert acc is not None
-        result.accuracy[variant] = acc
-        drop = result.accuracy["fp32"] - acc
+    if max_accuracy_drop is not None and parity.accuracy is not None:
+        result.accuracy[variant] = parity.accuracy
+        drop = result.accuracy["fp32"] - parity.accuracy
         log(
-            f"held-out accuracy: fp32 {result.accuracy['fp32']:.4f}, {variant} {acc:.4f} (drop {100 * drop:.2f} points)"
+            f"held-out accuracy: fp32 {result.accuracy['fp32']:.4f}, {variant} "
+            f"{parity.accuracy:.4f} (drop {100 * drop:.2f} points)"
         )
-        if drop > config.int8_max_accuracy_drop:
+        if drop > max_accuracy_drop:
             problems.append(
-                f"accuracy drop {100 * drop:.2f} points > {100 * config.int8_max_accuracy_drop:.2f}"
+                f"accuracy drop {100 * drop:.2f} points > {100 * max_accuracy_drop:.2f}"
             )
     if problems:
         kept = staging.discard(tmp, path)

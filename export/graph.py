@@ -23,10 +23,6 @@ TORCHSCRIPT_MAX_OPSET = 20
 MIN_OPSET = 17
 
 
-class ExportFailed(FclsError):
-    """Both exporters failed to produce a graph."""
-
-
 class LintError(FclsError):
     """An exported graph that breaks fcls's structural rules."""
 

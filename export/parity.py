@@ -34,6 +34,7 @@ class ParityResult:
     nonfinite: int
     label_mismatch: int  # rows whose graph `label` output is not argmax of its `logits`
     passed: bool
+    accuracy: float | None = None  # of the candidate, where true labels were given
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -100,12 +101,14 @@ def check_parity(
     atol: float | None = 1e-4,
     min_agreement: float = 1.0,
     provider: str = "cpu",
+    truth: np.ndarray | None = None,  # (N,) true labels: also report the candidate's accuracy
 ) -> ParityResult:
     """Compare an ONNX model against reference logits at each batch size; gate on the figures."""
     session = make_session(onnx_model, provider)
     scale = float(max(1.0, np.abs(reference).max(initial=0.0)))
     worst_logit = worst_proba = 0.0
     agree = total = nonfinite = label_mismatch = 0
+    accuracy = None
     for b in batch_sizes:
         n = min(len(pixels), BATCH1_IMAGES) if b == 1 else len(pixels)
         logits, labels = run_session(session, pixels[:n], b)
@@ -121,6 +124,8 @@ def check_parity(
         )
         agree += int((logits.argmax(1) == ref.argmax(1)).sum())
         label_mismatch += int((labels != logits.argmax(1)).sum())
+        if truth is not None and n == len(truth):
+            accuracy = float((labels == truth).mean()) if n else None
         total += n
     agreement = agree / total if total else 1.0
     tolerance = None if atol is None else atol * scale
@@ -144,4 +149,5 @@ def check_parity(
         nonfinite=nonfinite,
         label_mismatch=label_mismatch,
         passed=passed,
+        accuracy=accuracy,
     )

@@ -201,9 +201,16 @@ def test_int8_gate_on_real_data(tmp_path: Path, fashion_trained: Path, shared_da
     np.testing.assert_allclose(reference_logits(model, held_out), ref, atol=1e-5)
 
 
-def test_int8_gate_refuses(tmp_path: Path, fashion_trained: Path):
-    config = ExportConfig(int8=True, int8_min_agreement=1.01)  # unreachable: must refuse
-    with pytest.raises(ParityError, match=r"int8 variant refused.*top-1 agreement"):
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"int8_min_agreement": 1.01}, "top-1 agreement"),  # unreachable bars: must refuse
+        ({"int8_max_accuracy_drop": -1.0}, "accuracy drop"),
+    ],
+)
+def test_int8_gate_refuses(tmp_path: Path, fashion_trained: Path, setting, message):
+    config = ExportConfig(int8=True, **setting)
+    with pytest.raises(ParityError, match=f"int8 variant refused.*{message}"):
         export_onnx(fashion_trained, tmp_path / "model.onnx", config, log=lambda s: None)
     assert not (tmp_path / "model.int8.onnx").exists()
     assert (tmp_path / "model.onnx").exists()  # the fp32 model passed its own gate

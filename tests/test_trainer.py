@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from fcls.infer.csvio import read_train_csv
-from fcls.infer.errors import ConfigError
+from fcls.infer.errors import CheckpointError, ConfigError
 from fcls.train.cli import main
 from fcls.train.config import TrainConfig
 from fcls.train.trainer import OUTPUTS, train
@@ -89,6 +89,16 @@ def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path)
 def test_rerun_with_other_config_is_refused(trained: Path, digits_csv: Path):
     with pytest.raises(ConfigError, match=r"seed 42 -> 7.*--restart"):
         train(TrainConfig(out=trained, data=digits_csv, max_epochs=1, seed=7), log=lambda s: None)
+
+
+def test_out_holding_a_foreign_or_corrupt_run_is_refused(tmp_path: Path, digits_csv: Path):
+    config = TrainConfig(out=tmp_path, data=digits_csv, max_epochs=1)
+    (tmp_path / "model.pt").write_bytes(b"someone else's model")
+    with pytest.raises(ConfigError, match=r"without state\.pt"):
+        train(config, log=lambda s: None)
+    (tmp_path / "state.pt").write_bytes(b"\x00 not a torch file")
+    with pytest.raises(CheckpointError, match="corrupt state file"):
+        train(config, log=lambda s: None)
 
 
 class _Interrupt(Exception):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from fcls.infer.csvio import write_eval_csv
-from fcls.infer.errors import CheckpointError, ConfigError, OutputError
+from fcls.infer.errors import CheckpointError, ConfigError, DataError, OutputError
 
 from . import data as fdata
 from .config import Stage, TrainConfig
@@ -238,8 +238,6 @@ def _data_identity(config: TrainConfig) -> dict[str, Any]:
     if config.data is None:
         return {"source": fdata.DIGITS_SOURCE, "sha256": None}
     if not config.data.is_file():
-        from fcls.infer.errors import DataError
-
         raise DataError(str(config.data), "no such file")
     return {"source": str(config.data.resolve()), "sha256": file_sha256(config.data)}
 
