@@ -28,9 +28,9 @@ def torch_backend(checkpoint: Path) -> Backend:
     """The notebook's way: eager FinalCNNet in eval mode on float tensors prepared upfront."""
     import torch
 
-    from fcls.export.checkpoint import load_checkpoint
+    from fcls.train.checkpoint import Checkpoint
 
-    model = load_checkpoint(checkpoint).model.eval()
+    model = Checkpoint.load(checkpoint).model
 
     def prepare(pixels: np.ndarray) -> torch.Tensor:
         return torch.Tensor(pixels).reshape((-1, 1, 32, 32))  # as the notebook built its dataset

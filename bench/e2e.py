@@ -31,9 +31,9 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fcls.export.checkpoint import load_checkpoint
+    from fcls.train.checkpoint import Checkpoint
 
-    model = load_checkpoint(checkpoint).model.eval()
+    model = Checkpoint.load(checkpoint).model
     # pandas 3 hands out read-only arrays; torch.Tensor(x) warns but copies, as the notebook did
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     t0 = time.perf_counter()

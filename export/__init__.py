@@ -1,7 +1,8 @@
 """fcls.export: FinalCNNet checkpoint -> ONNX behind a numeric-parity gate."""
 
+from fcls.train.checkpoint import Checkpoint
+
 from .api import ExportResult, export_onnx
-from .checkpoint import Checkpoint, load_checkpoint
 from .config import ExportConfig
 from .parity import ParityResult, check_parity
 
@@ -12,5 +13,4 @@ __all__ = [
     "ParityResult",
     "check_parity",
     "export_onnx",
-    "load_checkpoint",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,10 +13,9 @@ import numpy as np
 import torch
 
 from fcls.infer.errors import FclsError, ParityError
-from fcls.infer.pipeline import temp_output
-from fcls.train.trainer import fcls_version
+from fcls.infer.files import OutputSet, atomic_write_text, fcls_version
+from fcls.train.checkpoint import Checkpoint
 
-from .checkpoint import Checkpoint, load_checkpoint
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
 from .gatedata import GateData, load_gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
@@ -47,44 +45,10 @@ def _variant_path(dest: Path, tag: str) -> Path:
     return dest.with_name(f"{dest.stem}.{tag}{dest.suffix or '.onnx'}")
 
 
-def _temp_path(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-
-
-def _check_writable(dest: Path) -> None:
-    temp_output(dest).unlink()  # raises OutputError naming the directory
-
-
-class _Staging:
-    """Temp files that become outputs only on success (or `.failed.onnx` with keep_failed)."""
-
-    def __init__(self, keep_failed: bool) -> None:
-        self.keep_failed = keep_failed
-        self.temps: list[tuple[Path, Path]] = []
-
-    def temp(self, dest: Path) -> Path:
-        tmp = _temp_path(dest)
-        self.temps.append((tmp, dest))
-        return tmp
-
-    def commit(self, tmp: Path, dest: Path) -> None:
-        os.replace(tmp, dest)
-        self.temps.remove((tmp, dest))
-
-    def discard(self, tmp: Path, dest: Path) -> Path | None:
-        """Remove a failed temp file; with keep_failed move it aside and return where."""
-        self.temps.remove((tmp, dest))
-        if self.keep_failed and tmp.exists():
-            kept = dest.with_name(f"{dest.stem}.failed{dest.suffix or '.onnx'}")
-            os.replace(tmp, kept)
-            return kept
-        tmp.unlink(missing_ok=True)
-        return None
-
-    def cleanup(self) -> None:
-        for tmp, _ in list(self.temps):
-            tmp.unlink(missing_ok=True)
-        self.temps.clear()
+def _discard(staging: OutputSet, dest: Path, keep_failed: bool) -> Path | None:
+    """Drop a model that failed its gate; with keep_failed move it to `<stem>.failed.onnx`."""
+    kept = dest.with_name(f"{dest.stem}.failed{dest.suffix or '.onnx'}") if keep_failed else None
+    return staging.discard(dest, keep_as=kept)
 
 
 def export_onnx(
@@ -96,21 +60,18 @@ def export_onnx(
     """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate."""
     t0 = time.perf_counter()
     config = config or ExportConfig()
-    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    _check_writable(dest)
-    gate = load_gate_data(config.data, ckpt, config.eval_rows)
-    parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
-    reference = reference_logits(ckpt.model, parity_pixels)
-    opset = config.opset or default_opset()
-    staging = _Staging(config.keep_failed)
-    try:
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    with OutputSet() as staging:
+        staging.stage(dest)  # proves the destination writable before any work
+        gate = load_gate_data(config.data, ckpt, config.eval_rows)
+        parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
+        reference = reference_logits(ckpt.model, parity_pixels)
+        opset = config.opset or default_opset()
         result = _export_fp32(ckpt, dest, opset, config, parity_pixels, reference, staging, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
         _variants(ckpt, dest, config, gate, result, staging, log)
         _write_parity_json(dest, result)
-    finally:
-        staging.cleanup()
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -122,12 +83,12 @@ def _export_fp32(
     config: ExportConfig,
     pixels: np.ndarray,
     reference: np.ndarray,
-    staging: _Staging,
+    staging: OutputSet,
     log: Log,
 ) -> ExportResult:
     """Try the dynamo exporter, then TorchScript; keep the first that lints and passes parity."""
     failures: list[str] = []
-    tmp = staging.temp(dest)
+    tmp = staging.temp(dest)  # staged by export_onnx
     for exporter in ("dynamo", "torchscript"):
         serving = ServingModel(ckpt.model)
         try:
@@ -158,9 +119,9 @@ def _export_fp32(
             continue
         result = ExportResult(dest, exporter, written, parity, dynamic)
         set_metadata(tmp, _metadata(ckpt, result, "fp32"))
-        staging.commit(tmp, dest)
+        staging.commit(dest)
         return result
-    kept = staging.discard(tmp, dest)
+    kept = _discard(staging, dest, config.keep_failed)
     where = f"; failed model kept at {kept}" if kept else f"; nothing written to {dest}"
     raise ParityError("export refused: " + " | ".join(failures) + where)
 
@@ -175,7 +136,7 @@ def _metadata(
         "class_names": list(ckpt.class_names),
         "input_layout": "pixels: uint8 [batch, 1024] = 32x32 grayscale row-major, raw 0..255",
         "outputs": "logits: float32 [batch, 10]; label: int64 [batch] = argmax(logits)",
-        "source_checkpoint": ckpt.path.name,
+        "source_checkpoint": ckpt.path.name if ckpt.path else None,
         "source_sha256": ckpt.sha256,
         "test_accuracy": ckpt.test_accuracy,
         "opset": result.opset,
@@ -195,10 +156,9 @@ def _write_parity_json(dest: Path, result: ExportResult) -> None:
         "heldout_accuracy": result.accuracy,
         "notices": result.notices,
     }
-    path = dest.with_name(f"{dest.stem}.parity.json")
-    tmp = _temp_path(path)
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(
+        dest.with_name(f"{dest.stem}.parity.json"), json.dumps(report, indent=2) + "\n"
+    )
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
@@ -211,7 +171,7 @@ def _variants(
     config: ExportConfig,
     gate: GateData,
     result: ExportResult,
-    staging: _Staging,
+    staging: OutputSet,
     log: Log,
 ) -> None:
     """Build, gate and publish each requested variant; a failed gate raises after cleanup."""
@@ -221,7 +181,7 @@ def _variants(
         result.accuracy["fp32"] = acc
     if config.optimize:
         path = _variant_path(dest, "opt")
-        tmp = staging.temp(path)
+        tmp = staging.stage(path)
         optimize_for_cpu(dest, tmp)
         parity = check_parity(
             heldout_ref,
@@ -231,10 +191,10 @@ def _variants(
             batch_sizes=(256,),
             atol=config.atol,
         )
-        _publish(ckpt, result, "optimized", path, tmp, parity, staging, log)
+        _publish(ckpt, result, "optimized", path, tmp, parity, staging, config, log)
     if config.int8:
         path = _variant_path(dest, "int8")
-        tmp = staging.temp(path)
+        tmp = staging.stage(path)
         quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
         parity = check_parity(
             heldout_ref,
@@ -247,11 +207,20 @@ def _variants(
             truth=gate.heldout_labels,
         )
         _publish(
-            ckpt, result, "int8", path, tmp, parity, staging, log, config.int8_max_accuracy_drop
+            ckpt,
+            result,
+            "int8",
+            path,
+            tmp,
+            parity,
+            staging,
+            config,
+            log,
+            config.int8_max_accuracy_drop,
         )
     if config.fp16:
         path = _variant_path(dest, "fp16")
-        tmp = staging.temp(path)
+        tmp = staging.stage(path)
         serving = ServingModel(ckpt.model, dtype=torch.float16)
         export_graph(serving, tmp, result.opset, result.exporter)
         lint(tmp)
@@ -266,10 +235,10 @@ def _variants(
                 min_agreement=config.fp16_min_agreement,
                 provider="cuda",
             )
-            _publish(ckpt, result, "fp16", path, tmp, parity, staging, log)
+            _publish(ckpt, result, "fp16", path, tmp, parity, staging, config, log)
         else:
             set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
-            staging.commit(tmp, path)
+            staging.commit(path)
             result.variants["fp16"] = path
             notice = (
                 f"{path.name}: NOT parity-checked (onnxruntime has no CUDAExecutionProvider here)"
@@ -285,7 +254,8 @@ def _publish(
     path: Path,
     tmp: Path,
     parity: ParityResult,
-    staging: _Staging,
+    staging: OutputSet,
+    config: ExportConfig,
     log: Log,
     max_accuracy_drop: float | None = None,
 ) -> None:
@@ -306,12 +276,12 @@ def _publish(
                 f"accuracy drop {100 * drop:.2f} points > {100 * max_accuracy_drop:.2f}"
             )
     if problems:
-        kept = staging.discard(tmp, path)
+        kept = _discard(staging, path, config.keep_failed)
         _write_parity_json(result.path, result)
         where = f"; kept at {kept}" if kept else f"; no {path.name} written"
         raise ParityError(f"{variant} variant refused: {'; '.join(problems)}{where}")
     set_metadata(tmp, _metadata(ckpt, result, variant, parity))
-    staging.commit(tmp, path)
+    staging.commit(path)
     result.variants[variant] = path
 
 

@@ -9,10 +9,9 @@ import numpy as np
 
 from fcls.infer.csvio import CsvReader, read_header
 from fcls.infer.errors import DataError
+from fcls.infer.files import file_sha256
+from fcls.train.checkpoint import Checkpoint
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
-from fcls.train.trainer import file_sha256
-
-from .checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def _from_labelled(
 
 def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateData:
     """Rows of `data`, else of the checkpoint's own data, else the embedded digits."""
-    recorded = ckpt.meta.get("data") or {}
+    recorded = ckpt.data or {}
     split_seed = int(recorded.get("split_seed", 42))
     foreign = None  # the checkpoint's own data when it cannot be found
     if data is None and recorded.get("source") not in (None, DIGITS_SOURCE):

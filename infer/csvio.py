@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from .errors import DataError
+from .files import atomic_file, output_errors
 
 N_PIXELS = 1024
 PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pix{i}" for i in range(1, N_PIXELS + 1))
@@ -315,16 +316,10 @@ def read_train_csv(
 
 def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) -> Path:
     """Write (n, 1024) uint8 rows as an `ID,pix1..pix1024` file (IDs 0..n-1 by default), atomically."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     columns = {"ID": ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))}
     columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(PIXEL_COLUMNS)})
-    try:
-        with tmp.open("wb") as f:
-            f.write((",".join(["ID", *PIXEL_COLUMNS]) + "\n").encode())
-            pacsv.write_csv(pa.table(columns), f, pacsv.WriteOptions(include_header=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as f:
+        f.write((",".join(["ID", *PIXEL_COLUMNS]) + "\n").encode())
+        with output_errors(path):
+            pacsv.write_csv(pa.table(columns), f.raw, pacsv.WriteOptions(include_header=False))
     return path

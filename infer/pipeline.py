@@ -7,13 +7,12 @@ writing overlap inference. Output goes to a temp file renamed into place only on
 
 from __future__ import annotations
 
-import os
 import queue
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .csvio import DEFAULT_CHUNK_BYTES, Chunk, CsvReader, source_name
-from .errors import OutputError
+from .files import OutputSet, output_errors
 from .predictor import Predictor
 
 _DONE = object()
@@ -122,19 +121,6 @@ def header_line(proba: bool, names: bool, classes: list[str]) -> bytes:
     return (",".join(_csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
 
 
-def temp_output(dst: Path) -> Path:
-    """An empty temp file beside `dst` (proving the directory is writable)."""
-    parent = dst.parent if str(dst.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{dst}: directory {parent} does not exist")
-    tmp = parent / f".{dst.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(b"")
-    except OSError as e:
-        raise OutputError(f"{dst}: cannot write to {parent} ({e.strerror})") from None
-    return tmp
-
-
 def predict_csv(
     src: str | Path | BinaryIO,
     dst: str | Path,
@@ -149,44 +135,42 @@ def predict_csv(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> Summary:
     """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities])."""
-    t0 = time.perf_counter()
-    dst = Path(dst)
-    tmp = temp_output(dst)
-    try:
-        predictor = (
-            model
-            if isinstance(model, Predictor)
-            else Predictor(model, provider, threads, spinning=False)
-        )
-        rows = _run(src, tmp, predictor, batch_size, proba, class_names, progress, chunk_bytes)
-        os.replace(tmp, dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return Summary(
-        rows, time.perf_counter() - t0, predictor.provider, predictor.path.name, str(dst)
-    )
+    return predict_files(
+        [src],
+        [Path(dst)],
+        model,
+        provider=provider,
+        batch_size=batch_size,
+        threads=threads,
+        proba=proba,
+        class_names=class_names,
+        progress=progress,
+        chunk_bytes=chunk_bytes,
+    )[0]
 
 
 def predict_files(
-    sources: list[Path], destinations: list[Path], model: str | Path | Predictor, **options: Any
+    sources: list[Any],
+    destinations: list[Path],
+    model: str | Path | Predictor,
+    *,
+    provider: str = "auto",
+    threads: int | None = None,
+    **options: Any,
 ) -> list[Summary]:
     """Score several files with one session; the outputs appear only if every file succeeded."""
-    if not isinstance(model, Predictor):
-        provider, threads = options.pop("provider", "auto"), options.pop("threads", None)
-        model = Predictor(model, provider, threads, spinning=False)
-    staged: list[tuple[Path, Path, Summary]] = []
-    try:
-        for src, dst in zip(sources, destinations):
-            part = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-            staged.append((part, dst, predict_csv(src, part, model, **options)))
-        for part, dst, _ in staged:
-            os.replace(part, dst)
-    except BaseException:
-        for part, _, _ in staged:
-            part.unlink(missing_ok=True)
-        raise
-    return [replace(summary, output=str(dst)) for _, dst, summary in staged]
+    with OutputSet() as outputs:
+        temps = [outputs.stage(Path(dst)) for dst in destinations]
+        if not isinstance(model, Predictor):
+            model = Predictor(model, provider, threads, spinning=False)
+        summaries = []
+        for src, dst, tmp in zip(sources, destinations, temps):
+            t0 = time.perf_counter()
+            rows = _run(src, tmp, Path(dst), model, **options)
+            seconds = time.perf_counter() - t0
+            summaries.append(Summary(rows, seconds, model.provider, model.path.name, str(dst)))
+        outputs.commit_all()
+    return summaries
 
 
 def _batches(chunk: Chunk, batch_size: int) -> Iterator[np.ndarray]:
@@ -197,12 +181,13 @@ def _batches(chunk: Chunk, batch_size: int) -> Iterator[np.ndarray]:
 def _run(
     src: str | Path | BinaryIO,
     tmp: Path,
+    dst: Path,
     predictor: Predictor,
-    batch_size: int,
-    proba: bool,
-    class_names: bool,
-    progress: bool | None,
-    chunk_bytes: int,
+    batch_size: int = 64,
+    proba: bool = False,
+    class_names: bool = False,
+    progress: bool | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> int:
     stop = threading.Event()
     parsed: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
@@ -220,7 +205,7 @@ def _run(
             _put(parsed, _DONE, stop)
 
     def write() -> None:
-        with tmp.open("wb") as f:
+        with output_errors(dst), tmp.open("wb") as f:
             f.write(header_line(proba, class_names, classes))
             while (item := _get(scored, stop)) is not _DONE:
                 chunk, labels, probs = item

@@ -25,8 +25,9 @@ import numpy as np
 
 from .csvio import CsvReader, read_header
 from .errors import DataError
+from .files import OutputSet, output_errors
 from .inputs import expand_inputs, output_paths
-from .pipeline import Summary, format_rows, header_line, temp_output
+from .pipeline import Summary, format_rows, header_line
 from .predictor import Predictor, available_cpus
 
 BLOCK_BYTES = 8 << 20  # one parse task: ~3,000 rows
@@ -241,8 +242,8 @@ def predict_csv_ray(
         model, "cpu" if provider == "auto" else provider, 1
     )  # fail fast on a bad model
     blocks = [b for i, p in enumerate(paths) for b in plan_blocks(i, p, block_bytes)[1]]
-    temps = [temp_output(d) for d in dests]
-    try:
+    with OutputSet() as outputs:
+        temps = [outputs.stage(d) for d in dests]
         texts = _run(
             blocks,
             model,
@@ -257,19 +258,14 @@ def predict_csv_ray(
         )
         header = header_line(proba, class_names, local.class_names)
         counts = []
-        for i, tmp in enumerate(temps):
+        for i, (tmp, dest) in enumerate(zip(temps, dests)):
             pieces = sorted(texts.get(i, []))
-            with tmp.open("wb") as f:
+            with output_errors(dest), tmp.open("wb") as f:
                 f.write(header)
                 for *_, text in pieces:
                     f.write(text)
             counts.append(sum(t.count(b"\n") for *_, t in pieces))
-        for tmp, dest in zip(temps, dests):
-            os.replace(tmp, dest)
-    except BaseException:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
-        raise
+        outputs.commit_all()
     seconds = time.perf_counter() - t0
     engine = f"ray x{workers}"
     return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(counts, dests)]

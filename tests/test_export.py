@@ -14,7 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fcls.export import ExportConfig, check_parity, export_onnx, load_checkpoint
+from fcls.export import Checkpoint, ExportConfig, check_parity, export_onnx
 from fcls.export import api as export_api
 from fcls.export.cli import main
 from fcls.export.graph import io_signature, lint, read_metadata
@@ -99,7 +99,7 @@ def test_architecture_mismatch_names_keys(tmp_path: Path, trained: Path):
     path = tmp_path / "bad.pt"
     torch.save(state, path)
     with pytest.raises(CheckpointError) as info:
-        load_checkpoint(path)
+        Checkpoint.load(path)
     msg = str(info.value)
     assert "missing: fc5.bias" in msg and "unexpected: extra.weight" in msg
     assert "fc1.weight (3, 3) != (512, 4608)" in msg
@@ -190,7 +190,7 @@ def test_int8_gate_on_real_data(tmp_path: Path, fashion_trained: Path, shared_da
     assert result.accuracy["fp32"] - result.accuracy["int8"] <= 0.005
     # the done-when check: an independent port agrees with fp32 and int8 on held-out images
     model = nb.load(torch.load(fashion_trained, weights_only=True)["model"])
-    pixels, labels = read_train_csv(shared_data / "train.csv", limit=3000)
+    pixels, labels = read_train_csv(shared_data / "train.csv.gz", limit=3000)
     held_out = split(pixels, labels).x_test
     ref = nb.predict_logits(model, held_out)
     fp32 = _session(dest).run(None, {"pixels": held_out})[0]

@@ -19,7 +19,7 @@ from conftest import write_eval_csv
 
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli import main
-from fcls.infer.errors import DataError, ModelError, ProviderError
+from fcls.infer.errors import DataError, ProviderError
 from fcls.infer.predictor import available_cpus
 
 PIX = ",".join(f"pix{i}" for i in range(1, 1025))
@@ -127,9 +127,9 @@ def test_predictor_api(exported, rows):
 def test_float_input_model_is_accepted(tmp_path, trained, rows, exported):
     import torch
 
-    from fcls.export.checkpoint import load_checkpoint
+    from fcls.train.checkpoint import Checkpoint
 
-    model = load_checkpoint(trained / "model.pt").model
+    model = Checkpoint.load(trained / "model.pt").model
     path = tmp_path / "float.onnx"
     torch.onnx.export(
         model,
@@ -299,10 +299,22 @@ def test_cuda_request_without_cuda_is_an_error(exported):
     assert Predictor(exported, provider="auto").provider == "cpu"
 
 
-def test_threads_follow_the_cpu_quota():
-    n = available_cpus()
-    assert 1 <= n <= (os.cpu_count() or 1)
-    assert n <= len(os.sched_getaffinity(0))
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1),  # cgroup v2: 1.5 CPUs -> 1 thread
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_threads_follow_the_cpu_quota(tmp_path, monkeypatch, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    assert available_cpus(tmp_path) == (8 if quota is None else quota)
 
 
 def test_infer_never_imports_torch(tmp_path, exported, eval_csv):
@@ -317,11 +329,6 @@ def test_infer_never_imports_torch(tmp_path, exported, eval_csv):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-
-
-def test_model_error_types(tmp_path):
-    with pytest.raises(ModelError):
-        Predictor(tmp_path / "missing.onnx")
 
 
 def test_stream_source(exported, eval_csv, tmp_path):
@@ -340,12 +347,12 @@ def test_real_evaluate_csv_matches_independent_pytorch(tmp_path, fashion_trained
     model_onnx = tmp_path / "model.onnx"
     export_onnx(fashion_trained, model_onnx, log=lambda s: None)
     out = tmp_path / "results.csv"
-    summary = predict_csv(shared_data / "evaluate.csv", out, model_onnx)
+    summary = predict_csv(shared_data / "evaluate.csv.gz", out, model_onnx)
     assert summary.rows == 17_500
     table = _read(out)
     assert table[0] == ["ID", "label"] and len(table) == 17_501
     assert [r[0] for r in table[1:]] == [str(i) for i in range(17_500)]
-    pixels = np.concatenate([c.pixels for c in CsvReader(shared_data / "evaluate.csv")])
+    pixels = np.concatenate([c.pixels for c in CsvReader(shared_data / "evaluate.csv.gz")])
     reference = nb.load(torch.load(fashion_trained, weights_only=True)["model"])
     expected = nb.predict_logits(reference, pixels).argmax(1)
     np.testing.assert_array_equal([int(r[1]) for r in table[1:]], expected)

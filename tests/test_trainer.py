@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import notebook_port as nb
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from fcls.infer.csvio import read_train_csv
 from fcls.infer.errors import CheckpointError, ConfigError
+from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
 from fcls.train.config import TrainConfig
 from fcls.train.trainer import OUTPUTS, train
@@ -25,21 +27,24 @@ def test_every_artefact_is_written(trained: Path):
     for name in OUTPUTS:
         assert (trained / name).stat().st_size > 0, name
     ckpt = torch.load(trained / "model.pt", weights_only=True)
-    assert set(ckpt) >= {
+    assert set(ckpt) == {
+        "format",
+        "architecture",
         "model",
         "class_names",
         "input",
-        "stages",
         "config",
-        "seed",
+        "data",
         "split",
         "metrics",
+        "epochs",
         "fcls_version",
-        "data",
     }
+    assert ckpt["format"] == FORMAT and ckpt["architecture"] == "FinalCNNet"
     assert ckpt["class_names"][0] == "T-shirt/top" and ckpt["input"]["dtype"] == "uint8"
+    assert ckpt["data"]["size"] > 0 and len(ckpt["data"]["sha256"]) == 64
     assert ckpt["split"] == {"train": 240, "val": 80, "test": 80}
-    assert ckpt["stages"] == ["adam", "sgd_wd", "sgd"]
+    assert [s["name"] for s in ckpt["config"]["stages"]] == ["adam", "sgd_wd", "sgd"]
     with (trained / "history.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [r["stage"] for r in rows] == ["adam", "sgd_wd", "sgd"]
@@ -78,12 +83,53 @@ def test_test_accuracy_equals_independent_notebook_port(trained: Path, digits_cs
     assert acc == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=1e-12)
 
 
-def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path):
+def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)  # never rewrite the session fixture's model.pt
+    before = Checkpoint.load(out / "model.pt")
     lines: list[str] = []
-    result = train(TrainConfig(out=trained, data=digits_csv, max_epochs=1), log=lines.append)
+    result = train(TrainConfig(out=out, data=digits_csv, max_epochs=1), log=lines.append)
     assert result.resumed_from == "finished run"
     assert any("already finished" in line for line in lines)
     assert not any(line.startswith("stage ") for line in lines)  # nothing retrained
+    after = Checkpoint.load(out / "model.pt")
+    assert result.test_accuracy == before.test_accuracy == after.test_accuracy
+    for k, v in before.weights.items():
+        torch.testing.assert_close(after.weights[k], v, rtol=0, atol=0)
+
+
+def test_resume_identifies_data_by_content(trained: Path, digits_csv: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    shutil.copytree(trained, out)
+    moved = tmp_path / "elsewhere" / "copy.csv"
+    moved.parent.mkdir()
+    shutil.copy(digits_csv, moved)  # same bytes, another path
+    result = train(TrainConfig(out=out, data=moved, max_epochs=1), log=lambda s: None)
+    assert result.resumed_from == "finished run"
+    other = tmp_path / "other.csv"
+    other.write_bytes(digits_csv.read_bytes().replace(b"\n0,", b"\n1,", 1))
+    with pytest.raises(ConfigError, match="data_sha256"):
+        train(TrainConfig(out=out, data=other, max_epochs=1), log=lambda s: None)
+
+
+def test_checkpoint_versions(trained: Path, tmp_path: Path):
+    saved = torch.load(trained / "model.pt", weights_only=True)
+    legacy = {k: v for k, v in saved.items() if k != "format"}  # fcls 0.1's model.pt
+    legacy["stages"], legacy["seed"] = ["adam", "sgd_wd", "sgd"], 42
+    torch.save(legacy, tmp_path / "v1.pt")
+    torch.save(saved["model"], tmp_path / "bare.pt")  # the notebook's torch.save(state_dict)
+    v1, bare = Checkpoint.load(tmp_path / "v1.pt"), Checkpoint.load(tmp_path / "bare.pt")
+    assert (v1.format, bare.format) == (1, 0)
+    assert v1.test_accuracy == saved["metrics"]["test_accuracy"] and bare.test_accuracy is None
+    torch.save({**saved, "format": FORMAT + 1}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match=rf"format {FORMAT + 1} is unknown.*upgrade fcls"):
+        Checkpoint.load(tmp_path / "future.pt")
+    original = Checkpoint.load(trained / "model.pt")
+    round_trip = Checkpoint.load(original.save(tmp_path / "rt.pt")).to_dict()
+    expected = original.to_dict()
+    for k, v in expected.pop("model").items():
+        torch.testing.assert_close(round_trip["model"].pop(k), v, rtol=0, atol=0)
+    assert round_trip.pop("model") == {} and round_trip == expected
 
 
 def test_rerun_with_other_config_is_refused(trained: Path, digits_csv: Path):
@@ -105,23 +151,34 @@ class _Interrupt(Exception):
     pass
 
 
-def test_interrupted_run_resumes_to_the_same_model(tmp_path: Path, digits_csv: Path):
-    config = TrainConfig(out=tmp_path / "full", data=digits_csv, max_epochs=2, limit=200)
+@pytest.mark.parametrize(
+    ("cut_at", "resumed_from"),
+    [
+        (3, "stage adam epoch 2"),  # on the boundary: the next stage starts afresh
+        (2, "stage adam epoch 1"),  # mid-stage: Adam's moments must be restored
+        (5, "stage sgd_wd epoch 1"),  # mid-stage of a later stage (SGD momentum-free state)
+    ],
+)
+def test_interrupted_run_resumes_to_the_same_model(
+    tmp_path: Path, digits_csv: Path, cut_at: int, resumed_from: str
+):
+    max_epochs = 2 if cut_at == 3 else 3
+    config = TrainConfig(out=tmp_path / "full", data=digits_csv, max_epochs=max_epochs, limit=200)
     train(config, log=lambda s: None)
 
     seen: list[str] = []
 
-    def stop_at_third_epoch(line: str) -> None:
+    def stop_at_epoch(line: str) -> None:
         seen.append(line)
-        if sum(s.startswith("stage ") for s in seen) == 3:
-            raise _Interrupt  # before epoch 3's state is saved
+        if sum(s.startswith("stage ") for s in seen) == cut_at:
+            raise _Interrupt  # before this epoch's state is saved
 
-    cut = TrainConfig(out=tmp_path / "cut", data=digits_csv, max_epochs=2, limit=200)
+    cut = TrainConfig(out=tmp_path / "cut", data=digits_csv, max_epochs=max_epochs, limit=200)
     with pytest.raises(_Interrupt):
-        train(cut, log=stop_at_third_epoch)
+        train(cut, log=stop_at_epoch)
     lines: list[str] = []
     result = train(cut, log=lines.append)
-    assert result.resumed_from == "stage adam epoch 2"  # the third epoch was never saved
+    assert result.resumed_from == resumed_from  # the interrupted epoch was never saved
     assert "resuming after" in lines[0]
     full = (tmp_path / "full" / "history.csv").read_text().splitlines()
     resumed = (tmp_path / "cut" / "history.csv").read_text().splitlines()

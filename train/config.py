@@ -56,8 +56,12 @@ class TrainConfig:
         return d
 
     def identity(self) -> dict[str, Any]:
-        """The fields a resumed run must share with the run it continues."""
+        """The fields a resumed run must share with the run it continues.
+
+        The data file is identified by content (its sha256, added by the trainer), not by the
+        path string: `./a.csv` and `a.csv` are the same data.
+        """
         d = self.to_dict()
-        for volatile in ("out", "device", "restart", "amp", "write_test_csv"):
+        for volatile in ("out", "data", "device", "restart", "amp", "write_test_csv"):
             d.pop(volatile)
         return d

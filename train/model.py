@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.functional import relu
 
@@ -83,3 +84,25 @@ class FinalCNNet(nn.Module):
 def to_input(pixels: torch.Tensor) -> torch.Tensor:
     """(N, 1024) uint8 rows -> (N, 1, 32, 32) float32 raw 0..255, as the notebook fed the model."""
     return pixels.reshape(-1, 1, 32, 32).float()
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool = False
+) -> torch.Tensor:
+    """(N, 10) float32 logits of the eval-mode model for (N, 1024) uint8 rows."""
+    model.eval()
+    out = []
+    for start in range(0, len(x), batch_size):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+            out.append(model(to_input(x[start : start + batch_size])).float())
+    return torch.cat(out) if out else torch.empty((0, 10), device=x.device)
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the eval-mode model on (N, 1024) uint8 rows."""
+    logits = predict_logits(model, x, amp=amp)
+    loss = F.cross_entropy(logits, y).item()
+    return (logits.argmax(1) == y).float().mean().item(), loss

@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fcls.infer.files import atomic_file, atomic_write_text
+
+from .checkpoint import Checkpoint
 from .config import TrainConfig
 from .data import Split
-from .model import FinalCNNet
-
-INPUT_SPEC: dict[str, Any] = {
-    "name": "pixels",
-    "dtype": "uint8",
-    "shape": [1024],
-    "layout": "32x32 grayscale, row-major (pix1..pix1024), values 0..255",
-    "model_input": "float32 (N, 1, 32, 32) of the raw 0..255 values (no scaling)",
-}
+from .model import FinalCNNet, predict_logits
 
 
 def classification_metrics(
@@ -73,8 +67,6 @@ def write_outputs(
     version: str,
 ) -> float:
     """Evaluate the final model on the test split and write model.pt, report.json and plots."""
-    from .trainer import predict_logits
-
     x_test = torch.from_numpy(parts.x_test).to(device)
     logits = predict_logits(model, x_test).cpu()
     proba = torch.softmax(logits, dim=1).numpy()  # (n_test, 10) float32
@@ -91,32 +83,28 @@ def write_outputs(
     best_val = max(
         (h["val_accuracy"] for h in history if h["stage"] == config.stages[-1].name), default=None
     )
-    checkpoint = {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "architecture": "FinalCNNet",
-        "class_names": list(class_names),
-        "input": INPUT_SPEC,
-        "stages": [s["name"] for s in config.to_dict()["stages"]],
-        "config": config.to_dict(),
-        "seed": config.seed,
-        "data": {**data_id, "limit": config.limit, "split_seed": config.split_seed},
-        "split": parts.sizes(),
-        "metrics": {"test_accuracy": metrics["accuracy"], "best_val_accuracy": best_val},
-        "epochs": len(history),
-        "fcls_version": version,
-    }
-    tmp = out / "model.pt.tmp"
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, out / "model.pt")
+    Checkpoint(
+        weights={k: v.detach().cpu() for k, v in model.state_dict().items()},
+        class_names=class_names,
+        config=config.to_dict(),
+        data={**data_id, "limit": config.limit, "split_seed": config.split_seed},
+        split=parts.sizes(),
+        metrics={"test_accuracy": metrics["accuracy"], "best_val_accuracy": best_val},
+        epochs=len(history),
+        fcls_version=version,
+    ).save(out / "model.pt")
     _write_json(report, out / "report.json")
     _plots(history, metrics, parts.y_test, proba, class_names, out)
     return float(metrics["accuracy"])
 
 
 def _write_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def _save_png(fig: Any, path: Path) -> None:
+    with atomic_file(path, durable=False) as f:
+        fig.savefig(f.raw, format="png", dpi=100)
 
 
 def _plots(
@@ -145,7 +133,7 @@ def _plots(
                 ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
         ax.set(title=what.capitalize(), xlabel="epoch", ylabel=what)
         ax.legend()
-    fig.savefig(out / "learning_curves.png", dpi=100)
+    _save_png(fig, out / "learning_curves.png")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(8, 8), layout="constrained")
@@ -153,7 +141,7 @@ def _plots(
         np.array(metrics["confusion_matrix"]), display_labels=list(class_names)
     ).plot(ax=ax, xticks_rotation="vertical", colorbar=False, cmap="Blues")
     ax.set_title(f"Confusion matrix (test, accuracy {metrics['accuracy']:.3f})")
-    fig.savefig(out / "confusion_matrix.png", dpi=100)
+    _save_png(fig, out / "confusion_matrix.png")
     plt.close(fig)
 
     fig, axes = plt.subplots(4, 3, figsize=(10, 10), layout="constrained")
@@ -165,5 +153,5 @@ def _plots(
         ax.set(xlabel="false positive rate", ylabel="true positive rate")
     for ax in list(axes.flat)[len(class_names) :]:
         ax.remove()
-    fig.savefig(out / "roc.png", dpi=100)
+    _save_png(fig, out / "roc.png")
     plt.close(fig)

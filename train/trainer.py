@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +16,12 @@ from tqdm import tqdm
 
 from fcls.infer.csvio import write_eval_csv
 from fcls.infer.errors import CheckpointError, ConfigError, DataError, OutputError
+from fcls.infer.files import atomic_file, fcls_version, file_sha256, output_errors
 
 from . import data as fdata
 from .config import Stage, TrainConfig
-from .model import FinalCNNet, to_input
+from .model import FinalCNNet, evaluate, to_input
+from .report import write_outputs
 
 Log = Callable[[str], None]
 STATE_FILE = "state.pt"
@@ -43,14 +42,6 @@ OUTPUTS = (
     "confusion_matrix.png",
     "roc.png",
 )
-
-
-def fcls_version() -> str:
-    """The installed fcls version, or 'unknown' when run from a bare checkout."""
-    try:
-        return version("fcls")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -81,19 +72,9 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as f, output_errors(path):
+        torch.save(obj, f.raw)
 
 
 def _make_optimizer(stage: Stage, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -139,28 +120,6 @@ def train_epoch(
         correct += (logits.argmax(1) == yb).sum()
         seen += stop - start
     return correct.item() / seen, total_loss.item() / seen
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool = False
-) -> torch.Tensor:
-    """(N, 10) float32 logits of the eval-mode model for (N, 1024) uint8 rows."""
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(model(to_input(x[start : start + batch_size])).float())
-    return torch.cat(out) if out else torch.empty((0, 10), device=x.device)
-
-
-def evaluate(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the eval-mode model."""
-    logits = predict_logits(model, x, amp=amp)
-    loss = F.cross_entropy(logits, y).item()
-    return (logits.argmax(1) == y).float().mean().item(), loss
 
 
 class _Run:
@@ -226,9 +185,10 @@ def _prepare_out(config: TrainConfig, identity: dict[str, Any], log: Log) -> _Ru
         raise CheckpointError(
             f"{state_path}: cannot resume from a corrupt state file ({e}); use --restart"
         ) from None
-    if run.identity != identity:
+    previous = {k: v for k, v in run.identity.items() if k != "data"}  # fcls 0.1 kept the path
+    if previous != identity:
         raise ConfigError(
-            f"{out} holds a different run ({_describe_mismatch(run.identity, identity)}); "
+            f"{out} holds a different run ({_describe_mismatch(previous, identity)}); "
             "use --restart to start over or choose another --out"
         )
     return run
@@ -239,7 +199,11 @@ def _data_identity(config: TrainConfig) -> dict[str, Any]:
         return {"source": fdata.DIGITS_SOURCE, "sha256": None}
     if not config.data.is_file():
         raise DataError(str(config.data), "no such file")
-    return {"source": str(config.data.resolve()), "sha256": file_sha256(config.data)}
+    return {
+        "source": str(config.data.resolve()),  # for information: identity is the content
+        "sha256": file_sha256(config.data),
+        "size": config.data.stat().st_size,
+    }
 
 
 def train(config: TrainConfig, log: Log = print) -> TrainResult:
@@ -284,8 +248,6 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
 
     assert run.best_state is not None
     model.load_state_dict(run.best_state)
-    from .report import write_outputs
-
     test_acc = write_outputs(
         config=config,
         model=model,
@@ -379,23 +341,18 @@ def _next_stage(config: TrainConfig, run: _Run, model: torch.nn.Module) -> None:
 
 
 def _save_history(rows: list[dict[str, Any]], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
+    with atomic_file(path, "w", durable=False) as f:
         f.write(",".join(HISTORY_FIELDS) + "\n")
         for r in rows:
             f.write(
                 f"{r['stage']},{r['epoch']},{r['train_accuracy']:.6f},{r['train_loss']:.6f},"
                 f"{r['val_accuracy']:.6f},{r['val_loss']:.6f},{r['seconds']:.3f}\n"
             )
-    os.replace(tmp, path)
 
 
 __all__ = [
     "OUTPUTS",
     "TrainResult",
-    "evaluate",
-    "file_sha256",
-    "predict_logits",
     "resolve_device",
     "train",
 ]
