@@ -20,7 +20,13 @@ from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
 from .gatedata import GateData, load_gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
 from .parity import ParityResult, check_parity, reference_logits
-from .variants import cuda_available, optimize_for_cpu, quantize_int8
+from .variants import (
+    check_fp16_initializers,
+    check_fp16_ranges,
+    cuda_available,
+    optimize_for_cpu,
+    quantize_int8,
+)
 
 Log = Callable[[str], None]
 
@@ -64,6 +70,8 @@ def export_onnx(
     with OutputSet() as staging:
         staging.stage(dest)  # proves the destination writable before any work
         gate = load_gate_data(config.data, ckpt, config.eval_rows)
+        if config.fp16:  # refuse an fp16 overflow before anything is written
+            check_fp16_ranges(ckpt.model, gate.calibration[: config.calibration_rows])
         parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
         reference = reference_logits(ckpt.model, parity_pixels)
         opset = config.opset or default_opset()
@@ -221,9 +229,10 @@ def _variants(
     if config.fp16:
         path = _variant_path(dest, "fp16")
         tmp = staging.stage(path)
-        serving = ServingModel(ckpt.model, dtype=torch.float16)
+        serving = ServingModel(ckpt.model, dtype=torch.float16)  # BatchNorm folded in fp32
         export_graph(serving, tmp, result.opset, result.exporter)
         lint(tmp)
+        check_fp16_initializers(tmp)
         if cuda_available():
             parity = check_parity(
                 heldout_ref,
@@ -240,9 +249,7 @@ def _variants(
             set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
             staging.commit(path)
             result.variants["fp16"] = path
-            notice = (
-                f"{path.name}: NOT parity-checked (onnxruntime has no CUDAExecutionProvider here)"
-            )
+            notice = f"{path.name}: NOT parity-checked (onnxruntime cannot run a CUDA session here)"
             result.notices.append(notice)
             log(f"notice: {notice}")
 

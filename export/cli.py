@@ -66,7 +66,8 @@ def main(
 
     if require_fp16_check and not cuda_available():
         raise click.ClickException(
-            "--require-fp16-check: onnxruntime has no CUDAExecutionProvider here, fp16 parity cannot be checked"
+            "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
+            "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
         )
     config = ExportConfig(
         opset=opset,

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from fcls.infer.errors import ProviderError
 from fcls.train.model import to_input
 
 from .graph import INPUT
@@ -70,7 +71,7 @@ def make_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSess
     source = path if isinstance(path, bytes) else str(path)
     session = ort.InferenceSession(source, options, providers=[name])
     if session.get_providers()[0] != name:
-        raise RuntimeError(f"{name} is not active (got {session.get_providers()})")
+        raise ProviderError(f"{name} is not active (got {', '.join(session.get_providers())})")
     return session
 
 

@@ -113,3 +113,8 @@ def main(
     if not quiet:
         for summary in summaries:
             click.echo(summary.line(), err=True)
+        if provider == "auto" and summaries:
+            from .predictor import auto_choice
+
+            # the Ray engine's label is "<provider> (ray xN)"
+            click.echo(f"fcls-infer: {auto_choice(summaries[0].provider.split()[0])}", err=True)

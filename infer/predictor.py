@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,9 @@ from .errors import ModelError, ProviderError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# Both install into the same `onnxruntime` package folder: whichever was installed last wins
+# file by file, and the CPU build usually shadows the GPU one, so CUDA silently disappears.
+ORT_CPU_DIST, ORT_GPU_DIST = "onnxruntime", "onnxruntime-gpu"
 
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -49,6 +54,41 @@ def available_cpus(root: Path = CGROUP_ROOT) -> int:
     return max(1, n)
 
 
+def installed_onnxruntimes() -> dict[str, str]:
+    """Installed onnxruntime distributions (CPU and GPU builds) and their versions."""
+    found = {}
+    for name in (ORT_CPU_DIST, ORT_GPU_DIST):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            found[name] = metadata.version(name)
+    return found
+
+
+def ort_conflict() -> str | None:
+    """Why CUDA may be missing when both onnxruntime builds are installed, and the fix; else None."""
+    found = installed_onnxruntimes()
+    if ORT_CPU_DIST not in found or ORT_GPU_DIST not in found:
+        return None
+    return (
+        f"both {ORT_CPU_DIST} {found[ORT_CPU_DIST]} and {ORT_GPU_DIST} {found[ORT_GPU_DIST]} "
+        "are installed and the CPU build shadows the GPU one; fix: pip uninstall -y "
+        f"{ORT_CPU_DIST} {ORT_GPU_DIST} && pip install {ORT_GPU_DIST}"
+    )
+
+
+def auto_choice(used: str) -> str:
+    """One line for --provider auto: the provider it used and, on CPU, why not CUDA."""
+    if used == "cuda":
+        return "--provider auto used cuda (onnxruntime CUDAExecutionProvider)"
+    available = ort.get_available_providers()
+    why = (
+        "CUDAExecutionProvider is listed but no GPU answered"
+        if CUDA in available
+        else f"onnxruntime {ort.__version__} offers no CUDAExecutionProvider"
+    )
+    conflict = ort_conflict()
+    return f"--provider auto used cpu ({why})" + (f"; warning: {conflict}" if conflict else "")
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
@@ -63,6 +103,7 @@ class Predictor:
         provider: str = "auto",
         threads: int | None = None,
         spinning: bool = True,
+        io_binding: bool | None = None,
     ) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
@@ -74,6 +115,9 @@ class Predictor:
         self.spinning = spinning
         self.session = self._session(provider, self.threads)
         self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        # IO binding (None: on CUDA only) keeps the outputs not asked for on the device;
+        # on CPU it is the same path with outputs bound to host memory, so tests cover it
+        self.io_binding = self.provider == "cuda" if io_binding is None else io_binding
         self._inspect()
         # int8 graphs: one single-threaded session per CPU, each on a slice of the batch. Their
         # small integer kernels scale better across sessions than across intra-op threads
@@ -92,9 +136,11 @@ class Predictor:
             raise ProviderError(f"--provider {provider}: expected auto, cuda or cpu")
         available = ort.get_available_providers()
         if provider == "cuda" and CUDA not in available:
+            conflict = ort_conflict()
             raise ProviderError(
                 f"--provider cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                f"(available: {', '.join(available)}); install onnxruntime-gpu"
+                f"(available: {', '.join(available)}); "
+                + (conflict or f"install {ORT_GPU_DIST} instead of {ORT_CPU_DIST}")
             )
         wanted = [CUDA, CPU] if provider != "cpu" and CUDA in available else [CPU]
         options = ort.SessionOptions()
@@ -109,9 +155,10 @@ class Predictor:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:240]})") from None
         if provider == "cuda" and session.get_providers()[0] != CUDA:
+            conflict = ort_conflict()
             raise ProviderError(
                 f"--provider cuda: the session fell back to {session.get_providers()[0]} "
-                "(no usable GPU); use --provider cpu or auto"
+                + (f"({conflict})" if conflict else "(no usable GPU); use --provider cpu or auto")
             )
         return session
 
@@ -157,8 +204,8 @@ class Predictor:
         feed = self._feed(pixels)
         # fetch labels only (argmax in the graph) unless probabilities are wanted
         want = self.logits_name if proba or self.label_name is None else self.label_name
-        if self.provider == "cuda":
-            out = self._run_bound(feed, want)
+        if self.io_binding:
+            out = self._run_bound(feed, want, self.provider)
         elif len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
             out = self._run_split(feed, want)
         else:
@@ -177,13 +224,14 @@ class Predictor:
         first = self.replicas[0].run([want], {self.input_name: parts[0]})[0]
         return np.concatenate([first, *(f.result()[0] for f in futures)])
 
-    def _run_bound(self, feed: np.ndarray, want: str) -> np.ndarray:
-        """CUDA with IO binding: uint8 pixels go in, only the wanted output comes back to host."""
+    def _run_bound(self, feed: np.ndarray, want: str, device: str) -> np.ndarray:
+        """IO binding: uint8 pixels go in, only the wanted output comes back to host; the
+        others stay on `device` ('cuda'; 'cpu' runs the same path on the CPU provider)."""
         binding = self.session.io_binding()
         binding.bind_cpu_input(self.input_name, feed)
         names = [o.name for o in self.session.get_outputs()]
         for name in names:
-            binding.bind_output(name, "cpu" if name == want else "cuda")
+            binding.bind_output(name, "cpu" if name == want else device)
         self.session.run_with_iobinding(binding)
         return binding.get_outputs()[names.index(want)].numpy()
 

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 
 from .csvio import CsvReader, read_header
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .files import OutputSet, output_errors
 from .inputs import expand_inputs, output_paths
 from .pipeline import Summary, format_rows, header_line
 from .predictor import Predictor, available_cpus
 
 BLOCK_BYTES = 8 << 20  # one parse task: ~3,000 rows
+GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
 SCAN_BYTES = 16 << 20
 
 
@@ -236,11 +237,11 @@ def predict_csv_ray(
 ) -> list[Summary]:
     """Score every input on Ray Data; one Summary per input (seconds: the whole run)."""
     t0 = time.perf_counter()
+    use = _worker_provider(provider, gpus_per_worker)
     paths = expand_inputs(inputs)
     dests = output_paths(paths, out)
-    local = Predictor(
-        model, "cpu" if provider == "auto" else provider, 1
-    )  # fail fast on a bad model
+    # fail fast on a bad model, and on a provider the driver cannot run
+    names = Predictor(model, use, 1).class_names
     blocks = [b for i, p in enumerate(paths) for b in plan_blocks(i, p, block_bytes)[1]]
     with OutputSet() as outputs:
         temps = [outputs.stage(d) for d in dests]
@@ -250,13 +251,13 @@ def predict_csv_ray(
             address,
             workers,
             gpus_per_worker,
-            provider,
+            use,
             batch_size,
             threads,
             proba,
             class_names,
         )
-        header = header_line(proba, class_names, local.class_names)
+        header = header_line(proba, class_names, names)
         counts = []
         for i, (tmp, dest) in enumerate(zip(temps, dests)):
             pieces = sorted(texts.get(i, []))
@@ -267,8 +268,56 @@ def predict_csv_ray(
             counts.append(sum(t.count(b"\n") for *_, t in pieces))
         outputs.commit_all()
     seconds = time.perf_counter() - t0
-    engine = f"ray x{workers}"
+    engine = f"{use} (ray x{workers})"
     return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(counts, dests)]
+
+
+def _worker_provider(provider: str, gpus_per_worker: float) -> str:
+    """The provider the actors run: cuda exactly when they are given GPUs."""
+    if gpus_per_worker > 0 and provider == "cpu":
+        raise ConfigError(
+            f"--provider cpu with --gpus-per-worker {gpus_per_worker:g}: the actors would hold "
+            "GPUs they do not use; drop --gpus-per-worker or use --provider cuda/auto"
+        )
+    if provider == "cuda" and gpus_per_worker <= 0:
+        raise ConfigError(
+            "--provider cuda with --engine ray needs --gpus-per-worker > 0: "
+            "Ray gives an actor a GPU only when it asks for one"
+        )
+    return "cuda" if gpus_per_worker > 0 else "cpu"
+
+
+def _check_gpus(resources: dict[str, float], workers: int, gpus_per_worker: float) -> None:
+    """Refuse a GPU request the cluster cannot meet (Ray would wait for it forever)."""
+    wanted, have = workers * gpus_per_worker, float(resources.get("GPU", 0.0))
+    if wanted > have:
+        raise ConfigError(
+            f"--workers {workers} x --gpus-per-worker {gpus_per_worker:g} = {wanted:g} GPUs, "
+            f"but the Ray cluster has {have:g}"
+        )
+
+
+def _scorer_stage(
+    model_ref: Any,
+    use: str,
+    workers: int,
+    actor_cpus: float,
+    actor_threads: int,
+    gpus_per_worker: float,
+    batch_size: int,
+    proba: bool,
+    class_names: bool,
+) -> dict[str, Any]:
+    """map_batches arguments of the scoring stage (an actor pool of `_Scorer`)."""
+    return {
+        "fn_constructor_args": ([model_ref], use, actor_threads, batch_size, proba, class_names),
+        "concurrency": workers,
+        "num_cpus": actor_cpus,
+        "num_gpus": gpus_per_worker or None,
+        # CPU actors take whole parse outputs; Ray insists on a batch size with GPUs
+        "batch_size": max(batch_size, GPU_BATCH_ROWS) if gpus_per_worker else None,
+        "max_restarts": 0,  # constructor args live in the object store: no silent restarts
+    }
 
 
 def _run(
@@ -277,7 +326,7 @@ def _run(
     address: str | None,
     workers: int,
     gpus_per_worker: float,
-    provider: str,
+    use: str,
     batch_size: int,
     threads: int | None,
     proba: bool,
@@ -285,12 +334,12 @@ def _run(
 ) -> dict[int, list[tuple[int, int, bytes]]]:
     """Run the Ray pipeline; results per file as (block, first row, text)."""
     ray = _init_ray(address)
+    _check_gpus(ray.cluster_resources(), workers, gpus_per_worker)
     cpus = float(ray.cluster_resources().get("CPU", 1))
     # On a 2-CPU box, actors asking for a whole CPU each would leave parse tasks no slot and
     # the pipeline would stall: actors take what is left after one CPU's worth of reading.
     actor_cpus = max(0.1, min(1.0, (cpus - 1) / workers))
     actor_threads = threads or max(1, int(cpus // workers))
-    use = "cuda" if gpus_per_worker > 0 else ("cpu" if provider == "auto" else provider)
     model_ref = ray.put(model.read_bytes())
     items = [b.__dict__ for b in blocks]
     with warnings.catch_warnings():
@@ -304,19 +353,17 @@ def _run(
             )
             .map_batches(
                 _Scorer,
-                fn_constructor_args=(
-                    [model_ref],
+                **_scorer_stage(
+                    model_ref,
                     use,
+                    workers,
+                    actor_cpus,
                     actor_threads,
+                    gpus_per_worker,
                     batch_size,
                     proba,
                     class_names,
                 ),
-                concurrency=workers,
-                num_cpus=actor_cpus,
-                num_gpus=gpus_per_worker or None,
-                batch_size=None,
-                max_restarts=0,  # constructor args live in the object store: no silent restarts
             )
         )
     texts: dict[int, list[tuple[int, int, bytes]]] = {}

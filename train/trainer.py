@@ -136,6 +136,7 @@ class _Run:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.optimizer_state: dict[str, Any] | None = None
         self.rng_state: torch.Tensor | None = None
+        self.cuda_rng_state: list[torch.Tensor] | None = None  # CUDA runs: dropout draws there
         self.history: list[dict[str, Any]] = []
 
     def to_dict(self) -> dict[str, Any]:
@@ -239,8 +240,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     model = FinalCNNet().to(device, memory_format=torch.channels_last)
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
-    if run.rng_state is not None:
-        torch.set_rng_state(run.rng_state)
+    _restore_rng(run, device)
 
     state_path = config.out / STATE_FILE
     while not run.finished:
@@ -319,9 +319,23 @@ def _train_stage(
         else:
             run.model_state = _cpu_state(model)
             run.optimizer_state = optimizer.state_dict()
-        run.rng_state = torch.get_rng_state()
+        run.rng_state, run.cuda_rng_state = _rng_states(x_train.device)
         _save_history(run.history, config.out / "history.csv")
         _atomic_save(run.to_dict(), state_path)
+
+
+def _rng_states(device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The CPU generator's state and, when training on CUDA, every CUDA generator's."""
+    cuda = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _restore_rng(run: _Run, device: torch.device) -> None:
+    """Undo the fresh manual_seed: continue the saved generators (CUDA's only on CUDA)."""
+    if run.rng_state is not None:
+        torch.set_rng_state(run.rng_state)
+    if run.cuda_rng_state is not None and device.type == "cuda":
+        torch.cuda.set_rng_state_all(run.cuda_rng_state)
 
 
 def _next_stage(config: TrainConfig, run: _Run, model: torch.nn.Module) -> None:
