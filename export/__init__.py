@@ -1,10 +1,18 @@
-"""fcls.export: FinalCNNet checkpoint -> ONNX behind a numeric-parity gate."""
+"""fcls.export: FinalCNNet checkpoint -> ONNX behind a numeric-parity gate.
 
-from fcls.train.checkpoint import Checkpoint
+Submodules load lazily so that `fcls-export --help` and a missing torch cost no torch import.
+"""
 
-from .api import ExportResult, export_onnx
-from .config import ExportConfig
-from .parity import ParityResult, check_parity
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fcls.train.checkpoint import Checkpoint
+
+    from .api import ExportResult, export_onnx
+    from .config import ExportConfig
+    from .parity import ParityResult, check_parity
 
 __all__ = [
     "Checkpoint",
@@ -14,3 +22,19 @@ __all__ = [
     "check_parity",
     "export_onnx",
 ]
+_WHERE = {
+    "Checkpoint": "fcls.train.checkpoint",
+    "ExportConfig": "fcls.export.config",
+    "ExportResult": "fcls.export.api",
+    "export_onnx": "fcls.export.api",
+    "ParityResult": "fcls.export.parity",
+    "check_parity": "fcls.export.parity",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'fcls.export' has no attribute {name!r}")

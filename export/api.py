@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcls.infer.errors import FclsError, ParityError
+from fcls.infer.errors import FclsError, ParityError, ProviderError
 from fcls.infer.files import OutputSet, atomic_write_text, fcls_version
 from fcls.train.checkpoint import Checkpoint
 
@@ -66,11 +66,16 @@ def export_onnx(
     """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate."""
     t0 = time.perf_counter()
     config = config or ExportConfig()
+    if config.require_fp16_check and not cuda_available():
+        raise ProviderError(
+            "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
+            "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
+        )
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     with OutputSet() as staging:
         staging.stage(dest)  # proves the destination writable before any work
         gate = load_gate_data(config.data, ckpt, config.eval_rows)
-        if config.fp16:  # refuse an fp16 overflow before anything is written
+        if config.builds_fp16:  # refuse an fp16 overflow before anything is written
             check_fp16_ranges(ckpt.model, gate.calibration[: config.calibration_rows])
         parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
         reference = reference_logits(ckpt.model, parity_pixels)
@@ -226,7 +231,7 @@ def _variants(
             log,
             config.int8_max_accuracy_drop,
         )
-    if config.fp16:
+    if config.builds_fp16:
         path = _variant_path(dest, "fp16")
         tmp = staging.stage(path)
         serving = ServingModel(ckpt.model, dtype=torch.float16)  # BatchNorm folded in fp32

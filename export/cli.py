@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fcls.infer.errors import FclsError
+from fcls.infer.extras import require
 
 from .config import ExportConfig
 
@@ -29,7 +30,7 @@ from .config import ExportConfig
 @click.option(
     "--atol",
     type=float,
-    default=1e-4,
+    default=ExportConfig.atol,
     show_default=True,
     help="Max |dlogit| (times max(1, max |logit|)).",
 )
@@ -37,7 +38,12 @@ from .config import ExportConfig
     "--optimize", is_flag=True, help="Also write <stem>.opt.onnx (ORT offline optimization)."
 )
 @click.option("--int8", is_flag=True, help="Also write <stem>.int8.onnx (static per-channel QDQ).")
-@click.option("--calibration-rows", type=click.IntRange(min=16), default=1024, show_default=True)
+@click.option(
+    "--calibration-rows",
+    type=click.IntRange(min=16),
+    default=ExportConfig.calibration_rows,
+    show_default=True,
+)
 @click.option("--fp16", is_flag=True, help="Also write <stem>.fp16.onnx for the CUDA provider.")
 @click.option(
     "--require-fp16-check",
@@ -61,25 +67,21 @@ def main(
     keep_failed: bool,
 ) -> None:
     """Export MODEL_PT (fcls model.pt or a bare FinalCNNet state_dict) to MODEL_ONNX."""
-    from .api import export_onnx
-    from .variants import cuda_available
-
-    if require_fp16_check and not cuda_available():
-        raise click.ClickException(
-            "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
-            "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
-        )
     config = ExportConfig(
         opset=opset,
         data=data,
         atol=atol,
         optimize=optimize,
         int8=int8,
-        fp16=fp16 or require_fp16_check,
+        fp16=fp16,
+        require_fp16_check=require_fp16_check,
         keep_failed=keep_failed,
         calibration_rows=calibration_rows,
     )
     try:
+        require("fcls-export", "torch", "onnx", "onnxscript")
+        from .api import export_onnx
+
         result = export_onnx(model_pt, model_onnx, config, log=lambda s: click.echo(s, err=True))
     except FclsError as e:
         raise click.ClickException(str(e)) from None

@@ -19,6 +19,7 @@ class ExportConfig:
     optimize: bool = False
     int8: bool = False
     fp16: bool = False
+    require_fp16_check: bool = False  # refuse (before any work) an fp16 model CUDA cannot check
     keep_failed: bool = False
     calibration_rows: int = 1024
     eval_rows: int = 5000  # rows read from the data; its held-out test split gates int8
@@ -26,3 +27,8 @@ class ExportConfig:
     int8_min_agreement: float = 0.99
     int8_max_accuracy_drop: float = 0.005
     fp16_min_agreement: float = 0.999
+
+    @property
+    def builds_fp16(self) -> bool:
+        """Whether an fp16 variant is made (asked for, or implied by require_fp16_check)."""
+        return self.fp16 or self.require_fp16_check

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from .errors import FclsError
+from .extras import require
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,6 +87,7 @@ def main(
     }
     try:
         if engine == "ray":
+            require("fcls-infer --engine ray", "ray")
             from .ray_engine import predict_csv_ray
 
             summaries = predict_csv_ray(

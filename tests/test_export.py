@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from fcls.export import Checkpoint, ExportConfig, check_parity, export_onnx
 from fcls.export import api as export_api
 from fcls.export.cli import main
-from fcls.export.graph import io_signature, lint, read_metadata
+from fcls.export.graph import LintError, io_signature, lint, read_metadata
 from fcls.export.parity import reference_logits
 from fcls.infer.csvio import read_train_csv
 from fcls.infer.errors import CheckpointError, OutputError, ParityError
@@ -62,9 +62,49 @@ def test_metadata_and_parity_json(exported: Path, trained: Path):
 
 
 def test_graph_has_no_dropout_or_training_bn(exported: Path):
-    ops = {n.op_type for n in onnx.load(str(exported)).graph.node}
+    graph = onnx.load(str(exported)).graph
+    ops = {n.op_type for n in graph.node}
     assert "Dropout" not in ops
     assert {"Cast", "ArgMax", "Conv"} <= ops
+    training = [
+        n.name
+        for n in graph.node
+        if n.op_type == "BatchNormalization"
+        and any(a.name == "training_mode" and a.i for a in n.attribute)
+    ]
+    assert training == []
+
+
+def _one_node_graph(path: Path, node: onnx.NodeProto, extra: list[onnx.TensorProto]) -> Path:
+    h, T = onnx.helper, onnx.TensorProto
+    graph = h.make_graph(
+        [node],
+        "g",
+        [h.make_tensor_value_info("x", T.FLOAT, ["batch", 2, 3, 3])],
+        [h.make_tensor_value_info("y", T.FLOAT, ["batch", 2, 3, 3])],
+        initializer=extra,
+    )
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_lint_refuses_dropout_and_training_mode_batchnorm(tmp_path: Path):
+    h, T = onnx.helper, onnx.TensorProto
+    stats = [h.make_tensor(n, T.FLOAT, [2], [1.0, 1.0]) for n in ("s", "b", "m", "v")]
+    bn = h.make_node(
+        "BatchNormalization",
+        ["x", "s", "b", "m", "v"],
+        ["y", "running_mean", "running_var"],  # training mode updates the statistics
+        name="bn1",
+        training_mode=1,
+    )
+    with pytest.raises(LintError, match="BatchNormalization 'bn1' in training mode"):
+        lint(_one_node_graph(tmp_path / "bn.onnx", bn, stats))
+    drop = h.make_node("Dropout", ["x"], ["y"], name="drop1")
+    with pytest.raises(LintError, match="Dropout node 'drop1'"):
+        lint(_one_node_graph(tmp_path / "drop.onnx", drop, []))
+    eval_bn = h.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], name="bn2")
+    lint(_one_node_graph(tmp_path / "ok.onnx", eval_bn, stats))  # eval mode passes
 
 
 def test_independent_port_agrees_with_onnx(exported: Path, trained: Path, digits):

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from fcls.infer.errors import FclsError
+from fcls.infer.extras import require
 
 from .config import TrainConfig
 
@@ -21,26 +22,39 @@ from .config import TrainConfig
 @click.option(
     "--out",
     type=click.Path(path_type=Path),
-    default=Path("artifacts"),
+    default=TrainConfig.out,
     show_default=True,
     help="Directory for model.pt, history.csv, report.json and plots.",
 )
 @click.option(
-    "--device", type=click.Choice(["auto", "cuda", "mps", "cpu"]), default="auto", show_default=True
+    "--device",
+    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
+    default=TrainConfig.device,
+    show_default=True,
 )
 @click.option(
-    "--max-epochs", type=click.IntRange(min=1), default=200, show_default=True, help="Per stage."
+    "--max-epochs",
+    type=click.IntRange(min=1),
+    default=TrainConfig.max_epochs,
+    show_default=True,
+    help="Per stage.",
 )
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
-    default=4,
+    default=TrainConfig.patience,
     show_default=True,
     help="Early stopping: epochs without a better validation accuracy.",
 )
-@click.option("--batch-size", type=click.IntRange(min=2), default=256, show_default=True)
 @click.option(
-    "--seed", type=int, default=42, show_default=True, help="Weights, dropout and shuffling."
+    "--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size, show_default=True
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=TrainConfig.seed,
+    show_default=True,
+    help="Weights, dropout and shuffling.",
 )
 @click.option(
     "--limit", type=click.IntRange(min=10), default=None, help="Read only the first N rows."
@@ -72,8 +86,6 @@ def main(
     write_test_csv: bool,
 ) -> None:
     """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
-    from .trainer import train
-
     config = TrainConfig(
         out=out,
         data=data,
@@ -94,6 +106,9 @@ def main(
             err=True,
         )
     try:
+        require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
+        from .trainer import train
+
         result = train(config, log=lambda line: click.echo(line, err=True))
     except FclsError as e:
         raise click.ClickException(str(e)) from None
