@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcls.infer.errors import FclsError, ParityError, ProviderError
-from fcls.infer.files import OutputSet, atomic_write_text, fcls_version
+from fcls.infer.errors import ConfigError, FclsError, ParityError, ProviderError
+from fcls.infer.files import OutputSet, atomic_write_text, fcls_version, output_errors
 from fcls.train.checkpoint import Checkpoint
 
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
@@ -47,13 +47,28 @@ class ExportResult:
     seconds: float = 0.0
 
 
+VARIANTS = ("opt", "int8", "fp16")
+# every sibling an export may leave: the variants and the models kept by --keep-failed
+SIBLING_TAGS = (*VARIANTS, "failed", *(f"{v}.failed" for v in VARIANTS))
+
+
 def _variant_path(dest: Path, tag: str) -> Path:
     return dest.with_name(f"{dest.stem}.{tag}{dest.suffix or '.onnx'}")
 
 
+def _remove_stale_variants(dest: Path, log: Log) -> None:
+    """A new fp32 model was published: variants of the model it replaced no longer belong."""
+    for tag in SIBLING_TAGS:
+        stale = _variant_path(dest, tag)
+        if stale.is_file():
+            with output_errors(stale, "cannot remove the stale variant"):
+                stale.unlink()
+            log(f"removed {stale.name}: a variant of the model {dest.name} replaced")
+
+
 def _discard(staging: OutputSet, dest: Path, keep_failed: bool) -> Path | None:
     """Drop a model that failed its gate; with keep_failed move it to `<stem>.failed.onnx`."""
-    kept = dest.with_name(f"{dest.stem}.failed{dest.suffix or '.onnx'}") if keep_failed else None
+    kept = _variant_path(dest, "failed") if keep_failed else None
     return staging.discard(dest, keep_as=kept)
 
 
@@ -75,12 +90,22 @@ def export_onnx(
     with OutputSet() as staging:
         staging.stage(dest)  # proves the destination writable before any work
         gate = load_gate_data(config.data, ckpt, config.eval_rows)
+        if not gate.real:
+            if config.int8:  # calibrating on noise would gate int8 on noise: refuse
+                raise ConfigError(
+                    f"--int8 needs real images to calibrate and gate on, and {gate.note}: "
+                    "pass --data with the training CSV (or any labelled CSV of the same kind)"
+                )
+            log(
+                f"notice: {gate.note}; fp32 parity is checked on random images (--data adds real ones)"
+            )
         if config.builds_fp16:  # refuse an fp16 overflow before anything is written
             check_fp16_ranges(ckpt.model, gate.calibration[: config.calibration_rows])
         parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
         reference = reference_logits(ckpt.model, parity_pixels)
         opset = config.opset or default_opset()
         result = _export_fp32(ckpt, dest, opset, config, parity_pixels, reference, staging, log)
+        _remove_stale_variants(dest, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
         _variants(ckpt, dest, config, gate, result, staging, log)

@@ -13,6 +13,8 @@ from fcls.infer.files import file_sha256
 from fcls.train.checkpoint import Checkpoint
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
 
+RANDOM_SOURCE = "random uint8 images"
+
 
 @dataclass(frozen=True)
 class GateData:
@@ -23,6 +25,7 @@ class GateData:
     heldout: np.ndarray  # (H, 1024) uint8, never seen by training or calibration
     heldout_labels: np.ndarray | None  # (H,) int64 where the data has labels
     note: str  # how the held-out rows were chosen
+    real: bool = True  # False: random images only, fit for fp32 parity, never for int8
 
     def parity_set(self, n_real: int, seed: int = 0) -> np.ndarray:
         """Held-out real images followed by as many random uint8 images."""
@@ -38,28 +41,36 @@ def _from_labelled(
     return GateData(source, parts.x_train, parts.x_test, parts.y_test, note)
 
 
+def _random(reason: str, rows: int = 1024, seed: int = 2) -> GateData:
+    """No real images: random ones for fp32 parity, and a note that says why."""
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(2 * rows, 1024), dtype=np.uint8)
+    return GateData(RANDOM_SOURCE, pixels[:rows], pixels[rows:], None, reason, real=False)
+
+
 def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateData:
-    """Rows of `data`, else of the checkpoint's own data, else the embedded digits."""
+    """Rows of `data`, else of the checkpoint's own training data; never another dataset.
+
+    When neither is available (the recorded file moved or changed, or a bare state_dict
+    records none), the gates get random images and `real=False`: fp32 parity still means
+    something, int8 calibration does not, so export refuses int8 until `--data` is given.
+    """
     recorded = ckpt.data or {}
     split_seed = int(recorded.get("split_seed", 42))
-    foreign = None  # the checkpoint's own data when it cannot be found
-    if data is None and recorded.get("source") not in (None, DIGITS_SOURCE):
-        candidate = Path(recorded["source"])
-        if candidate.is_file():
-            data = candidate
-        else:
-            foreign = str(candidate)
-    if data is None:
+    source = recorded.get("source")
+    if data is None and source == DIGITS_SOURCE:
         pixels, labels = load_digits_32()
-        limit = recorded.get("limit") if not foreign else None
-        if limit:
-            pixels, labels = pixels[:limit], labels[:limit]
-        gate = _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, "test split of the digits")
-        if foreign:
-            # digits are real images, fine for parity, but their labels mean nothing to this model
-            note = f"the checkpoint's data {foreign} is not here: digits images, labels unused"
-            return GateData(DIGITS_SOURCE, gate.calibration, gate.heldout, None, note)
-        return gate
+        if recorded.get("limit"):
+            pixels, labels = pixels[: recorded["limit"]], labels[: recorded["limit"]]
+        return _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, "test split of the digits")
+    if data is None:
+        if source is None:
+            return _random("the checkpoint records no training data")
+        candidate = Path(source)
+        if not candidate.is_file():
+            return _random(f"the checkpoint's training data {candidate} is not here")
+        if recorded.get("sha256") and file_sha256(candidate) != recorded["sha256"]:
+            return _random(f"{candidate} changed since training (sha256 differs)")
+        data = candidate
     if _kind(data) == "eval":
         chunks = list(CsvReader(data, "eval", limit=eval_rows))
         pixels = (
@@ -69,13 +80,13 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
         return GateData(
             str(data), pixels[:half], pixels[half:], None, "second half of unlabelled rows"
         )
-    limit: int | None = eval_rows
+    rows: int | None = eval_rows
     note = f"test split of the first {eval_rows} rows"
     if recorded.get("sha256") and file_sha256(data) == recorded["sha256"]:
         # the checkpoint's own data: re-split exactly as training did, so held-out is held out
-        limit = recorded.get("limit")
+        rows = recorded.get("limit")
         note = "the training run's own test split"
-    chunks = list(CsvReader(data, "train", limit=limit))
+    chunks = list(CsvReader(data, "train", limit=rows))
     pixels = np.concatenate([c.pixels for c in chunks])
     labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
     gate = _from_labelled(pixels, labels, split_seed, str(data), note)

@@ -17,6 +17,7 @@ from .errors import ModelError, ProviderError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+VARIANT_FILE_TAGS = {"optimized": "opt", "int8": "int8", "fp16": "fp16"}  # metadata -> file name
 # Both install into the same `onnxruntime` package folder: whichever was installed last wins
 # file by file, and the CPU build usually shadows the GPU one, so CUDA silently disappears.
 ORT_CPU_DIST, ORT_GPU_DIST = "onnxruntime", "onnxruntime-gpu"
@@ -92,6 +93,31 @@ def auto_choice(used: str) -> str:
 def _softmax(logits: np.ndarray) -> np.ndarray:
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def check_sibling(path: Path, meta: dict[str, str]) -> None:
+    """Refuse a variant (`m.int8.onnx`) exported from another checkpoint than its fp32 `m.onnx`."""
+    tag = VARIANT_FILE_TAGS.get(meta.get("variant", ""))
+    if tag is None or not path.name.endswith(f".{tag}.onnx"):
+        return
+    sibling = path.with_name(path.name.removesuffix(f".{tag}.onnx") + ".onnx")
+    if not sibling.is_file():
+        return
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    try:
+        theirs = ort.InferenceSession(str(sibling), options, providers=[CPU])
+    except Exception:
+        return  # an unreadable sibling says nothing about this model
+    ours = meta.get("source_sha256")
+    fp32 = theirs.get_modelmeta().custom_metadata_map.get("source_sha256")
+    if ours and fp32 and ours != fp32:
+        raise ModelError(
+            f"{path}: this {meta['variant']} model was exported from checkpoint sha256 "
+            f"{ours[:12]}, its fp32 sibling {sibling.name} from {fp32[:12]}: a stale variant; "
+            "re-export both with fcls-export (it removes stale variants)"
+        )
 
 
 class Predictor:
@@ -186,6 +212,7 @@ class Predictor:
         meta = self.session.get_modelmeta().custom_metadata_map
         names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.class_names: list[str] = names or [str(i) for i in range(int(n_classes))]
+        check_sibling(self.path, meta)
 
     def _feed(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:

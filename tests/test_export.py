@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import notebook_port as nb
@@ -17,10 +19,10 @@ from click.testing import CliRunner
 from fcls.export import Checkpoint, ExportConfig, check_parity, export_onnx
 from fcls.export import api as export_api
 from fcls.export.cli import main
-from fcls.export.graph import LintError, io_signature, lint, read_metadata
+from fcls.export.graph import LintError, io_signature, lint, read_metadata, set_metadata
 from fcls.export.parity import reference_logits
 from fcls.infer.csvio import read_train_csv
-from fcls.infer.errors import CheckpointError, OutputError, ParityError
+from fcls.infer.errors import CheckpointError, ConfigError, OutputError, ParityError
 from fcls.train.data import split
 
 pytestmark = pytest.mark.slow
@@ -254,3 +256,52 @@ def test_int8_gate_refuses(tmp_path: Path, fashion_trained: Path, setting, messa
         export_onnx(fashion_trained, tmp_path / "model.onnx", config, log=lambda s: None)
     assert not (tmp_path / "model.int8.onnx").exists()
     assert (tmp_path / "model.onnx").exists()  # the fp32 model passed its own gate
+
+
+def test_reexport_removes_stale_variants(tmp_path: Path, trained: Path, exported: Path):
+    shutil.copytree(exported.parent, tmp_path / "out")
+    dest = tmp_path / "out" / "model.onnx"
+    (tmp_path / "out" / "model.int8.failed.onnx").write_bytes(b"kept by --keep-failed once")
+    assert dest.with_name("model.opt.onnx").is_file()
+    lines: list[str] = []
+    export_onnx(trained / "model.pt", dest, ExportConfig(), log=lines.append)  # no --optimize now
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.onnx", "model.parity.json"]
+    assert any("removed model.opt.onnx" in line for line in lines)
+
+
+def test_infer_refuses_a_variant_of_another_checkpoint(tmp_path: Path, exported: Path):
+    from fcls.infer import Predictor
+    from fcls.infer.errors import ModelError
+
+    for name in ("model.onnx", "model.opt.onnx"):
+        shutil.copy(exported.with_name(name), tmp_path / name)
+    Predictor(tmp_path / "model.opt.onnx")  # siblings of one export: accepted
+    set_metadata(tmp_path / "model.onnx", {"source_sha256": "f" * 64})  # fp32 re-exported
+    with pytest.raises(ModelError, match=r"model\.opt\.onnx: this optimized model .* stale"):
+        Predictor(tmp_path / "model.opt.onnx")
+    Predictor(tmp_path / "model.onnx")  # the fp32 model itself is fine
+
+
+@pytest.mark.parametrize("why", ["moved", "changed", "none recorded"])
+def test_missing_training_data_never_falls_back_silently(
+    tmp_path: Path, trained: Path, digits_csv: Path, why: str
+):
+    ckpt = Checkpoint.load(trained / "model.pt")
+    if why == "moved":
+        data = {**(ckpt.data or {}), "source": str(tmp_path / "gone" / "train.csv")}
+        expected = "is not here"
+    elif why == "changed":
+        changed = tmp_path / "train.csv"
+        changed.write_bytes(digits_csv.read_bytes().replace(b"\n0,", b"\n9,", 1))
+        data = {**(ckpt.data or {}), "source": str(changed)}
+        expected = "changed since training"
+    else:
+        data, expected = {}, "records no training data"
+    ckpt = dataclasses.replace(ckpt, data=data or None)
+    with pytest.raises(ConfigError, match=f"--int8 needs real images.*{expected}.*--data"):
+        export_onnx(ckpt, tmp_path / "m.onnx", ExportConfig(int8=True), log=lambda s: None)
+    assert not (tmp_path / "m.onnx").exists()
+    lines: list[str] = []
+    result = export_onnx(ckpt, tmp_path / "m.onnx", ExportConfig(), log=lines.append)
+    assert result.parity.passed and any("notice: " in s and expected in s for s in lines)
+    assert "random uint8 images" in " ".join(result.notices)

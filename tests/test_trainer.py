@@ -17,7 +17,7 @@ from fcls.infer.csvio import read_train_csv
 from fcls.infer.errors import CheckpointError, ConfigError
 from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
-from fcls.train.config import TrainConfig
+from fcls.train.config import DEFAULT_STAGES, TrainConfig
 from fcls.train.trainer import OUTPUTS, train
 
 pytestmark = pytest.mark.slow
@@ -255,3 +255,29 @@ def test_digits_default_trains(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "scikit-learn's bundled digits" in result.output
     assert torch.load(tmp_path / "model.pt", weights_only=True)["class_names"] == list("0123456789")
+
+
+def test_too_few_rows_per_class_is_refused(tmp_path: Path):
+    from conftest import write_train_csv
+
+    from fcls.infer.errors import DataError
+
+    rng = np.random.default_rng(0)
+    tiny = write_train_csv(tmp_path / "tiny.csv", rng.integers(0, 256, (3, 1024)), np.arange(3))
+    with pytest.raises(DataError, match=r"tiny\.csv: too few rows: .* without class \d \(1 rows\)"):
+        train(TrainConfig(out=tmp_path / "a", data=tiny, max_epochs=1), log=lambda s: None)
+    result = CliRunner().invoke(main, ["--data", str(tiny), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "at least 50 rows" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "b" / "model.pt").exists()
+
+
+def test_thin_classes_are_warned_about(tmp_path: Path):
+    from conftest import write_train_csv
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 2  # two classes of 20 rows: about 4 test rows each
+    path = write_train_csv(tmp_path / "thin.csv", rng.integers(0, 256, (40, 1024)), labels)
+    lines: list[str] = []
+    config = TrainConfig(out=tmp_path / "run", data=path, max_epochs=1, stages=DEFAULT_STAGES[:1])
+    train(config, log=lines.append)
+    assert any(s.startswith("warning: 2 classes have fewer than 10 test rows") for s in lines)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fcls.infer.csvio import N_PIXELS, read_train_csv
+from fcls.infer.errors import DataError
 
 SIDE = 32
 FASHION_CLASSES: tuple[str, ...] = (
@@ -62,6 +63,38 @@ def split(pixels: np.ndarray, labels: np.ndarray, seed: int = 42) -> Split:
     x_tv, x_test, y_tv, y_test = train_test_split(pixels, labels, test_size=0.2, random_state=seed)
     x_train, x_val, y_train, y_val = train_test_split(x_tv, y_tv, test_size=0.25, random_state=seed)
     return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+
+MIN_TEST_ROWS_PER_CLASS = 10  # fewer and a class's test accuracy is mostly noise
+
+
+def check_split(parts: Split, source: str) -> list[str]:
+    """Refuse a split where a part lacks a class the data has; return warnings for thin classes."""
+    classes, totals = np.unique(
+        np.concatenate([parts.y_train, parts.y_val, parts.y_test]), return_counts=True
+    )
+    for part, labels in (("train", parts.y_train), ("val", parts.y_val), ("test", parts.y_test)):
+        have = set(np.unique(labels).tolist())
+        lacking = [(int(c), int(n)) for c, n in zip(classes, totals) if int(c) not in have]
+        if lacking:
+            shown = ", ".join(f"class {c} ({n} rows)" for c, n in lacking[:5])
+            raise DataError(
+                source,
+                f"too few rows: the 60/20/20 split leaves the {part} part without {shown} "
+                f"(of {len(labels)} {part} rows); every class needs rows in every part, "
+                f"so give each class at least {5 * MIN_TEST_ROWS_PER_CLASS} rows",
+            )
+    test_counts = dict(zip(*np.unique(parts.y_test, return_counts=True)))
+    thin = [
+        (int(c), int(test_counts[c])) for c in classes if test_counts[c] < MIN_TEST_ROWS_PER_CLASS
+    ]
+    if not thin:
+        return []
+    shown = ", ".join(f"{c}: {n}" for c, n in thin[:10])
+    return [
+        f"warning: {len(thin)} classes have fewer than {MIN_TEST_ROWS_PER_CLASS} test rows "
+        f"({shown}): their test accuracy is mostly noise"
+    ]
 
 
 @lru_cache(maxsize=8)

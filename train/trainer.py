@@ -225,6 +225,8 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
 
     pixels, labels, class_names, source = fdata.load_dataset(config.data, config.limit)
     parts = fdata.split(pixels, labels, seed=config.split_seed)
+    for warning in fdata.check_split(parts, source):
+        log(warning)
     log(
         f"data: {source} ({len(labels)} rows; train {len(parts.y_train)}, "
         f"val {len(parts.y_val)}, test {len(parts.y_test)}; x4 augmented train/val) on {device}"
