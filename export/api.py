@@ -78,7 +78,17 @@ def export_onnx(
     config: ExportConfig | None = None,
     log: Log = print,
 ) -> ExportResult:
-    """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate."""
+    """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate.
+
+    `checkpoint` is a `model.pt` path (any checkpoint format, or a bare state_dict) or a loaded
+    `Checkpoint`; `dest` is the fp32 ONNX file; `config` picks the variants (`.opt`, `.int8`,
+    `.fp16` beside `dest`), the gate data and tolerances; `log` receives each gate's figures.
+    Variants of a model `dest` replaces are removed. Returns the paths and every gate's figures.
+
+    Raises CheckpointError (unreadable or not a FinalCNNet), ParityError (a gate failed: nothing
+    of that model is written), ConfigError (int8 without real gate images), ProviderError
+    (require_fp16_check without CUDA), DataError (bad --data) and OutputError.
+    """
     t0 = time.perf_counter()
     config = config or ExportConfig()
     if config.require_fp16_check and not cuda_available():

@@ -104,7 +104,15 @@ def check_parity(
     provider: str = "cpu",
     truth: np.ndarray | None = None,  # (N,) true labels: also report the candidate's accuracy
 ) -> ParityResult:
-    """Compare an ONNX model against reference logits at each batch size; gate on the figures."""
+    """Compare an ONNX model against reference logits at each batch size; gate on the figures.
+
+    `reference` are the source model's logits for `pixels`; `onnx_model` is a path or the
+    serialized model; each of `batch_sizes` runs the whole set (batch 1 a prefix of it).
+    The gate passes when no output is non-finite, the graph's `label` equals argmax(logits),
+    top-1 agreement >= `min_agreement` and, unless `atol` is None, max |dlogit| <=
+    `atol * max(1, max |reference logit|)`. `truth` adds the candidate's accuracy. Returns
+    the figures with `passed`; raises only for a session that cannot run on `provider`.
+    """
     session = make_session(onnx_model, provider)
     scale = float(max(1.0, np.abs(reference).max(initial=0.0)))
     worst_logit = worst_proba = 0.0

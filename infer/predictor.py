@@ -121,7 +121,17 @@ def check_sibling(path: Path, meta: dict[str, str]) -> None:
 
 
 class Predictor:
-    """Labels and probabilities for (n, 1024) uint8 rows from an fcls ONNX model."""
+    """Labels and probabilities for (n, 1024) uint8 rows from an fcls ONNX model.
+
+    `model_path`: an ONNX file from fcls-export (uint8 [batch, 1024] in) or a float
+    [batch, 1, 32, 32] graph; `provider`: auto (CUDA when usable, else CPU), cuda or cpu;
+    `threads`: intra-op threads (default: the CPUs this process may use); `spinning`: keep idle
+    threads spinning (lower batch-1 latency, steals CPU from other threads); `io_binding`: bind
+    inputs/outputs explicitly (default: on CUDA only).
+
+    Raises ModelError (missing, unloadable or wrong-interface model, stale variant) and
+    ProviderError (cuda asked for but unusable, or onnxruntime and onnxruntime-gpu both installed).
+    """
 
     def __init__(
         self,
@@ -136,8 +146,8 @@ class Predictor:
             raise ModelError(f"{self.path}: no such model file")
         self.threads = threads or available_cpus()
         # Idle intra-op threads spin between calls: best latency when the session has the CPUs
-        # to itself (batch 1: 0.46 vs 0.73 ms), but in the CSV pipeline they take CPU from the
-        # reader and writer threads, so predict_csv turns it off (end to end +4-5%).
+        # to itself, but in the CSV pipeline they take CPU from the reader and writer threads,
+        # so predict_csv turns it off (figures: bench/README.md).
         self.spinning = spinning
         self.session = self._session(provider, self.threads)
         self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
@@ -147,7 +157,7 @@ class Predictor:
         self._inspect()
         # int8 graphs: one single-threaded session per CPU, each on a slice of the batch. Their
         # small integer kernels scale better across sessions than across intra-op threads
-        # (measured +7.5% img/s at batch 256 on 2 cores; fp32 gains nothing, so it keeps one).
+        # (fp32 gains nothing, so it keeps one; figures: bench/README.md).
         self.replicas = [self.session]
         if self.provider == "cpu" and self.threads > 1 and self._variant() == "int8":
             # small batches (latency) keep the multi-threaded session

@@ -208,7 +208,17 @@ def _data_identity(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(config: TrainConfig, log: Log = print) -> TrainResult:
-    """Run the staged recipe of `config`, writing every artefact under `config.out`."""
+    """Run the staged recipe of `config`, writing every artefact under `config.out`.
+
+    `config` says what to train (data, stages, epochs, seeds, device); `log` receives one line
+    per epoch and per notice. A run already in `config.out` is resumed (or re-evaluated when
+    finished) if its identity matches. Returns the test accuracy, split sizes, epochs per
+    stage and where the run resumed from.
+
+    Raises DataError (unreadable data, too few rows per class), ConfigError (a device that is
+    not there, a different run in `config.out`), CheckpointError (a corrupt state file) and
+    OutputError (`config.out` not writable, disk full).
+    """
     t0 = time.perf_counter()
     device = resolve_device(config.device)
     data_id = _data_identity(config)
@@ -238,8 +248,9 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     y_val = torch.from_numpy(fdata.augment_labels(parts.y_val)).to(device)
 
     torch.manual_seed(config.seed)
-    # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (~1.1x train, 1.6x eval on CPU)
-    model = FinalCNNet().to(device, memory_format=torch.channels_last)
+    # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (figures: train/README.md);
+    # torch's stubs lack Module.to's memory_format overload, which exists at run time
+    model = FinalCNNet().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
