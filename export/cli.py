@@ -25,7 +25,7 @@ from .config import ExportConfig
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="CSV whose rows feed the gates. Default: the checkpoint's data, else the digits.",
+    help="CSV whose rows feed the gates. Default: the checkpoint's own data, if unchanged.",
 )
 @click.option(
     "--atol",
