@@ -370,13 +370,13 @@ class CsvReader:
         line = self.first_line  # file line of the first byte in `carry`
         remaining = self.limit
         while remaining is None or remaining > 0:
+            if len(carry) > MAX_LINE_BYTES and b"\n" not in carry:
+                raise DataError(self.name, _too_long(), line)  # before reading any more of it
             more = _read(stream, self.chunk_bytes, self.name, line)
             buf = carry + more
             if more:
                 cut = buf.rfind(b"\n") + 1
                 if cut == 0:  # one row longer than the block: read on, up to MAX_LINE_BYTES
-                    if len(buf) > MAX_LINE_BYTES:
-                        raise DataError(self.name, _too_long(), line)
                     carry = buf
                     continue
                 buf, carry = buf[:cut], buf[cut:]
