@@ -207,9 +207,12 @@ def _cell_problem(value: str, col: str) -> str | None:
     if match is None:
         if value.strip(" \t") == "":
             return f"empty {what} value"
-        return f"{what} {value!r} is not an integer in 0..{hi} (decimal digits only)"
-    if int(match.group(1)) > hi:
-        return f"{what} {int(match.group(1))} is out of range 0..{hi}"
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"{what} {shown!r} is not an integer in 0..{hi} (decimal digits only)"
+    digits = match.group(1).lstrip("0") or "0"  # int() of a huge string would raise
+    if len(digits) > 3 or int(digits) > hi:
+        shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+        return f"{what} {shown} is out of range 0..{hi}"
     return None
 
 

@@ -369,3 +369,15 @@ def test_line_length_limit_is_exact():
         data = head + ("a" + row).encode() + ("a" * (room + 1) + row).encode()
         err = _errors(io.BytesIO(data), chunk_bytes=chunk_bytes)
         assert err.line == 3 and "line longer than" in str(err)
+
+
+def test_huge_numeric_cells_are_judged_without_int_overflow():
+    # int() refuses strings over 4300 digits; the grammar allows any number of leading zeros
+    rows = [_with("0" * 5000 + "17"), _with("9" * 5000), _with("x" * 5000)]
+    chunks = list(CsvReader(io.BytesIO(_eval_text(rows[:1]))))
+    assert chunks[0].pixels[0, 99] == 17
+    err = _errors(io.BytesIO(_eval_text(rows[:2])), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, "pix100") and "(5000 digits) is out of range" in str(err)
+    assert len(str(err)) < 200
+    err = _errors(io.BytesIO(_eval_text([ZEROS, rows[2]])), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, "pix100") and len(str(err)) < 200
