@@ -381,3 +381,20 @@ def test_huge_numeric_cells_are_judged_without_int_overflow():
     assert len(str(err)) < 200
     err = _errors(io.BytesIO(_eval_text([ZEROS, rows[2]])), chunk_bytes=1 << 20)
     assert (err.line, err.column) == (3, "pix100") and len(str(err)) < 200
+
+
+@pytest.mark.parametrize(
+    ("id_text", "message"), [("a\x00b", "NUL byte"), ("a\rb", "carriage return")]
+)
+def test_ids_pyarrow_would_take_are_refused(id_text, message):
+    data = _eval_text([ZEROS, ZEROS], ["ok", id_text])
+    err = _errors(io.BytesIO(data), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, None) and message in str(err)
+
+
+@pytest.mark.parametrize(
+    ("body", "line"), [(b"\t\n", 2), (b" \r\n", 2), (b"\r\r\n", 2), (b"\n\n  ", 4)]
+)
+def test_a_block_of_whitespace_is_not_blank(body, line):
+    err = _errors(io.BytesIO(("ID," + PIX + "\n").encode() + body))
+    assert (err.line, err.column) == (line, None)

@@ -42,7 +42,7 @@ BAD_CELLS = [
     *['"5', '5"', '"5"x', '""', '"', '" 5 "', '"0x1"', '"5""', '"5","', "5,", ",5"],
 ]
 VALID_STYLES = ["{}", " {}", "{}\t", "\t {} ", "00{}", '"{}"', '" {}"', '"{}" ', '"{}"0']
-ID_CHARS = st.sampled_from(list('ab0x19 ,"\t\x0b\x1c\u2028\ufeffé€'))
+ID_CHARS = st.sampled_from(list('ab0x19 ,"\t\x0b\x1c\u2028\ufeffé€'))  # all valid
 INSERTS = [
     *[b"\x00", b"\r", b"\n", b"\r\n", b'"', b",", b" ", b"\t", b"0x", b"x", b"-"],
     *[b"\xff", b"\xc3", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", BOM],
@@ -64,14 +64,26 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+MUTATIONS = [
+    *["cell", "hex", "text", "ragged", "huge", "bom", "id"],  # in the table of cells
+    *["blank", "tail", "insert", "delete", "binary"],  # in the lines and bytes
+]
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     kind = draw(st.sampled_from(["eval", "train"]))
     chunk_bytes = draw(st.sampled_from([256, 1000, 3000, 9000, 1 << 16, 1 << 20]))
     gz = draw(st.sampled_from(["no"] * 6 + ["ok", "cut"]))
-    if draw(st.integers(0, 19)) == 0:  # an arbitrary byte string
-        data = draw(st.binary(max_size=3000))
-        return Case(data, kind, chunk_bytes, gz, draw(st.integers(0, 4000)), draw(st.booleans()))
+    cut = draw(st.integers(0, 4000))
+    as_stream = draw(st.booleans())
+    # about 30% of the files are valid; the others get one to three mutations
+    mutations = [
+        draw(st.sampled_from(MUTATIONS))
+        for _ in range(draw(st.sampled_from([0, 0, 1, 1, 1, 2, 3])))
+    ]
+    if "binary" in mutations:  # an arbitrary byte string
+        return Case(draw(st.binary(max_size=3000)), kind, chunk_bytes, gz, cut, as_stream)
 
     n_rows = draw(st.sampled_from([0, 1, 2, 2, 3, 3, 4, 5]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -92,13 +104,14 @@ def cases(draw: st.DrawFn) -> Case:
             if columns[c] != "ID":
                 table[r][c] = draw(st.sampled_from(VALID_STYLES)).format(table[r][c])
 
-    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))):  # row and cell mutations
+    for what in mutations:
         if not table:
             break
         r, c = draw(st.integers(0, n_rows - 1)), draw(st.integers(0, 1024))
-        what = draw(st.sampled_from(["cell", "cell", "text", "ragged", "huge"]))
         if what == "cell":
             table[r][c] = draw(st.sampled_from(BAD_CELLS))
+        elif what == "hex":
+            table[r][c] = draw(st.sampled_from(["0x1", " 0xff", "0XA", '"0x0"', "0x00a"]))
         elif what == "text":
             table[r][c] = draw(st.text(st.sampled_from(list('0123456789 \t+-.xXe"')), max_size=5))
         elif what == "ragged":
@@ -106,9 +119,23 @@ def cases(draw: st.DrawFn) -> Case:
                 del table[r][c]
             else:
                 table[r].insert(c, "0")
-        else:  # a huge field: digits (valid if not too long), an ID, or junk
+        elif what == "bom":  # pyarrow drops a BOM at the start of its input
+            r = 0 if draw(st.booleans()) else r
+            table[r][0] = "\ufeff" + table[r][0]
+        elif what == "id":  # an ID the grammar refuses, or a label out of range
+            if kind == "eval":
+                bad_ids = ["a\x00b", "a\rb", '"open', '"a\nb"', "x\r"]
+                table[r][columns.index("ID")] = draw(st.sampled_from(bad_ids))
+            else:
+                bad_labels = ["10", "0x5", "-1", "", "9.0", "00010"]
+                table[r][columns.index("label")] = draw(st.sampled_from(bad_labels))
+        else:  # a huge field: digits or an ID (valid if the line is not too long), or junk
             size = draw(st.integers(1000, 2 * LIMIT))
-            table[r][c] = draw(st.sampled_from(["0" * size + "7", "a" * size, "9" * size]))
+            if draw(st.booleans()):
+                c = columns.index("ID") if kind == "eval" else c
+                table[r][c] = "0" * size + "7" if columns[c] != "ID" else "a" * size
+            else:
+                table[r][c] = draw(st.sampled_from(["a" * size, "9" * size]))
 
     names = list(columns)
     for _ in range(draw(st.integers(0, 2))):  # spaces and quotes around header names
@@ -117,19 +144,20 @@ def cases(draw: st.DrawFn) -> Case:
     header = ",".join(names)
     newline = "\r\n" if draw(st.booleans()) else "\n"
     lines = [header, *(",".join(row) for row in table)]
-    for _ in range(draw(st.integers(0, 2))):  # empty lines (and lines that only look empty)
-        at = draw(st.integers(1, len(lines)))
-        lines.insert(at, draw(st.sampled_from(["", "", "", "\r", "\r", " ", "\t"])))
-    text = newline.join(lines) + (newline if draw(st.booleans()) else "")
-    data = (BOM if draw(st.booleans()) else b"") + text.encode()
-    for _ in range(draw(st.sampled_from([0, 0, 0, 0, 1, 2]))):  # byte mutations, mostly in rows
-        at = draw(st.integers(0 if draw(st.integers(0, 4)) == 0 else len(header), len(data)))
-        if draw(st.integers(0, 3)) == 0:
-            data = data[:at] + data[at + draw(st.integers(1, 50)) :]
-        else:
-            data = data[:at] + draw(st.sampled_from(INSERTS)) + data[at:]
-    cut = draw(st.integers(0, 4000))
-    return Case(data, kind, chunk_bytes, gz, cut, draw(st.booleans()))
+    for _ in range(draw(st.integers(0, 2))):  # empty lines
+        lines.insert(draw(st.integers(1, len(lines))), "")
+    for _ in range(mutations.count("blank")):  # lines that only look empty
+        lines.insert(draw(st.integers(1, len(lines))), draw(st.sampled_from(["\r", " ", "\t"])))
+    end = "\r" if "tail" in mutations else draw(st.sampled_from([newline, ""]))
+    data = (BOM if draw(st.booleans()) else b"") + (newline.join(lines) + end).encode()
+    for what in mutations:
+        if what in ("insert", "delete"):  # mostly in the rows
+            at = draw(st.integers(0 if draw(st.integers(0, 4)) == 0 else len(header), len(data)))
+            if what == "delete":
+                data = data[:at] + data[at + draw(st.integers(1, 50)) :]
+            else:
+                data = data[:at] + draw(st.sampled_from(INSERTS)) + data[at:]
+    return Case(data, kind, chunk_bytes, gz, cut, as_stream)
 
 
 # ---------------------------------------------------------------- the reference parse
