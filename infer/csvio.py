@@ -340,7 +340,7 @@ class CsvReader:
             raise DataError(self.name, "empty file (no header line)", 1)
         head, newline, rest = buf.partition(b"\n")
         try:
-            text = _line_text(head.removeprefix(_BOM), bool(newline))
+            text = _line_text(head, bool(newline)).removeprefix("\ufeff")
         except ValueError as e:
             raise DataError(self.name, f"header: {e}", 1) from None
         row = _split_fields(text)
