@@ -1,16 +1,42 @@
 """Streaming, validated reader for fcls CSV files (`ID,pix1..pix1024` and `pix1..pix1024,label`).
 
 Bytes are read in blocks that end on a line break and each block is parsed by pyarrow's
-multi-threaded CSV reader straight into uint8 columns. When pyarrow rejects a block, the
-block is re-read line by line in Python only to name the exact line and column: the fast
-path never loops over rows in Python.
+multi-threaded CSV reader straight into uint8 columns. When a block breaks the grammar below,
+it is re-read line by line in Python only to name the exact line and column: the fast path
+never loops over rows in Python.
+
+The grammar (defined here once; the fast path and the line-by-line diagnosis both obey it):
+
+- Lines end at b"\\n" only, and line numbers count b"\\n", so they are the file's. A "\\r" is
+  allowed only right before a b"\\n" (CRLF) and is then not part of the line; any other "\\r"
+  (old Mac line ends, "\\r" inside a quoted field or at the end of the file) is an error.
+  Other separators (\\v, \\f, \\x1c-\\x1e, U+0085, U+2028 ...) are ordinary characters.
+- A line is at most `MAX_LINE_BYTES` bytes (its "\\r" included): a longer one is refused as
+  soon as that many bytes have been read without a line break, so memory stays bounded.
+- The file is UTF-8 text without NUL bytes. A UTF-8 BOM is skipped before the header only.
+- Line 1 is the header. Every later empty line (b"" or "\\r" before b"\\n") is skipped; a line
+  of spaces is a one-field row, not an empty line.
+- Fields are separated by ",". A field that starts with '"' is quoted: it runs to the next
+  '"' that is not doubled ('""' stands for '"'), and any text after its closing quote up to
+  the next "," is appended verbatim; a '"' elsewhere is an ordinary character. A quoted field
+  must close on its own line. Every data line has as many fields as the header.
+- Header names are compared after removing surrounding ASCII spaces and tabs; each expected
+  column appears exactly once, in any order.
+- ID cells are any text, kept verbatim (not trimmed).
+- Pixel cells (after unquoting) are `[ \\t]*[0-9]+[ \\t]*`: ASCII decimal digits, leading zeros
+  allowed, only ASCII spaces and tabs around them, with a value in 0..255; label cells the
+  same with a value in 0..9. Nothing else: no sign, no hex (pyarrow alone reads 0xff as 255),
+  no decimal point or exponent, no other whitespace (\\v, \\f, NBSP), no empty cell.
+- The first bad line in the file is reported. Within a line the checks run in this order:
+  length, stray "\\r", NUL, UTF-8, unclosed quote, field count (these name no column), then
+  the cells in the file's column order (these name the column).
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
+import re
 import sys
 import zlib
 from collections.abc import Iterator
@@ -20,6 +46,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from .errors import DataError
@@ -30,6 +57,11 @@ PIXEL_COLUMNS: tuple[str, ...] = tuple(f"pix{i}" for i in range(1, N_PIXELS + 1)
 N_CLASSES = 10
 Kind = Literal["eval", "train"]
 DEFAULT_CHUNK_BYTES = 2 << 20  # ~750 rows: amortises parsing, keeps peak RSS under 300 MB
+# A valid row is at most ~4 KiB of pixels plus its ID; a line longer than this is not data.
+MAX_LINE_BYTES = 1 << 20
+
+_BOM = b"\xef\xbb\xbf"
+_CELL = re.compile(r"[ \t]*([0-9]+)[ \t]*")  # pixel and label cells, matched in full
 
 
 @dataclass(frozen=True)
@@ -83,6 +115,10 @@ def _read(stream: BinaryIO, n: int, name: str, line: int) -> bytes:
         raise DataError(name, f"corrupt gzip data: {e}", line) from None
 
 
+def _too_long() -> str:
+    return f"line longer than {MAX_LINE_BYTES} bytes (not an fcls CSV row)"
+
+
 def _expected(kind: Kind) -> list[str]:
     return ["ID", *PIXEL_COLUMNS] if kind == "eval" else [*PIXEL_COLUMNS, "label"]
 
@@ -112,42 +148,154 @@ def _check_header(header: list[str], kind: Kind, name: str) -> None:
         raise DataError(name, "; ".join(parts), 1)
 
 
+def _line_text(raw: bytes, terminated: bool) -> str:
+    """A line's text (raw is without its b"\\n"), or raise ValueError saying which byte rule it breaks."""
+    if len(raw) > MAX_LINE_BYTES:
+        raise ValueError(_too_long())
+    body = raw[:-1] if terminated and raw.endswith(b"\r") else raw
+    if b"\r" in body:
+        raise ValueError("carriage return (\\r) inside a line: only \\n or \\r\\n may end a line")
+    if b"\0" in body:
+        raise ValueError("NUL byte (binary data, not CSV text)")
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{body[e.start]:02x} at byte {e.start + 1} of the line)"
+        ) from None
+
+
+def _split_fields(text: str) -> list[str] | None:
+    """Split one line into its fields by the grammar's quoting rules; None if a quote stays open."""
+    if '"' not in text:
+        return text.split(",")
+    fields: list[str] = []
+    pos, n = 0, len(text)
+    while True:
+        if text.startswith('"', pos):
+            parts: list[str] = []
+            pos += 1
+            while True:
+                close = text.find('"', pos)
+                if close < 0:
+                    return None
+                parts.append(text[pos:close])
+                if not text.startswith('"', close + 1):
+                    pos = close + 1
+                    break
+                parts.append('"')  # a doubled quote
+                pos = close + 2
+            end = text.find(",", pos)
+            end = n if end < 0 else end
+            parts.append(text[pos:end])  # text after the closing quote, verbatim
+            fields.append("".join(parts))
+        else:
+            end = text.find(",", pos)
+            end = n if end < 0 else end
+            fields.append(text[pos:end])
+        if end == n:
+            return fields
+        pos = end + 1
+
+
 def _cell_problem(value: str, col: str) -> str | None:
-    """Why a cell is invalid, or None: pixels are integers 0..255, labels integers 0..9."""
+    """Why a cell breaks the grammar, or None: pixels are integers 0..255, labels 0..9."""
     if col == "ID":
         return None
-    text = value.strip()
     hi = 255 if col != "label" else N_CLASSES - 1
     what = "pixel" if col != "label" else "label"
-    if text == "":
-        return f"empty {what} value"
-    if not (text.isascii() and text.isdigit()):
-        return f"{what} {value!r} is not an integer in 0..{hi}"
-    if int(text) > hi:
-        return f"{what} {int(text)} is out of range 0..{hi}"
+    match = _CELL.fullmatch(value)
+    if match is None:
+        if value.strip(" \t") == "":
+            return f"empty {what} value"
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        return f"{what} {shown!r} is not an integer in 0..{hi} (decimal digits only)"
+    digits = match.group(1).lstrip("0") or "0"  # int() of a huge string would raise
+    if len(digits) > 3 or int(digits) > hi:
+        shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+        return f"{what} {shown} is out of range 0..{hi}"
+    return None
+
+
+def _row_problem(raw: bytes, terminated: bool, header: list[str]) -> tuple[str, str | None] | None:
+    """Why one data line breaks the grammar (and in which column), or None."""
+    if raw == b"" or (terminated and raw == b"\r"):
+        return None  # an empty line
+    try:
+        text = _line_text(raw, terminated)
+    except ValueError as e:
+        return str(e), None
+    row = _split_fields(text)
+    if row is None:
+        return "quoted field not closed on its line", None
+    if len(row) != len(header):
+        return f"expected {len(header)} fields, got {len(row)} (ragged row)", None
+    for col, value in zip(header, row):
+        problem = _cell_problem(value, col)
+        if problem:
+            return problem, col
     return None
 
 
 def _diagnose(
     buf: bytes, first_line: int, header: list[str], name: str, fallback: str
 ) -> DataError:
-    """Re-read a rejected block line by line to find the first bad row and cell."""
-    text = buf.decode("utf-8", errors="replace")
-    for offset, row_text in enumerate(text.splitlines()):
-        line = first_line + offset
-        if row_text.strip() == "":
-            continue
-        row = next(csv.reader([row_text]))
-        if len(row) != len(header):
-            return DataError(
-                name, f"expected {len(header)} fields, got {len(row)} (ragged row)", line
-            )
-        for col, value in zip(header, row):
-            problem = _cell_problem(value, col)
-            if problem:
-                return DataError(name, problem, line, col)
-    last = first_line + text.count("\n")
+    """Re-read a rejected block line by line (split at b"\\n" only) to find the first bad row."""
+    start, line = 0, first_line
+    while start < len(buf):
+        end = buf.find(b"\n", start)
+        terminated = end >= 0
+        end = end if terminated else len(buf)
+        problem = _row_problem(buf[start:end], terminated, header)
+        if problem:
+            return DataError(name, problem[0], line, problem[1])
+        start, line = end + 1, line + 1
+    last = first_line + buf.count(b"\n")
     return DataError(name, f"unreadable rows between lines {first_line} and {last}: {fallback}")
+
+
+def _has_long_line(buf: bytes) -> bool:
+    """Whether a line of `buf` is longer than MAX_LINE_BYTES, in a few memchr calls per block.
+
+    A line longer than MAX_LINE_BYTES covers a whole aligned window of MAX_LINE_BYTES // 2
+    bytes, so only windows without a b"\\n" need a closer look.
+    """
+    if len(buf) <= MAX_LINE_BYTES:
+        return False
+    step = MAX_LINE_BYTES // 2
+    for start in range(0, len(buf) - step + 1, step):
+        if buf.find(b"\n", start, start + step) < 0:
+            begin = buf.rfind(b"\n", 0, start) + 1
+            end = buf.find(b"\n", start + step)
+            if (len(buf) if end < 0 else end) - begin > MAX_LINE_BYTES:
+                return True
+    return False
+
+
+def _has_stray_cr(buf: bytes) -> bool:
+    """Whether a "\\r" of the block is not followed by b"\\n".
+
+    One memchr per line is ~10x cheaper than counting b"\\r\\n" in a CRLF file; past a few
+    thousand "\\r" (many short lines) the two counts take over.
+    """
+    pos = buf.find(b"\r")
+    for _ in range(4096):
+        if pos < 0:
+            return False
+        if buf[pos + 1 : pos + 2] != b"\n":
+            return True
+        pos = buf.find(b"\r", pos + 2)
+    return buf.count(b"\r") != buf.count(b"\r\n")
+
+
+def _breaks_byte_rules(buf: bytes) -> bool:
+    """Whether the block has a NUL, a stray "\\r" or an overlong line (pyarrow takes all three)."""
+    return b"\0" in buf or _has_long_line(buf) or _has_stray_cr(buf)
+
+
+def _is_blank(buf: bytes) -> bool:
+    """Whether the block holds only empty lines (no stray "\\r")."""
+    return not buf.strip(b"\r\n") and not buf.replace(b"\r\n", b"\n").strip(b"\n")
 
 
 class CsvReader:
@@ -183,15 +331,23 @@ class CsvReader:
         """Parse and check the header line; return the bytes read past it."""
         buf = b""
         while b"\n" not in buf:
+            if len(buf) > MAX_LINE_BYTES:
+                raise DataError(self.name, f"header: {_too_long()}", 1)
             more = _read(stream, 1 << 16, self.name, 1)
             if not more:
                 break
             buf += more
         if not buf.strip():
             raise DataError(self.name, "empty file (no header line)", 1)
-        head, _, rest = buf.partition(b"\n")
-        text = head.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r")
-        self.header = [c.strip() for c in next(csv.reader([text]))]
+        head, newline, rest = buf.partition(b"\n")
+        try:
+            text = _line_text(head, bool(newline)).removeprefix("\ufeff")
+        except ValueError as e:
+            raise DataError(self.name, f"header: {e}", 1) from None
+        row = _split_fields(text)
+        if row is None:
+            raise DataError(self.name, "header: quoted field not closed on its line", 1)
+        self.header = [c.strip(" \t") for c in row]
         _check_header(self.header, self.kind, self.name)
         return rest
 
@@ -218,17 +374,19 @@ class CsvReader:
         line = self.first_line  # file line of the first byte in `carry`
         remaining = self.limit
         while remaining is None or remaining > 0:
+            if len(carry) > MAX_LINE_BYTES and b"\n" not in carry:
+                raise DataError(self.name, _too_long(), line)  # before reading any more of it
             more = _read(stream, self.chunk_bytes, self.name, line)
             buf = carry + more
             if more:
                 cut = buf.rfind(b"\n") + 1
-                if cut == 0:  # a single row longer than the block: keep reading
+                if cut == 0:  # one row longer than the block: read on, up to MAX_LINE_BYTES
                     carry = buf
                     continue
                 buf, carry = buf[:cut], buf[cut:]
             else:
                 carry = b""
-            if not buf.strip():
+            if _is_blank(buf):
                 if not more:
                     return
                 line += buf.count(b"\n")
@@ -248,19 +406,54 @@ class CsvReader:
         line: int,
         options: tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions],
     ) -> Chunk:
+        """Parse one block of whole lines with pyarrow, holding it to the grammar."""
+
+        def reject(reason: str) -> DataError:
+            return _diagnose(buf, line, self.header, self.name, reason)
+
+        if _breaks_byte_rules(buf):
+            raise reject("NUL, stray carriage return or overlong line")
+        # pyarrow drops a BOM at the start of its input; here it belongs to the first cell.
+        data = b"\n" + buf if buf.startswith(_BOM) else buf
         try:
-            table = pacsv.read_csv(io.BytesIO(buf), *options)
-        except pa.ArrowInvalid as e:
-            raise _diagnose(buf, line, self.header, self.name, str(e)) from None
-        pixels = _pixel_matrix(table)
+            table = pacsv.read_csv(io.BytesIO(data), *options)
+        except pa.ArrowException as e:
+            raise reject(str(e)) from None
+        # a lone "x" is a cheap memchr; "0x" alone is a slow search in digits
+        maybe_hex = (b"x" in buf and b"0x" in buf) or (b"X" in buf and b"0X" in buf)
+        if maybe_hex and self._has_hex_cell(data, options):
+            raise reject("hexadecimal number")
         labels = ids = None
         if self.kind == "train":
             labels = table.column("label").to_numpy().astype(np.int64)
             if labels.size and labels.max() >= N_CLASSES:
-                raise _diagnose(buf, line, self.header, self.name, "label out of range")
+                raise reject("label out of range")
         else:
             ids = table.column("ID").combine_chunks()
-        return Chunk(pixels=pixels, ids=ids, labels=labels, first_line=line)
+            if pc.any(pc.match_substring(ids, "\n")).as_py():  # a quote left open
+                raise reject("quoted field across lines")
+        return Chunk(pixels=_pixel_matrix(table), ids=ids, labels=labels, first_line=line)
+
+    def _has_hex_cell(
+        self,
+        data: bytes,
+        options: tuple[pacsv.ReadOptions, pacsv.ParseOptions, pacsv.ConvertOptions],
+    ) -> bool:
+        """Whether a pixel or label cell is a hex number like 0xff, which pyarrow accepts.
+
+        Only blocks that contain "0x" get here (e.g. IDs like 0x1f): the numeric cells are
+        read again as text, which costs about one more parse of the block.
+        """
+        read, parse, _ = options
+        columns = [c for c in self.header if c != "ID"]
+        convert = pacsv.ConvertOptions(
+            column_types=dict.fromkeys(columns, pa.string()), include_columns=columns
+        )
+        table = pacsv.read_csv(io.BytesIO(data), read, parse, convert)
+        return any(
+            pc.any(pc.match_substring(table.column(c), "x", ignore_case=True)).as_py()
+            for c in columns
+        )
 
 
 def _pixel_matrix(table: pa.Table) -> np.ndarray:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import write_eval_csv, write_train_csv
 
-from fcls.infer.csvio import CsvReader, read_header, read_train_csv
+from fcls.infer.csvio import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    CsvReader,
+    read_header,
+    read_train_csv,
+)
 from fcls.infer.errors import DataError
 
 PIX = ",".join(f"pix{i}" for i in range(1, 1025))
@@ -40,8 +49,40 @@ def test_chunks_preserve_order_ids_and_lines(tmp_path, rng_pixels):
     assert len(chunks) > 10
     np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
     assert [s for c in chunks for s in c.ids.to_pylist()] == ids
-    lines = [c.first_line for c in chunks]
-    assert lines[0] == 2 and lines == sorted(lines)
+    # each chunk starts at the file line of its first row (header is line 1, no blank lines)
+    starts = np.cumsum([0] + [len(c) for c in chunks[:-1]]) + 2
+    assert [c.first_line for c in chunks] == starts.tolist()
+
+
+def test_first_line_counts_blank_lines_and_crlf(tmp_path, rng_pixels):
+    rows = write_eval_csv(tmp_path / "e.csv", rng_pixels).read_bytes().splitlines()
+    out, line_of = [rows[0] + b"\n"], []  # line_of[i]: file line of data row i
+    for i, row in enumerate(rows[1:]):
+        out.append(b"\n" * (i % 3) + b"\r\n" * (i % 2))  # 0-3 empty lines, LF and CRLF
+        line_of.append(sum(part.count(b"\n") for part in out) + 1)
+        out.append(row + (b"\r\n" if i % 4 else b"\n"))
+    chunks = list(CsvReader(io.BytesIO(b"".join(out)), "eval", chunk_bytes=5000))
+    assert len(chunks) > 5
+    first_row = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+    assert [c.first_line for c in chunks] == [line_of[i] for i in first_row]
+    np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
+
+
+def test_error_in_third_chunk_names_its_line(tmp_path, rng_pixels):
+    path = write_eval_csv(tmp_path / "e.csv", rng_pixels)
+    starts = [c.first_line for c in CsvReader(path, "eval", chunk_bytes=8000)]
+    assert len(starts) > 4
+    bad_line = starts[2] + 1  # the second row of the third chunk
+    lines = path.read_bytes().split(b"\n")
+    lines[bad_line - 1] = lines[bad_line - 1].replace(b",", b",0x1f,", 1).rsplit(b",", 1)[0]
+    path.write_bytes(b"\n".join(lines))
+    seen = []
+    with pytest.raises(DataError) as info:
+        for chunk in CsvReader(path, "eval", chunk_bytes=8000):
+            seen.append(chunk.first_line)
+    assert seen == starts[:2]
+    assert (info.value.line, info.value.column) == (bad_line, "pix1")
+    assert "'0x1f' is not an integer" in str(info.value)
 
 
 def test_bom_crlf_gzip_and_stream(tmp_path, rng_pixels):
@@ -148,3 +189,212 @@ def _header_only(tmp_path: Path) -> Path:
     path = tmp_path / "ho.csv"
     path.write_text(PIX + ",label\n")
     return path
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Turn a hang into a test failure (SIGALRM; pytest runs tests in the main thread)."""
+
+    def fail(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still running after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _errors(src: io.BytesIO | Path, kind: str = "eval", chunk_bytes: int = 5000) -> DataError:
+    with deadline(20), pytest.raises(DataError) as info:
+        for _ in CsvReader(src, kind, chunk_bytes=chunk_bytes):  # type: ignore[arg-type]
+            pass
+    return info.value
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz", ".bin"])
+def test_random_bytes_give_a_one_line_data_error(tmp_path, seed, suffix):
+    rng = np.random.default_rng(seed)
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(rng.integers(0, 256, size=int(rng.integers(1, 200_000)), dtype=np.uint8))
+    err = _errors(path, "eval" if seed % 2 else "train")
+    assert "\n" not in str(err) and str(err).startswith(str(path))
+
+
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        (b"ID,pix1\rpix2", "carriage return"),
+        (b"ID,pix1\x00", "NUL byte"),
+        (b"ID,pix\xff1", "not UTF-8 text (byte 0xff at byte 7 of the line)"),
+        (b'ID,"pix1,pix2', "quoted field not closed"),
+        (b"ID,pix1\x0b", "unexpected pix1\x0b"),
+    ],
+)
+def test_binary_header_is_a_data_error(first, message):
+    err = _errors(io.BytesIO(first + b"\n" + b"0," * 1024 + b"0\n"))
+    assert err.line == 1 and message in str(err)
+
+
+def _eval_text(rows: list[list[str]], ids: list[str] | None = None) -> bytes:
+    ids = ids or [str(i) for i in range(len(rows))]
+    body = "".join(_row(r, f"{i},") for i, r in zip(ids, rows))
+    return ("ID," + PIX + "\n" + body).encode()
+
+
+def _with(cell: str, col: int = 99) -> list[str]:
+    row = list(ZEROS)
+    row[col] = cell
+    return row
+
+
+@pytest.mark.parametrize(
+    "cell", ["0xff", "0XFF", "0x1", "+5", "-0", "1e2", "5.0", "\x0b5", "5\x0c", "\xa05", "٥", "5 5"]
+)
+def test_grammar_rejects_what_pyarrow_would_take_or_python_would_strip(cell):
+    err = _errors(io.BytesIO(_eval_text([ZEROS, ZEROS, _with(cell)])))
+    assert (err.line, err.column) == (4, "pix100") and "is not an integer in 0..255" in str(err)
+
+
+def test_grammar_accepts_spaces_tabs_leading_zeros_and_quotes():
+    cells = [" 7", "7\t", "\t 007 ", '"8"', '" 9 "', "0000000000255", '"1"2']
+    rows = [_with(c, col) for col, c in enumerate(cells)]
+    ids = ['"q,""x"""', "0x1f", "a\x0bb", "\u2028", "\x1c", " sp ", "\ufeffbom"]
+    chunks = list(CsvReader(io.BytesIO(_eval_text(rows, ids)), "eval", chunk_bytes=3000))
+    pixels = np.concatenate([c.pixels for c in chunks])
+    assert [pixels[i, i] for i in range(len(cells))] == [7, 7, 7, 8, 9, 255, 12]
+    assert [s for c in chunks for s in c.ids.to_pylist()] == [
+        'q,"x"',
+        "0x1f",
+        "a\x0bb",
+        "\u2028",
+        "\x1c",
+        " sp ",
+        "\ufeffbom",
+    ]
+
+
+def test_hex_label_is_rejected(tmp_path):
+    text = PIX + ",label\n" + _row([*ZEROS, "3"]) + _row([*ZEROS, "0x3"])
+    err = _bad(tmp_path, text)
+    assert (err.line, err.column) == (3, "label") and "'0x3' is not an integer" in str(err)
+
+
+def test_vertical_tab_and_line_separators_do_not_shift_line_numbers():
+    # \x0b, \x1c and U+2028 are line breaks for str.splitlines(), not for the file
+    ids = ["a\x0bb", "c\x1cd", "e\u2028f", "g\x85h", "bad"]
+    rows = [ZEROS, ZEROS, ZEROS, ZEROS, _with("5\x0b", 3)]
+    err = _errors(io.BytesIO(_eval_text(rows, ids)), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (6, "pix4")
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "message"),
+    [
+        (b"\r\r\n", 3, "carriage return"),  # a stray \r before CRLF
+        (b"\n\r", 4, "carriage return"),  # a lone \r at the end of the file
+        (b"\n   \n", 4, "expected 1025 fields, got 1"),  # spaces are a row, not a blank line
+        (b"\n\x00\n", 4, "NUL byte"),
+        (b"\n1,\xc3(" + b",0" * 1023 + b"\n", 4, "not UTF-8 text"),
+        (b'\n"open,' + b"0," * 1023 + b"0\n", 4, "quoted field not closed"),
+    ],
+)
+def test_byte_level_rules(tail, line, message):
+    data = _eval_text([ZEROS, ZEROS])[:-1] + tail
+    err = _errors(io.BytesIO(data), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (line, None) and message in str(err)
+
+
+def test_bom_at_the_start_of_a_block_stays_in_its_cell():
+    # pyarrow drops a BOM at the start of its input, and the first row after the header
+    # always starts a block: the BOM must stay part of that row's first cell
+    bom = "\ufeff"
+    train = PIX + ",label\n" + _row([*ZEROS, "1"], bom) + _row([*ZEROS, "1"]) * 3
+    for chunk_bytes in (1000, 1 << 20):
+        err = _errors(io.BytesIO(train.encode()), "train", chunk_bytes)
+        assert (err.line, err.column) == (2, "pix1")
+    chunks = list(CsvReader(io.BytesIO(_eval_text([ZEROS, ZEROS], [bom + "a", "b"]))))
+    assert chunks[0].ids.to_pylist() == [bom + "a", "b"]
+
+
+def test_quoted_id_across_lines_is_refused():
+    data = _eval_text([ZEROS, ZEROS], ['"a', 'b"'])
+    err = _errors(io.BytesIO(data), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (2, None) and "quoted field not closed" in str(err)
+
+
+class Endless(io.RawIOBase):
+    """An endless stream of `fill` bytes that counts what was read."""
+
+    def __init__(self, prefix: bytes, fill: bytes = b"7") -> None:
+        self.prefix, self.fill, self.served = prefix, fill, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        n = len(b)
+        data = (self.prefix + self.fill * n)[:n]
+        self.prefix = self.prefix[n:]
+        b[:n] = data
+        self.served += n
+        return n
+
+
+@pytest.mark.parametrize("chunk_bytes", [1000, 1 << 20, DEFAULT_CHUNK_BYTES])
+def test_endless_line_fails_fast_in_bounded_memory(chunk_bytes):
+    stream = Endless(("ID," + PIX + "\n" + _row(ZEROS, "1,") + "x,").encode())
+    err = _errors(io.BufferedReader(stream), chunk_bytes=chunk_bytes)  # type: ignore[arg-type]
+    assert err.line == 3 and f"line longer than {MAX_LINE_BYTES} bytes" in str(err)
+    assert stream.served <= MAX_LINE_BYTES + chunk_bytes + (1 << 20)
+
+
+def test_endless_header_fails_fast():
+    stream = Endless(b"ID,pix1", b"\x00")
+    err = _errors(io.BufferedReader(stream))  # type: ignore[arg-type]
+    assert err.line == 1 and "header: line longer than" in str(err)
+    assert stream.served <= MAX_LINE_BYTES + (1 << 17)
+
+
+def test_line_length_limit_is_exact():
+    row = "," + ",".join(ZEROS) + "\n"
+    room = MAX_LINE_BYTES - len(row) + 1  # an ID of `room` bytes makes the line exactly the limit
+    head = ("ID," + PIX + "\n").encode()
+    ok = head + ("a" * room + row).encode()
+    assert [len(c) for c in CsvReader(io.BytesIO(ok), "eval", chunk_bytes=1 << 16)] == [1]
+    for chunk_bytes in (1 << 16, DEFAULT_CHUNK_BYTES):
+        data = head + ("a" + row).encode() + ("a" * (room + 1) + row).encode()
+        err = _errors(io.BytesIO(data), chunk_bytes=chunk_bytes)
+        assert err.line == 3 and "line longer than" in str(err)
+
+
+def test_huge_numeric_cells_are_judged_without_int_overflow():
+    # int() refuses strings over 4300 digits; the grammar allows any number of leading zeros
+    rows = [_with("0" * 5000 + "17"), _with("9" * 5000), _with("x" * 5000)]
+    chunks = list(CsvReader(io.BytesIO(_eval_text(rows[:1]))))
+    assert chunks[0].pixels[0, 99] == 17
+    err = _errors(io.BytesIO(_eval_text(rows[:2])), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, "pix100") and "(5000 digits) is out of range" in str(err)
+    assert len(str(err)) < 200
+    err = _errors(io.BytesIO(_eval_text([ZEROS, rows[2]])), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, "pix100") and len(str(err)) < 200
+
+
+@pytest.mark.parametrize(
+    ("id_text", "message"), [("a\x00b", "NUL byte"), ("a\rb", "carriage return")]
+)
+def test_ids_pyarrow_would_take_are_refused(id_text, message):
+    data = _eval_text([ZEROS, ZEROS], ["ok", id_text])
+    err = _errors(io.BytesIO(data), chunk_bytes=1 << 20)
+    assert (err.line, err.column) == (3, None) and message in str(err)
+
+
+@pytest.mark.parametrize(
+    ("body", "line"), [(b"\t\n", 2), (b" \r\n", 2), (b"\r\r\n", 2), (b"\n\n  ", 4)]
+)
+def test_a_block_of_whitespace_is_not_blank(body, line):
+    err = _errors(io.BytesIO(("ID," + PIX + "\n").encode() + body))
+    assert (err.line, err.column) == (line, None)
