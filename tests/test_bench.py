@@ -18,7 +18,7 @@ from fcls.bench.core import Timing, gemm_kernels
 from fcls.bench.errors import AgreementError, BenchError
 from fcls.bench.runner import BenchConfig, format_gemm, peer_ratios, plan_backends, run_bench
 
-SMALL = ["--batch-sizes", "1,4", "--seconds", "0.02"]
+SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05"]
 
 
 def test_timing_figures():
@@ -63,6 +63,7 @@ def test_wrong_backend_is_caught(monkeypatch, tmp_path: Path, exported: Path, tr
 
     monkeypatch.setattr(runner, "ProcessPoolExecutor", _Inline)
     monkeypatch.setattr(runner, "_measure", lying)
+    monkeypatch.setattr(runner, "matmul_ceiling", lambda seconds: (100.0, "fixed for the test"))
     config = BenchConfig(
         model=exported, checkpoint=trained / "model.pt", backends=("torch", "ort"),
         batch_sizes=(4,), seconds=0.01, e2e=False, workdir=tmp_path,
