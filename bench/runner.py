@@ -27,6 +27,7 @@ from .artifacts import (
     real_looking_images,
 )
 from .backends import (
+    INT8_AGREEMENT,
     MIN_AGREEMENT,
     PEERS,
     openvino_missing,
@@ -254,7 +255,7 @@ def _end_to_end(
     results = []
     for run in runs:
         agreement = float((run.labels == base.labels).mean())
-        bar = 0.99 if "int8" in run.name else 1.0
+        bar = INT8_AGREEMENT if "int8" in run.name else 1.0
         if agreement < bar:
             raise AgreementError(
                 f"{run.name}: labels agree with {base.name} on {agreement:.4f} < {bar} of "
