@@ -126,6 +126,35 @@ def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:
     return rates[best], f"{best} {n}x{n}"
 
 
+def gemm_kernels() -> dict[str, Any]:
+    """Which fp32 GEMM kernels set the ceiling: numpy's BLAS (threadpoolctl: library, version,
+    kernel architecture), OPENBLAS_CORETYPE (forces e.g. Haswell kernels on an AVX-512 CPU at
+    half the speed) and torch's CPU capability, so '% of ceiling' cannot shift unseen."""
+    import numpy  # noqa: F401  (threadpoolctl lists only libraries already loaded)
+    import torch
+
+    kernels: dict[str, Any] = {
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "numpy_blas": None,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        kernels["numpy_blas_unknown"] = "unknown (threadpoolctl not installed)"
+        return kernels
+    blas = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    # numpy's own wheel bundles its OpenBLAS under numpy.libs; else the first BLAS loaded
+    blas.sort(key=lambda lib: "numpy" not in str(lib.get("filepath", "")))
+    if blas:
+        kernels["numpy_blas"] = {
+            k: blas[0].get(k) for k in ("internal_api", "version", "architecture", "num_threads")
+        }
+    else:
+        kernels["numpy_blas_unknown"] = "not found by threadpoolctl"
+    return kernels
+
+
 def cpu_model() -> str:
     """The CPU's model name as /proc/cpuinfo reports it."""
     try:
@@ -149,7 +178,7 @@ def machine_info() -> dict[str, Any]:
     gpu = None
     if torch.cuda.is_available():
         gpu = torch.cuda.get_device_name(0)
-    return {
+    info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpus_available": available_cpus(),
         "cpus_host": os.cpu_count(),
@@ -164,3 +193,10 @@ def machine_info() -> dict[str, Any]:
         },
         "torch_threads": torch.get_num_threads(),
     }
+    try:
+        import openvino
+
+        info["versions"]["openvino"] = openvino.__version__.split("-")[0]
+    except ImportError:
+        pass
+    return info

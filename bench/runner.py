@@ -1,4 +1,9 @@
-"""One benchmark run: every backend x batch size, then end to end, all in one process."""
+"""One benchmark run: every backend x batch size, then end to end.
+
+The driver process plans, checks and reports; each backend and each end-to-end pipeline is
+measured in its own freshly spawned process (its peak RSS is its own, no backend warms
+another).
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,43 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import build_models, eval_csv, image_pool, models_from, real_looking_images
-from .backends import MIN_AGREEMENT, ort_backend, torch_backend
-from .core import Timing, machine_info, matmul_ceiling, peak_rss_mb, time_calls
+from .artifacts import (
+    Models,
+    build_models,
+    eval_csv,
+    image_pool,
+    models_from,
+    real_looking_images,
+)
+from .backends import (
+    INT8_AGREEMENT,
+    MIN_AGREEMENT,
+    PEERS,
+    openvino_missing,
+    ort_backend,
+    ov_backend,
+    torch_backend,
+)
+from .core import (
+    Timing,
+    gemm_kernels,
+    machine_info,
+    matmul_ceiling,
+    peak_rss_mb,
+    time_calls,
+)
 from .e2e import fcls_pipeline, notebook_pipeline
+from .errors import AgreementError, BenchError
 
 Log = Callable[[str], None]
+
+KNOWN = ("torch", "ort", "ort-opt", "ort-int8", "cuda", "cuda-fp16", *PEERS)
+# fcls / OpenVINO pairs: (precision label, fcls backend, OpenVINO backend)
+PAIRS = (
+    ("fp32", "ort", "ov-f32"),
+    ("fp32 vs OV default", "ort", "ov-default"),
+    ("int8", "ort-int8", "ov-int8"),
+)
 
 
 @dataclass(frozen=True)
@@ -28,7 +64,7 @@ class BenchConfig:
     workdir: Path = Path(".fcls-bench")
     model: Path | None = None
     checkpoint: Path | None = None
-    backends: tuple[str, ...] | None = None  # None: torch and every variant present
+    backends: tuple[str, ...] | None = None  # None: the reference and every variant present
     batch_sizes: tuple[int, ...] = (1, 64, 256, 1024)
     rows: int = 50_000
     seconds: float = 2.0  # timed per backend and batch size, after warm-up
@@ -42,6 +78,14 @@ class BenchConfig:
         return cls(**{"rows": 3_000, "seconds": 0.25, **kw})
 
 
+def _backend(name: str, path: Path, threads: int | None) -> Any:
+    if name == "torch":
+        return torch_backend(path)
+    if name in PEERS:
+        return ov_backend(name, path, threads)
+    return ort_backend(name, path, threads)
+
+
 def _measure(
     name: str,
     path: Path,
@@ -51,7 +95,7 @@ def _measure(
     check_set: np.ndarray,  # (M, 1024) uint8
 ) -> tuple[list[Timing], np.ndarray, str, int, float]:
     """In a fresh process: timings per batch size, labels of the check set, provider, threads, peak RSS."""
-    backend = torch_backend(path) if name == "torch" else ort_backend(name, path, threads)
+    backend = _backend(name, path, threads)
     labels = backend.predict(check_set)
     timings = []
     for batch in batch_sizes:
@@ -60,28 +104,82 @@ def _measure(
     return timings, labels, backend.provider, backend.threads, peak_rss_mb()
 
 
+def _unavailable(name: str, models: Models) -> str:
+    """Why backend `name` is not in this run (one line)."""
+    if name not in KNOWN:
+        return f"unknown backend (known: {', '.join(KNOWN)})"
+    if name == "torch":
+        return models.no_torch or "no checkpoint"
+    if name in PEERS:
+        return openvino_missing() or f"needs the {PEERS[name]} variant of the model"
+    if name.startswith("cuda"):
+        return "needs onnxruntime with CUDA, a GPU (and, for cuda-fp16, a .fp16.onnx sibling)"
+    return f"no .{name.removeprefix('ort-')}.onnx sibling of the model"
+
+
+def plan_backends(models: Models, wanted: tuple[str, ...] | None) -> list[tuple[str, Path]]:
+    """(name, path) to measure, the reference first: PyTorch eager when there is a checkpoint,
+    else onnxruntime fp32 ('ort'); it is always measured, asked for or not."""
+    available: dict[str, Path] = {}
+    if models.checkpoint is not None:
+        available["torch"] = models.checkpoint
+    available.update(models.onnx)
+    reference = "torch" if models.checkpoint is not None else "ort"
+    if reference not in available:
+        raise BenchError(f"no reference backend: {_unavailable(reference, models)}")
+    for name in wanted or ():
+        if name not in available:
+            raise BenchError(f"--backends {name}: {_unavailable(name, models)}")
+    names = [n for n in available if n != reference and (not wanted or n in wanted)]
+    return [(reference, available[reference])] + [(n, available[n]) for n in names]
+
+
+def peer_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """fcls / OpenVINO per precision and batch size: img/s ratio (>1: fcls faster) and
+    p50 latency ratio OpenVINO / fcls (>1: fcls answers sooner), from rows of one run."""
+    by = {(r["backend"], r["batch"]): r for r in rows}
+    out = []
+    for precision, ours, peer in PAIRS:
+        for (name, batch), r in by.items():
+            if name != peer or (ours, batch) not in by:
+                continue
+            mine = by[(ours, batch)]
+            out.append(
+                {
+                    "precision": precision,
+                    "fcls": ours,
+                    "peer": peer,
+                    "peer_provider": r["provider"],
+                    "batch": batch,
+                    "throughput_ratio": mine["throughput"] / r["throughput"],
+                    "p50_ratio": r["p50_ms"] / mine["p50_ms"],
+                }
+            )
+    return out
+
+
 def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     """Measure; return a JSON-ready report (see `format_report`)."""
     t0 = time.perf_counter()
-    info = machine_info()
-    ceiling, ceiling_how = matmul_ceiling(seconds=min(1.5, 6 * config.seconds))
     models = (
         models_from(config.model, config.checkpoint)
         if config.model
         else build_models(config.workdir, log)
     )
-    names = list(config.backends) if config.backends else None
-    plan = [("torch", models.checkpoint)] if not names or "torch" in names else []
-    plan += [(n, p) for n, p in models.onnx.items() if not names or n in names]
-    if not plan or plan[0][0] != "torch":
-        raise ValueError("the torch baseline must be among the backends")
+    plan = plan_backends(models, config.backends)  # bad input fails before anything is timed
+    info = machine_info()
+    ceiling, ceiling_how = matmul_ceiling(seconds=min(1.5, 6 * config.seconds))
+    reference = plan[0][0]
+    notes = [models.no_torch] if models.no_torch else []
+    missing = openvino_missing()
+    if missing:
+        notes.append(missing)
     images = image_pool(config.data)
     check_set = real_looking_images(max(1024, *config.batch_sizes), seed=1, pool=images)
     rows: list[dict[str, Any]] = []
     baseline: dict[int, Timing] = {}
     expected: np.ndarray | None = None
     for name, path in plan:
-        # one fresh process per backend: its peak RSS is its own, and no backend warms another
         measured = _isolated(
             _measure, name, path, config.batch_sizes, config.seconds, config.threads, check_set
         )
@@ -90,12 +188,14 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         agreement = float((labels == expected).mean())
         bar = MIN_AGREEMENT.get(name, 1.0)
         if agreement < bar:
-            raise AssertionError(
-                f"{name}: top-1 agreement {agreement:.4f} < {bar} with PyTorch eager"
+            raise AgreementError(
+                f"{name}: top-1 agreement {agreement:.4f} < {bar} with {reference} on "
+                f"{len(labels)} images"
             )
         for timing in timings:
-            baseline.setdefault(timing.batch, timing)
-            row = timing.row(baseline[timing.batch])
+            if name == "torch":
+                baseline[timing.batch] = timing
+            row = timing.row(baseline.get(timing.batch))
             row.update(
                 agreement=agreement,
                 pct_ceiling=100 * timing.gflops / ceiling,
@@ -109,11 +209,15 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "machine": info,
         "ceiling_gflops": ceiling,
         "ceiling_how": ceiling_how,
+        "gemm_kernels": gemm_kernels(),
         "flops_per_image": 2 * 32_793_472,
         "models": {k: str(v) for k, v in models.onnx.items()},
-        "checkpoint": str(models.checkpoint),
+        "checkpoint": None if models.checkpoint is None else str(models.checkpoint),
+        "reference": reference,
+        "notes": notes,
         "seconds_per_point": config.seconds,
         "rows": rows,
+        "peers": peer_ratios(rows),
     }
     if config.e2e:
         report["e2e"] = _end_to_end(config, models, images, log)
@@ -128,29 +232,35 @@ def _isolated(fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def _end_to_end(
-    config: BenchConfig, models: Any, pool: np.ndarray, log: Log
+    config: BenchConfig, models: Models, pool: np.ndarray, log: Log
 ) -> list[dict[str, Any]]:
+    """The notebook's pipeline (when there is a checkpoint) against fcls-infer fp32 and int8 on
+    one generated CSV; labels checked against the first pipeline run."""
     tag = "digits" if config.data is None else config.data.stem
     src = eval_csv(config.workdir, config.rows, pool, tag)
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     log(f"  end to end on {config.rows} rows ({src})")
-    base = _isolated(notebook_pipeline, src, out / "notebook.csv", models.checkpoint)
-    runs = [base]
+    runs = []
+    if models.checkpoint is not None:
+        runs.append(_isolated(notebook_pipeline, src, out / "notebook.csv", models.checkpoint))
     for name, variant in (("fcls-infer fp32", "ort"), ("fcls-infer int8", "ort-int8")):
         if variant in models.onnx:
             dst = out / f"{variant}.csv"
             runs.append(
                 _isolated(fcls_pipeline, name, src, dst, models.onnx[variant], config.threads)
             )
+    base = runs[0]
+    notebook = models.checkpoint is not None
     results = []
     for run in runs:
         agreement = float((run.labels == base.labels).mean())
-        bar = 0.99 if "int8" in run.name else 1.0
+        bar = INT8_AGREEMENT if "int8" in run.name else 1.0
         if agreement < bar:
-            raise AssertionError(
-                f"{run.name}: labels agree with the notebook on {agreement:.4f} < {bar} "
-                "(if these images are foreign to the model, draw them from its data: --data)"
+            raise AgreementError(
+                f"{run.name}: labels agree with {base.name} on {agreement:.4f} < {bar} of "
+                f"{run.rows} rows (if these images are foreign to the model, draw them from its "
+                "data: --data)"
             )
         results.append(
             {
@@ -158,7 +268,7 @@ def _end_to_end(
                 "rows": run.rows,
                 "seconds": run.seconds,
                 "rows_per_s": run.rows_per_s,
-                "vs_notebook": run.rows_per_s / base.rows_per_s,
+                "vs_notebook": run.rows_per_s / base.rows_per_s if notebook else None,
                 "agreement": agreement,
             }
         )
@@ -169,17 +279,41 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def format_gemm(kernels: dict[str, Any]) -> str:
+    """One line: which fp32 GEMM kernels numpy's BLAS and torch run here (they set the ceiling)."""
+    blas = kernels.get("numpy_blas")
+    if blas:
+        numpy_part = (
+            f"numpy BLAS {blas['internal_api']} {blas['version']} "
+            f"({blas['architecture'] or 'unknown'} kernels, {blas['num_threads']} threads)"
+        )
+    else:
+        numpy_part = f"numpy BLAS {kernels.get('numpy_blas_unknown', 'unknown')}"
+    coretype = kernels.get("openblas_coretype")
+    return (
+        f"gemm kernels: {numpy_part}, OPENBLAS_CORETYPE="
+        f"{coretype if coretype is not None else 'unset'} | torch CPU capability "
+        f"{kernels.get('torch_cpu_capability') or 'unknown'}"
+    )
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable tables of a report."""
     m = report["machine"]
     v = m["versions"]
+    reference = report.get("reference", "torch")
+    peers = f", openvino {v['openvino']}" if v.get("openvino") else ""
     lines = [
         f"fcls-bench | CPU {m['cpu']} | {m['cpus_available']} CPUs available ({m['cpus_host']} on host) | "
         f"GPU {m['gpu'] or 'none'}",
         f"python {v['python']}, torch {v['torch']} ({m['torch_threads']} threads), onnxruntime "
-        f"{v['onnxruntime']}, numpy {v['numpy']}, pyarrow {v['pyarrow']}",
+        f"{v['onnxruntime']}, numpy {v['numpy']}, pyarrow {v['pyarrow']}{peers}",
         f"ceiling: fp32 matmul {report['ceiling_gflops']:.1f} GFLOP/s (best: {report['ceiling_how']}) | FinalCNNet "
         f"{report['flops_per_image'] / 1e6:.1f} MFLOP/image | {report['seconds_per_point']} s per point",
+        format_gemm(report.get("gemm_kernels", {})),
+        f"agree: top-1 agreement with {'PyTorch eager' if reference == 'torch' else reference + ' (onnxruntime fp32)'}"
+        " on the check set",
+        *report.get("notes", []),
         "",
         f"{'backend':10s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'img/s':>9s} "
         f"{'GFLOP/s':>8s} {'%ceil':>6s} {'x torch':>7s} {'p99/t':>6s} {'agree':>6s} {'peak MB':>7s}  provider",
@@ -191,6 +325,17 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_fmt(r['p99_vs_torch'], '6.2f')} {r['agreement']:6.3f} {r['peak_rss_mb']:7.0f}  "
             f"{r['provider']} x{r['threads']}"
         )
+    if report.get("peers"):
+        lines += [
+            "",
+            "fcls / OpenVINO, same run (img/s ratio: >1 means fcls faster; p50: OpenVINO p50 / fcls p50)",
+            f"{'precision':20s} {'fcls':9s} {'OpenVINO':11s} {'batch':>5s} {'img/s':>6s} {'p50':>6s}  OpenVINO ran",
+        ]
+        for q in report["peers"]:
+            lines.append(
+                f"{q['precision']:20s} {q['fcls']:9s} {q['peer']:11s} {q['batch']:5d} "
+                f"{q['throughput_ratio']:6.2f} {q['p50_ratio']:6.2f}  {q['peer_provider']}"
+            )
     if "e2e" in report:
         lines += [
             "",
@@ -199,7 +344,7 @@ def format_report(report: dict[str, Any]) -> str:
         for e in report["e2e"]:
             lines.append(
                 f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} {e['rows_per_s']:8.0f} "
-                f"{e['vs_notebook']:10.2f} {e['agreement']:6.3f}"
+                f"{_fmt(e['vs_notebook'], '10.2f')} {e['agreement']:6.3f}"
             )
     lines.append(f"\n(wall {report['wall_seconds']:.0f}s)")
     return "\n".join(lines)

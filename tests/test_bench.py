@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from fcls.bench import runner
+from fcls.bench.artifacts import file_sha256, models_from
+from fcls.bench.backends import PEERS_HINT, openvino_missing, peer_models
 from fcls.bench.cli import main
-from fcls.bench.core import Timing
-from fcls.bench.runner import BenchConfig, run_bench
+from fcls.bench.core import Timing, gemm_kernels
+from fcls.bench.errors import AgreementError, BenchError
+from fcls.bench.runner import BenchConfig, format_gemm, peer_ratios, plan_backends, run_bench
+
+SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05"]
 
 
 def test_timing_figures():
@@ -47,8 +55,6 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
 
 
 def test_wrong_backend_is_caught(monkeypatch, tmp_path: Path, exported: Path, trained: Path):
-    from fcls.bench import runner
-
     real = runner._measure
 
     def lying(name, *args):
@@ -57,12 +63,208 @@ def test_wrong_backend_is_caught(monkeypatch, tmp_path: Path, exported: Path, tr
 
     monkeypatch.setattr(runner, "ProcessPoolExecutor", _Inline)
     monkeypatch.setattr(runner, "_measure", lying)
+    monkeypatch.setattr(runner, "matmul_ceiling", lambda seconds: (100.0, "fixed for the test"))
     config = BenchConfig(
         model=exported, checkpoint=trained / "model.pt", backends=("torch", "ort"),
         batch_sizes=(4,), seconds=0.01, e2e=False, workdir=tmp_path,
     )  # fmt: skip
-    with pytest.raises(AssertionError, match=r"ort: top-1 agreement 0\.0000"):
+    with pytest.raises(AgreementError, match=r"ort: top-1 agreement 0\.0000 < 1\.0 with torch"):
         run_bench(config, log=lambda s: None)
+
+
+def _beside(tmp_path: Path, exported: Path, checkpoint: Path | None) -> Path:
+    """A copy of the exported model (and its siblings) in its own folder, with `checkpoint`
+    copied beside it."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    for sibling in exported.parent.glob(f"{exported.stem}.*onnx"):
+        shutil.copy(sibling, folder / sibling.name.replace(exported.stem, "model", 1))
+    model = folder / "model.onnx"
+    if checkpoint is not None:
+        shutil.copy(checkpoint, folder / "model.pt")
+    return model
+
+
+def _bench(monkeypatch, *args: str) -> tuple[int, str]:
+    """fcls-bench in this process (backends inline, not spawned; the 2048x2048 matmul ceiling,
+    covered by test_fcls_bench_cli_small_run, replaced by a fixed figure): code and output."""
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", _Inline)
+    monkeypatch.setattr(runner, "matmul_ceiling", lambda seconds: (100.0, "fixed for the test"))
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_model_without_checkpoint_finds_the_matching_one_beside(
+    monkeypatch, tmp_path: Path, exported: Path, trained: Path
+):
+    model = _beside(tmp_path, exported, trained / "model.pt")
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(model), "--backends", "ort", *SMALL, "--no-e2e",
+        "--workdir", str(tmp_path / "w"), "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert report["checkpoint"] == str(model.parent / "model.pt") and report["reference"] == "torch"
+    assert [r["backend"] for r in report["rows"]] == ["torch", "torch", "ort", "ort"]
+    assert all(r["vs_torch"] > 0 and r["agreement"] == 1.0 for r in report["rows"])
+    assert "PyTorch not measured" not in output
+
+
+def test_model_without_matching_checkpoint_runs_the_rest(
+    monkeypatch, tmp_path: Path, exported: Path
+):
+    model = _beside(tmp_path, exported, None)
+    (model.parent / "model.pt").write_bytes(b"not the source checkpoint")
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(model), "--backends", "ort-opt", *SMALL, "--rows", "100",
+        "--workdir", str(tmp_path / "w"), "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    why = [line for line in output.splitlines() if "PyTorch not measured" in line]
+    assert len(why) == 1 and "source_sha256" in why[0] and "--checkpoint" in why[0]
+    assert "model.pt has sha256" in why[0]
+    report = json.loads(out.read_text())
+    assert report["checkpoint"] is None and report["reference"] == "ort"
+    assert [r["backend"] for r in report["rows"]] == ["ort", "ort", "ort-opt", "ort-opt"]
+    assert all(r["vs_torch"] is None and r["agreement"] == 1.0 for r in report["rows"])
+    assert [e["pipeline"] for e in report["e2e"]] == ["fcls-infer fp32"]
+    assert report["e2e"][0]["vs_notebook"] is None and report["e2e"][0]["rows"] == 100
+    assert "agree: top-1 agreement with ort (onnxruntime fp32)" in output
+
+
+def test_model_alone_has_no_checkpoint_and_says_why(tmp_path: Path, exported: Path):
+    model = _beside(tmp_path, exported, None)
+    models = models_from(model, None)
+    assert models.checkpoint is None and models.no_torch is not None
+    assert (
+        models.no_torch.startswith("PyTorch not measured")
+        and "no model.pt there" in models.no_torch
+    )
+    assert [n for n, _ in plan_backends(models, None)][:2] == ["ort", "ort-opt"]
+    with pytest.raises(BenchError, match=r"--backends torch: PyTorch not measured"):
+        plan_backends(models, ("torch",))
+
+
+def test_given_checkpoint_of_another_model_is_refused(tmp_path: Path, exported: Path):
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"some other checkpoint")
+    with pytest.raises(
+        BenchError, match=r"other\.pt: sha256 [0-9a-f]{12} is not the source_sha256"
+    ):
+        models_from(exported, other)
+    result = CliRunner().invoke(
+        main, ["--model", str(exported), "--checkpoint", str(other), "--workdir", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "not the checkpoint it was exported from" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreadable_model_and_unknown_backend_are_one_line_errors(
+    monkeypatch, tmp_path: Path, exported: Path, trained: Path
+):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not onnx")
+    code, output = _bench(monkeypatch, "--model", str(junk), "--workdir", str(tmp_path))
+    assert code == 1 and "junk.onnx: not a readable ONNX model" in output
+    assert "Traceback" not in output
+    models = models_from(exported, trained / "model.pt")
+    with pytest.raises(BenchError, match=r"--backends tensorrt: unknown backend \(known: torch"):
+        plan_backends(models, ("tensorrt",))
+    with pytest.raises(BenchError, match=r"--backends ort-int8: no \.int8\.onnx sibling"):
+        plan_backends(models, ("ort-int8",))
+    assert [n for n, _ in plan_backends(models, ("ort-opt",))] == ["torch", "ort-opt"]
+
+
+def test_openvino_missing_skips_the_peer_rows(
+    monkeypatch, tmp_path: Path, exported: Path, trained: Path
+):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    line = openvino_missing()
+    assert line is not None and line.startswith("OpenVINO rows skipped") and PEERS_HINT in line
+    assert peer_models({"ort": exported}) == {}
+    models = models_from(exported, trained / "model.pt")
+    assert not any(name.startswith("ov-") for name in models.onnx)
+    with pytest.raises(
+        BenchError, match=r"--backends ov-f32: OpenVINO rows skipped.*fcls\[peers\]"
+    ):
+        plan_backends(models, ("ov-f32",))
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
+        "--backends", "ort", *SMALL, "--no-e2e", "--workdir", str(tmp_path), "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    skipped = [x for x in output.splitlines() if "OpenVINO rows skipped" in x]
+    assert len(skipped) == 1 and 'pip install "fcls[peers]"' in skipped[0]
+    report = json.loads(out.read_text())
+    assert report["peers"] == [] and "fcls / OpenVINO" not in output
+
+
+def test_openvino_rows_and_ratios(monkeypatch, tmp_path: Path, exported: Path, trained: Path):
+    pytest.importorskip("openvino", reason=f"openvino is not installed ({PEERS_HINT})")
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
+        "--backends", "ort,ov-f32,ov-default", *SMALL, "--no-e2e", "--workdir", str(tmp_path),
+        "--json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    rows = {(r["backend"], r["batch"]): r for r in report["rows"]}
+    assert set(rows) == {(b, n) for b in ("torch", "ort", "ov-f32", "ov-default") for n in (1, 4)}
+    assert "CPU f32" in rows["ov-f32", 4]["provider"]  # the precision OpenVINO ran is shown
+    assert rows["ov-f32", 4]["agreement"] >= 0.999 and rows["ov-default", 4]["agreement"] >= 0.99
+    ratios = {(q["precision"], q["batch"]): q for q in report["peers"]}
+    assert set(ratios) == {(p, n) for p in ("fp32", "fp32 vs OV default") for n in (1, 4)}
+    q = ratios["fp32", 4]
+    assert q["throughput_ratio"] == pytest.approx(
+        rows["ort", 4]["throughput"] / rows["ov-f32", 4]["throughput"]
+    )
+    assert "fcls / OpenVINO" in output and "openvino" in report["machine"]["versions"]
+
+
+def test_peer_ratios_pair_each_precision():
+    def row(name: str, batch: int, img_s: float, p50: float) -> dict:
+        return {
+            "backend": name,
+            "batch": batch,
+            "throughput": img_s,
+            "p50_ms": p50,
+            "provider": name,
+        }
+
+    rows = [row("ort", 256, 6000, 1.0), row("ov-f32", 256, 4000, 2.0), row("ov-int8", 256, 9, 1)]
+    rows += [row("ort-int8", 1, 10, 0.1), row("ov-int8", 1, 5, 0.3)]
+    got = {(q["precision"], q["batch"]): q for q in peer_ratios(rows)}
+    assert set(got) == {("fp32", 256), ("int8", 1)}  # ov-int8 at 256 has no fcls int8 row
+    assert got["fp32", 256]["throughput_ratio"] == pytest.approx(1.5)
+    assert got["int8", 1]["p50_ratio"] == pytest.approx(3.0)
+
+
+def test_report_header_names_the_gemm_kernels(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    kernels = gemm_kernels()
+    assert kernels["openblas_coretype"] == "Haswell" and kernels["torch_cpu_capability"]
+    line = format_gemm(kernels)
+    assert "OPENBLAS_CORETYPE=Haswell" in line and "torch CPU capability" in line
+    if kernels["numpy_blas"]:  # threadpoolctl is installed with scikit-learn
+        blas = kernels["numpy_blas"]
+        assert f"{blas['internal_api']} {blas['version']} ({blas['architecture']}" in line
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    line = format_gemm(gemm_kernels())
+    assert "numpy BLAS unknown (threadpoolctl not installed)" in line
+    assert "OPENBLAS_CORETYPE=unset" in line
+
+
+def test_file_sha256_matches_hashlib(tmp_path: Path):
+    import hashlib
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 3_000_000)
+    assert file_sha256(path) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
 
 
 class _Inline:

@@ -1,7 +1,8 @@
 """Fixtures for `pytest bench/`: models, images and CSV files, built once and cached.
 
 The cache lives in `<repo>/.fcls-bench` (git-ignored); FCLS_BENCH_WORKDIR moves it and
-FCLS_BENCH_ROWS sets the end-to-end file size (default 50,000 rows).
+FCLS_BENCH_ROWS sets the end-to-end file size (default 50,000 rows) and caps the CSV-parse
+file (default 10,000 rows), so a smoke run (`--benchmark-disable`, CI) stays small.
 """
 
 from __future__ import annotations
@@ -13,10 +14,26 @@ import numpy as np
 import pytest
 
 from fcls.bench.artifacts import Models, build_models, eval_csv, real_looking_images
-from fcls.bench.backends import Backend, ort_backend, torch_backend
+from fcls.bench.backends import (
+    Backend,
+    openvino_missing,
+    ort_backend,
+    ov_backend,
+    peer_models,
+    torch_backend,
+)
 
 BATCH_SIZES = (1, 64, 256, 1024)
 ROUNDS = {1: 300, 64: 30, 256: 10, 1024: 4}
+E2E_ROWS = int(os.environ.get("FCLS_BENCH_ROWS", "50000"))
+PARSE_ROWS = min(10_000, E2E_ROWS)
+
+
+def timings(benchmark) -> np.ndarray | None:
+    """Per-call seconds of a pedantic run, or None when benchmarking is disabled (no stats)."""
+    if benchmark.stats is None:
+        return None
+    return np.asarray(benchmark.stats.stats.data)
 
 
 @pytest.fixture(scope="session")
@@ -44,9 +61,16 @@ def torch_labels(models: Models, check_set: np.ndarray) -> np.ndarray:
 def backends(models: Models) -> dict[str, Backend]:
     made = {"torch": torch_backend(models.checkpoint)}
     made.update({name: ort_backend(name, path) for name, path in models.onnx.items()})
+    made.update({name: ov_backend(name, path) for name, path in peer_models(models.onnx).items()})
     return made
 
 
 @pytest.fixture(scope="session")
+def peers_missing() -> str | None:
+    """Why the OpenVINO rows are skipped here, or None."""
+    return openvino_missing()
+
+
+@pytest.fixture(scope="session")
 def e2e_csv(workdir: Path) -> Path:
-    return eval_csv(workdir, int(os.environ.get("FCLS_BENCH_ROWS", "50000")))
+    return eval_csv(workdir, E2E_ROWS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fcls.bench.backends import INT8_AGREEMENT
 from fcls.bench.e2e import E2E, fcls_pipeline, notebook_pipeline
 
 
@@ -28,7 +29,8 @@ def test_e2e_notebook(benchmark, e2e_csv, models, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("name", "variant", "bar"), [("fcls fp32", "ort", 1.0), ("fcls int8", "ort-int8", 0.99)]
+    ("name", "variant", "bar"),
+    [("fcls fp32", "ort", 1.0), ("fcls int8", "ort-int8", INT8_AGREEMENT)],
 )
 def test_e2e_fcls(benchmark, e2e_csv, models, tmp_path, notebook_labels, name, variant, bar):
     benchmark.group = "end to end"

@@ -1,0 +1,13 @@
+"""Typed errors of fcls.bench (all FclsError: the CLI turns them into one line)."""
+
+from __future__ import annotations
+
+from fcls.infer.errors import FclsError
+
+
+class BenchError(FclsError):
+    """A benchmark that cannot run as asked (unknown backend, missing baseline, bad model)."""
+
+
+class AgreementError(BenchError):
+    """A backend whose labels disagree with the reference beyond its bar: a fast wrong path."""
