@@ -68,10 +68,10 @@ def torch_backend(checkpoint: Path) -> Backend:
 
     def run(x: object) -> torch.Tensor:
         with torch.no_grad():
-            return model(x)  # type: ignore[arg-type]
+            return model(x)
 
     def predict(pixels: np.ndarray) -> np.ndarray:
-        return run(prepare(pixels)).argmax(1).numpy()  # type: ignore[union-attr]
+        return run(prepare(pixels)).argmax(1).numpy()
 
     return Backend("torch", predict, prepare, run, "cpu (eager)", torch.get_num_threads())
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -89,7 +90,7 @@ def main(
     openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files."""
     from .runner import BenchConfig, format_report, run_bench, write_json
 
-    settings = {
+    settings: dict[str, Any] = {
         "workdir": workdir,
         "model": model,
         "checkpoint": checkpoint,

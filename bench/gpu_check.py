@@ -95,7 +95,7 @@ def training_figures(history: list[dict[str, Any]], images_per_epoch: int) -> di
 
 
 def run_check(
-    data: Path | None, work: Path, out: Path, dry_run: bool, log: Callable[[str], None]
+    data: Path, work: Path, out: Path, dry_run: bool, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """Train, export, check parity, score; returns the report (also written as it grows)."""
     import torch

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +101,7 @@ def _measure(
     timings = []
     for batch in batch_sizes:
         x = backend.prepare(check_set[:batch])
-        timings.append(Timing(name, batch, time_calls(lambda x=x: backend.run(x), seconds)))
+        timings.append(Timing(name, batch, time_calls(partial(backend.run, x), seconds)))
     return timings, labels, backend.provider, backend.threads, peak_rss_mb()
 
 

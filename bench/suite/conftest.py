@@ -47,19 +47,25 @@ def models(workdir: Path) -> Models:
 
 
 @pytest.fixture(scope="session")
+def checkpoint(models: Models) -> Path:
+    assert models.checkpoint is not None  # build_models always trains one
+    return models.checkpoint
+
+
+@pytest.fixture(scope="session")
 def check_set() -> np.ndarray:
     """(1024, 1024) uint8 real-looking images every backend is checked on."""
     return real_looking_images(1024, seed=1)
 
 
 @pytest.fixture(scope="session")
-def torch_labels(models: Models, check_set: np.ndarray) -> np.ndarray:
-    return torch_backend(models.checkpoint).predict(check_set)
+def torch_labels(checkpoint: Path, check_set: np.ndarray) -> np.ndarray:
+    return torch_backend(checkpoint).predict(check_set)
 
 
 @pytest.fixture(scope="session")
-def backends(models: Models) -> dict[str, Backend]:
-    made = {"torch": torch_backend(models.checkpoint)}
+def backends(models: Models, checkpoint: Path) -> dict[str, Backend]:
+    made = {"torch": torch_backend(checkpoint)}
     made.update({name: ort_backend(name, path) for name, path in models.onnx.items()})
     made.update({name: ov_backend(name, path) for name, path in peer_models(models.onnx).items()})
     return made
