@@ -479,3 +479,43 @@ def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):
     assert dests[0].read_bytes() == (tmp_path / "ea.csv").read_bytes()
     assert dests[1].read_bytes() == (tmp_path / "eb.csv").read_bytes()
     assert sorted(p.name for p in outdir.iterdir()) == ["a.results.csv", "b.results.csv"]
+
+
+@pytest.fixture(scope="module")
+def rows_200k(tmp_path_factory) -> Path:
+    """A generated 200,000-row evaluate file (~500 MB), written in parts to bound memory."""
+    path = tmp_path_factory.mktemp("big") / "eval200k.csv"
+    with path.open("wb") as out:
+        for part in range(4):
+            piece = write_eval_csv(path.with_name(f"part{part}.csv"), pixels(50_000, seed=part))
+            data = piece.read_bytes()
+            out.write(data if part == 0 else data.split(b"\n", 1)[1])
+            piece.unlink()
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "gz"])
+def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
+    """`fcls-infer --resume` killed with SIGKILL mid-run, started again: same bytes."""
+    src = rows_200k
+    if gz:
+        src = tmp_path / "eval200k.csv.gz"
+        with rows_200k.open("rb") as f, gzip.open(src, "wb", compresslevel=1) as g:
+            while block := f.read(1 << 24):
+                g.write(block)
+    expected = tmp_path / "expected.csv"
+    predict_csv(src, expected, tiny, proba=True)
+    out = tmp_path / "out.csv"
+    args = [str(src), "--model", str(tiny), "-o", str(out), "--proba", "--resume"]
+    command = [sys.executable, "-m", "fcls.infer.cli", *args]
+    temp, journal = resume_paths(out)
+    proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE)
+    done = _kill_when(proc, journal, 1)
+    assert proc.returncode == -signal.SIGKILL and not out.exists() and 0 < done < 200_000
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"fcls-infer: resuming {out} after row " in resumed.stderr
+    assert "200000 rows in" in resumed.stderr
+    assert out.read_bytes() == expected.read_bytes()
+    assert not temp.exists() and not journal.exists()
