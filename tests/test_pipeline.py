@@ -92,12 +92,16 @@ def _in_thread(fn: Any) -> BaseException | None:
     return box["error"]
 
 
-def _nth_call_fails(monkeypatch, owner: Any, name: str, n: int, error: BaseException) -> None:
+def _nth_call_fails(
+    monkeypatch, owner: Any, name: str, n: int, error: BaseException, delay: float = 0.0
+) -> None:
+    """The n-th call raises `error`; every call first sleeps `delay` (a slow peer)."""
     real = getattr(owner, name)
     calls = {"n": 0}
 
     def fake(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
+        time.sleep(delay)
         if calls["n"] == n:
             raise error
         return real(*args, **kwargs)
@@ -114,7 +118,8 @@ def _only(tmp_path: Path, *names: str) -> None:
 
 
 def test_writer_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, _oserror(errno.ENOSPC))
+    # a slow writer: the scoring loop is waiting on a full queue when the writer dies
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, _oserror(errno.ENOSPC), delay=0.3)
     out = tmp_path / "r.csv"
     error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
     assert isinstance(error, OutputError), error
