@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .errors import FclsError
+from .errors import ConfigError, FclsError
 from .extras import require
 
 
@@ -42,6 +42,11 @@ from .extras import require
 @click.option("--class-names", is_flag=True, help="Write class names instead of indices.")
 @click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a killed run of the same command after its last checkpoint (not for stdin).",
+)
+@click.option(
     "--engine",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -67,6 +72,7 @@ def main(
     proba: bool,
     class_names: bool,
     quiet: bool,
+    resume: bool,
     engine: str,
     address: str | None,
     workers: int,
@@ -78,6 +84,10 @@ def main(
 
     progress = False if quiet else None  # None: a bar when stderr is a terminal
 
+    def log(message: str) -> None:
+        if not quiet:
+            click.echo(f"fcls-infer: {message}", err=True)
+
     options = {
         "provider": provider,
         "batch_size": batch_size,
@@ -86,6 +96,8 @@ def main(
         "class_names": class_names,
     }
     try:
+        if engine == "ray" and resume:
+            raise ConfigError("--resume works with --engine local only")
         if engine == "ray":
             require("fcls-infer --engine ray", "ray")
             from .ray_engine import predict_csv_ray
@@ -101,16 +113,27 @@ def main(
             )
         elif inputs == ("-",):
             summaries = [
-                predict_csv("-", output or Path("results.csv"), model, progress=progress, **options)
+                predict_csv(
+                    "-",
+                    output or Path("results.csv"),
+                    model,
+                    progress=progress,
+                    resume=resume,
+                    log=log,
+                    **options,
+                )
             ]
         else:
             paths = expand_inputs(list(inputs))
             dests = output_paths(paths, output)
-            summaries = predict_files(paths, dests, model, progress=progress, **options)
+            summaries = predict_files(
+                paths, dests, model, progress=progress, resume=resume, log=log, **options
+            )
     except FclsError as e:
         raise click.ClickException(str(e)) from None
     except KeyboardInterrupt:
-        click.echo("fcls-infer: interrupted; no output written", err=True)
+        kept = "; --resume continues from the last checkpoint" if resume else ""
+        click.echo(f"fcls-infer: interrupted; no output written{kept}", err=True)
         sys.exit(130)
     if not quiet:
         for summary in summaries:
@@ -120,3 +143,7 @@ def main(
 
             # the Ray engine's label is "<provider> (ray xN)"
             click.echo(f"fcls-infer: {auto_choice(summaries[0].provider.split()[0])}", err=True)
+
+
+if __name__ == "__main__":  # python -m fcls.infer.cli
+    main()

@@ -154,24 +154,24 @@ class OutputSet:
         return self.staged[Path(dest)]
 
     def commit(self, dest: Path) -> Path:
-        """fsync the temp of `dest` and rename it into place."""
+        """fsync the temp of `dest` and rename it into place (the old file back on failure)."""
         dest = Path(dest)
-        tmp = self.staged[dest]
-        with output_errors(dest):
-            if self.durable:
-                fsync_file(tmp)
-            os.replace(tmp, dest)
-            del self.staged[dest]
-            if self.durable:
-                fsync_dir(_parent(dest))
+        self._publish([dest])
         return dest
 
     def commit_all(self) -> list[Path]:
         """Rename every staged temp into place: all of them, or none (earlier ones rolled back)."""
-        pairs = list(self.staged.items())
+        dests = list(self.staged)
+        self._publish(dests)
+        return dests
+
+    def _publish(self, dests: list[Path]) -> None:
+        """Rename temps onto `dests`, then fsync their directories; on any failure put back
+        what was there before (kept as backups until the end), so nothing half-published stays."""
         done: list[tuple[Path, Path | None]] = []  # (destination, backup of what it replaced)
         try:
-            for dest, tmp in pairs:
+            for dest in dests:
+                tmp = self.staged[dest]
                 with output_errors(dest):
                     if self.durable:
                         fsync_file(tmp)
@@ -182,6 +182,10 @@ class OutputSet:
                     done.append((dest, backup))
                     os.replace(tmp, dest)
                     del self.staged[dest]
+            if self.durable:
+                for parent, dest in {_parent(d): d for d in reversed(dests)}.items():
+                    with output_errors(dest):
+                        fsync_dir(parent)
         except BaseException:
             for dest, backup in reversed(done):
                 with contextlib.suppress(OSError):
@@ -193,11 +197,6 @@ class OutputSet:
         for _, backup in done:
             if backup is not None:
                 backup.unlink(missing_ok=True)
-        if self.durable:
-            for parent in dict.fromkeys(_parent(d) for d, _ in done):
-                with output_errors(parent):
-                    fsync_dir(parent)
-        return [d for d, _ in pairs]
 
     def discard(self, dest: Path, keep_as: Path | None = None) -> Path | None:
         """Drop the temp of `dest`; with `keep_as`, move it there instead and return that path."""
@@ -208,6 +207,10 @@ class OutputSet:
             return keep_as
         tmp.unlink(missing_ok=True)
         return None
+
+    def release(self, dest: Path) -> Path:
+        """Stop owning the temp of `dest`: it stays on disk (a resumable partial output)."""
+        return self.staged.pop(Path(dest))
 
     def discard_all(self) -> None:
         """Unlink every temp not committed."""

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 
 from .errors import ConfigError, DataError
+from .files import output_errors
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -47,11 +49,39 @@ def output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
         raise ConfigError("several inputs: -o must name an output directory")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"-o {out}: several inputs need a directory, this is a file")
-    out.mkdir(parents=True, exist_ok=True)
+    with output_errors(out, "cannot create the output directory"):
+        out.mkdir(parents=True, exist_ok=True)
     stems = [output_stem(p) for p in inputs]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise ConfigError(
             f"inputs share the output name {dupes[0]}.results.csv; rename or split the run"
         )
-    return [out / f"{s}.results.csv" for s in stems]
+    dests = [out / f"{s}.results.csv" for s in stems]
+    check_outputs(inputs, dests)
+    return dests
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file: same device and inode when both exist (so symlinks
+    and hard links count), else the same resolved path."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def check_outputs(inputs: list[Path], outputs: list[Path], model: Path | None = None) -> None:
+    """Refuse an output that is one of the inputs (or the model): writing it would destroy it."""
+    for dest in outputs:
+        for src in inputs:
+            if same_file(dest, src):
+                raise ConfigError(
+                    f"output {dest} is the input {src} (the same file): writing the results "
+                    "would destroy the input; choose another output path"
+                )
+        if model is not None and same_file(dest, model):
+            raise ConfigError(
+                f"output {dest} is the model {model} (the same file): choose another output path"
+            )

@@ -1,0 +1,156 @@
+"""Resume state of `fcls-infer --resume`: a journal beside the partial output of a run.
+
+A resumable run writes its output to a stable temp name beside the destination
+(`.NAME.fcls-resume`) so that a restart finds it, and every few seconds records in
+`.NAME.fcls-resume.json` how far the output is durably written: rows done, the input byte
+offset (in the decompressed stream) and the output byte offset after the last complete block,
+and the file line the next block starts on. The journal also records everything that makes
+continuing safe: the input's identity (size, mtime, sha256 of its first and last MiB), the
+model's sha256, the options that change output bytes and the fcls version. A restart with any
+of them different is refused with a message naming the item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, OutputError
+from .files import atomic_write_text, fcls_version, leftover_temps
+
+RESUME_SUFFIX = ".fcls-resume"
+JOURNAL_FORMAT = 1
+HASH_BYTES = 1 << 20  # the input's first and last MiB identify it cheaply
+
+
+def resume_paths(dest: Path) -> tuple[Path, Path]:
+    """The stable partial-output name and the journal name beside `dest`."""
+    dest = Path(dest)
+    parent = dest.parent if str(dest.parent) else Path(".")
+    temp = parent / f".{dest.name}{RESUME_SUFFIX}"
+    return temp, temp.with_name(temp.name + ".json")
+
+
+def input_identity(path: Path) -> dict[str, Any]:
+    """Size, mtime and sha256 of the first and last MiB of an input file."""
+    with Path(path).open("rb") as f:
+        st = os.fstat(f.fileno())
+        head = hashlib.sha256(f.read(HASH_BYTES)).hexdigest()
+        f.seek(max(0, st.st_size - HASH_BYTES))
+        tail = hashlib.sha256(f.read(HASH_BYTES)).hexdigest()
+    return {
+        "path": str(Path(path).resolve()),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "head_sha256": head,
+        "tail_sha256": tail,
+    }
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far a resumable run has durably written its output."""
+
+    rows: int  # data rows in the output so far
+    input_offset: int  # bytes of the (decompressed) input consumed, header included
+    output_offset: int  # bytes of the output written, header included
+    line: int  # file line of the next input row
+
+
+# journal key -> the words a refusal uses for it
+_ITEMS = {
+    "format": "journal format",
+    "fcls": "fcls version",
+    "input.path": "input path",
+    "input.size": "input size (bytes)",
+    "input.mtime_ns": "input modification time (ns)",
+    "input.head_sha256": "input content (sha256 of the first MiB)",
+    "input.tail_sha256": "input content (sha256 of the last MiB)",
+    "model_sha256": "model (sha256)",
+    "options.proba": "option --proba",
+    "options.class_names": "option --class-names",
+    "options.provider": "execution provider",
+}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(value: Any) -> str:
+    text = str(value)
+    return (
+        text[:12] + "..."
+        if len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+        else text
+    )
+
+
+class Journal:
+    """The journal of one resumable destination: what the run is, and how far it got."""
+
+    def __init__(self, dest: Path, identity: dict[str, Any]) -> None:
+        self.dest = Path(dest)
+        self.temp, self.path = resume_paths(self.dest)
+        self.identity = {"format": JOURNAL_FORMAT, "fcls": fcls_version(), **identity}
+
+    def load(self) -> Position | None:
+        """The recorded position, None when there is nothing to resume; refuse any mismatch."""
+        if not self.path.is_file() or not self.temp.is_file():
+            return None
+        try:
+            data = json.loads(self.path.read_text())
+            recorded = {k: data[k] for k in self.identity}
+            position = Position(**data["position"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(
+                f"cannot resume {self.dest}: its journal {self.path} is unreadable "
+                f"({type(e).__name__}: {e}); run without --resume to start over"
+            ) from None
+        now, then = _flat(self.identity), _flat(recorded)
+        for key in [*now, *(k for k in then if k not in now)]:
+            if now.get(key) != then.get(key):
+                raise ConfigError(
+                    f"cannot resume {self.dest}: {_ITEMS.get(key, key)} differs from the "
+                    f"interrupted run's ({_show(now.get(key))} now, {_show(then.get(key))} "
+                    "recorded); run without --resume to start over"
+                )
+        size = self.temp.stat().st_size
+        if size < position.output_offset:
+            raise ConfigError(
+                f"cannot resume {self.dest}: its partial output {self.temp} has {size} bytes, "
+                f"fewer than the {position.output_offset} recorded; run without --resume to "
+                "start over"
+            )
+        return position
+
+    def save(self, position: Position) -> None:
+        """Atomically record `position` (call only after the output is fsynced up to it)."""
+        text = json.dumps({**self.identity, "position": asdict(position)}, indent=1)
+        try:
+            atomic_write_text(self.path, text)
+        except OutputError as e:
+            raise OutputError(f"{self.dest}: cannot record resume state ({e})") from None
+
+    def remove(self) -> None:
+        """Drop the journal (after the output was committed)."""
+        self.path.unlink(missing_ok=True)
+
+
+def leftovers(dest: Path, keep_resumable: bool) -> list[Path]:
+    """Files killed runs left for `dest`: dead processes' temps and, unless kept, resume files."""
+    temp, journal = resume_paths(dest)
+    found = [*leftover_temps(Path(dest)), *leftover_temps(journal)]
+    if not keep_resumable:
+        found += [p for p in (temp, journal) if p.exists()]
+    return found

@@ -1,0 +1,526 @@
+"""fcls.infer.pipeline: no hang on any worker failure, output faults, output = input, --resume."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper, numpy_helper
+from test_files import ERRNOS, _oserror, inject
+
+from fcls.infer import Predictor, pipeline, predict_csv
+from fcls.infer.cli import main
+from fcls.infer.csvio import write_eval_csv
+from fcls.infer.errors import ConfigError, DataError, ModelError, OutputError
+from fcls.infer.files import TEMP_SUFFIX
+from fcls.infer.pipeline import predict_files
+from fcls.infer.resume import Journal, Position, resume_paths
+
+REPO = Path(__file__).resolve().parents[1]
+HANG_TIMEOUT = 20.0  # seconds: a pipeline that has not stopped by then hangs
+
+
+def tiny_model(path: Path) -> Path:
+    """A one-layer graph with fcls's interface: uint8 [batch,1024] -> logits, label."""
+    w = np.random.default_rng(0).normal(size=(1024, 10)).astype(np.float32) / 64
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["x", "w"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 1024])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def pixels(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 1024) uint8, mostly zeros like real images (keeps generated files small)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
+    out[rng.random((n, 1024)) < 0.7] = 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """3,000 rows (~6 MB): ~90 blocks of 64 KiB."""
+    return write_eval_csv(tmp_path_factory.mktemp("data") / "data.csv", pixels(3000))
+
+
+def _in_thread(fn: Any) -> BaseException | None:
+    """Run fn in a thread; fail the test if it has not returned within HANG_TIMEOUT."""
+    box: dict[str, BaseException | None] = {"error": None}
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(HANG_TIMEOUT)
+    assert not t.is_alive(), f"predict_csv still running after {HANG_TIMEOUT}s: a hang"
+    return box["error"]
+
+
+def _nth_call_fails(
+    monkeypatch, owner: Any, name: str, n: int, error: BaseException, delay: float = 0.0
+) -> None:
+    """The n-th call raises `error`; every call first sleeps `delay` (a slow peer)."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def fake(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        time.sleep(delay)
+        if calls["n"] == n:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, fake)
+
+
+def _only(tmp_path: Path, *names: str) -> None:
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name not in names)
+    assert left == [], f"left behind: {left}"
+
+
+# -- item 0: every worker failure stops the pipeline --------------------------------------
+
+
+def test_writer_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
+    # a slow writer: the scoring loop is waiting on a full queue when the writer dies
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, _oserror(errno.ENOSPC), delay=0.3)
+    out = tmp_path / "r.csv"
+    error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
+    assert isinstance(error, OutputError), error
+    assert str(error) == f"{out}: cannot write (No space left on device)"
+    _only(tmp_path)
+
+
+def test_reader_failure_stops_the_pipeline(tmp_path, tiny, data):
+    lines = data.read_bytes().split(b"\n")
+    lines[2000] = lines[2000].replace(b",0,", b",x,", 1)  # a bad cell ~60 blocks in
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\n".join(lines))
+    out = tmp_path / "r.csv"
+    error = _in_thread(lambda: predict_csv(bad, out, tiny, chunk_bytes=1 << 16, batch_size=16))
+    assert isinstance(error, DataError), error
+    assert error.line == 2001 and "'x' is not an integer" in str(error)
+    _only(tmp_path, "bad.csv")
+
+
+def test_model_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
+    _nth_call_fails(monkeypatch, Predictor, "run", 5, RuntimeError("[ONNXRuntimeError] boom"))
+    out = tmp_path / "r.csv"
+    error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
+    assert isinstance(error, ModelError), error
+    assert "inference failed" in str(error) and "boom" in str(error)
+    _only(tmp_path)
+
+
+def test_reader_failure_while_the_writer_is_blocked(tmp_path, tiny, data, monkeypatch):
+    """Writer slow, queues full, then the reader fails: still a prompt DataError."""
+    real = pipeline.format_rows
+    monkeypatch.setattr(pipeline, "format_rows", lambda *a: (time.sleep(0.05), real(*a))[1])
+    lines = data.read_bytes().split(b"\n")
+    lines[1500] = b"ragged"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\n".join(lines))
+    error = _in_thread(lambda: predict_csv(bad, tmp_path / "r.csv", tiny, chunk_bytes=1 << 16))
+    assert isinstance(error, DataError) and error.line == 1501
+    _only(tmp_path, "bad.csv")
+
+
+# -- items 3, 4: output faults ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", ERRNOS, ids=errno.errorcode.get)
+@pytest.mark.parametrize("point", ["create", "open", "write", "fsync", "replace", "fsync_dir"])
+def test_output_fault_is_an_output_error_and_leaves_nothing(
+    tmp_path, tiny, data, monkeypatch, point, code
+):
+    out = tmp_path / "r.csv"
+    out.write_bytes(b"previous results\n")
+    calls = inject(monkeypatch, point, code, at=3)  # write: the second block of rows
+    error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16))
+    monkeypatch.undo()
+    assert calls["n"] >= 1
+    assert isinstance(error, OutputError), error
+    assert str(error).startswith(f"{out}: ") and os.strerror(code) in str(error)
+    assert TEMP_SUFFIX not in str(error)
+    assert out.read_bytes() == b"previous results\n"
+    _only(tmp_path, "r.csv")
+
+
+def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, _oserror(errno.ENOSPC))
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {out}: cannot write (No space left on device)\n"
+    _only(tmp_path)
+
+
+# -- item 5: missing output directory -----------------------------------------------------
+
+
+def test_missing_output_directory_names_the_users_path(tmp_path, tiny, data):
+    out = tmp_path / "nodir" / "r.csv"
+    result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output == f"Error: {out}: directory {out.parent} does not exist\n"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    second = tmp_path / "second.csv"
+    second.write_bytes(data.read_bytes())
+    result = CliRunner().invoke(
+        main, [str(data), str(second), "--model", str(tiny), "-o", str(blocker / "outdir")]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith(f"Error: {blocker / 'outdir'}: cannot create the output")
+    assert len(result.output.splitlines()) == 1 and TEMP_SUFFIX not in result.output
+
+
+# -- item 2: the output must not be an input ----------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link", "relative"])
+def test_output_that_is_the_input_is_refused(tmp_path, tiny, data, how, monkeypatch):
+    src = tmp_path / "in.csv"
+    src.write_bytes(data.read_bytes())
+    before = src.read_bytes()
+    out = {
+        "same path": src,
+        "symlink": tmp_path / "link.csv",
+        "hard link": tmp_path / "hard.csv",
+        "relative": Path("in.csv"),
+    }[how]
+    if how == "symlink":
+        out.symlink_to(src)
+    elif how == "hard link":
+        os.link(src, out)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="would destroy the input"):
+        predict_csv(src, out, tiny)
+    result = CliRunner().invoke(main, [str(src), "--model", str(tiny), "-o", str(out)])
+    assert result.exit_code == 1 and "is the input" in result.output
+    assert src.read_bytes() == before
+
+
+def test_output_directory_that_would_overwrite_an_input_is_refused(tmp_path, tiny, data):
+    a = tmp_path / "a.csv"
+    a.write_bytes(data.read_bytes())
+    b = tmp_path / "a.results.csv"  # what a.csv's results would be called in tmp_path
+    b.write_bytes(data.read_bytes())
+    result = CliRunner().invoke(main, [str(a), str(b), "--model", str(tiny), "-o", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert f"output {b} is the input {b}" in result.output
+    assert b.read_bytes() == data.read_bytes()
+
+
+def test_output_that_is_the_model_is_refused(tmp_path, tiny, data):
+    with pytest.raises(ConfigError, match="is the model"):
+        predict_csv(data, tiny, tiny)
+
+
+# -- durability ---------------------------------------------------------------------------
+
+
+def test_success_fsyncs_the_output_and_its_directory(tmp_path, tiny, data, monkeypatch):
+    import stat
+
+    synced: list[bool] = []
+    real = os.fsync
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: (synced.append(stat.S_ISDIR(os.fstat(fd).st_mode)), real(fd))
+    )
+    predict_csv(data, tmp_path / "r.csv", tiny)
+    assert synced == [False, True]
+    synced.clear()
+    predict_csv(data, tmp_path / "r2.csv", tiny, durable=False)
+    assert synced == []
+
+
+def test_proba_bytes_do_not_depend_on_batch_or_block_size(tmp_path, exported, data):
+    """Why --resume need not record the batch size: rows are scored independently."""
+    small = tmp_path / "small.csv"
+    write_eval_csv(small, pixels(300, seed=1))
+    outs = []
+    for i, (batch, chunk) in enumerate([(1, 30_000), (64, 1 << 21), (257, 70_000)]):
+        out = tmp_path / f"{i}.csv"
+        predict_csv(small, out, exported, batch_size=batch, chunk_bytes=chunk, proba=True)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2]
+
+
+# -- item 6: --resume ---------------------------------------------------------------------
+
+KILL_SCRIPT = """
+import sys, time
+from fcls.infer import Predictor, predict_csv
+real = Predictor.run
+def slow(self, pixels, proba=False):
+    time.sleep(0.01)  # so that the test can kill it mid-run
+    return real(self, pixels, proba)
+Predictor.run = slow
+src, dst, model = sys.argv[1:4]
+predict_csv(src, dst, model, resume=True, proba=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
+"""
+
+
+def _kill_when(proc: subprocess.Popen, journal: Path, rows: int, timeout: float = 120) -> int:
+    """SIGKILL `proc` once its journal records at least `rows` rows; returns those rows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = json.loads(journal.read_text())["position"]["rows"]
+        except (OSError, ValueError, KeyError):
+            done = 0
+        if done >= rows:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            return done
+        assert proc.poll() is None, "the run ended before the test could kill it"
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError(f"no checkpoint with {rows} rows within {timeout}s")
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "gz"])
+def test_killed_run_resumes_byte_identical(tmp_path, exported, gz):
+    src = tmp_path / ("in.csv.gz" if gz else "in.csv")
+    plain = write_eval_csv(tmp_path / "plain.csv", pixels(1500, seed=2))
+    if gz:
+        src.write_bytes(gzip.compress(plain.read_bytes(), compresslevel=1))
+    else:
+        plain.rename(src)
+    expected = tmp_path / "expected.csv"
+    predict_csv(src, expected, exported, proba=True, batch_size=7)
+    out = tmp_path / "out.csv"
+    temp, journal = resume_paths(out)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(src), str(out), str(exported)], cwd=REPO
+    )
+    done = _kill_when(proc, journal, 400)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert temp.exists() and 400 <= done < 1500
+    notes: list[str] = []
+    summary = predict_csv(src, out, exported, proba=True, resume=True, log=notes.append)
+    assert summary.resumed >= done and summary.rows == 1500
+    assert notes[0].startswith(f"resuming {out} after row {summary.resumed} (line ")
+    assert out.read_bytes() == expected.read_bytes()
+    assert not temp.exists() and not journal.exists()
+
+
+def _journal(tmp_path: Path, dest: Path, **change: Any) -> Journal:
+    identity = {
+        "input": {"path": "/x/in.csv", "size": 10, "mtime_ns": 5, "head_sha256": "a" * 64},
+        "model_sha256": "b" * 64,
+        "options": {"proba": False, "class_names": False, "provider": "cpu"},
+    }
+    for key, value in change.items():
+        *parents, leaf = key.split("__")
+        d = identity
+        for p in parents:
+            d = d[p]
+        d[leaf] = value
+    return Journal(dest, json.loads(json.dumps(identity)))
+
+
+@pytest.mark.parametrize(
+    ("change", "item"),
+    [
+        ({"input__path": "/y/in.csv"}, "input path"),
+        ({"input__size": 11}, "input size (bytes)"),
+        ({"input__mtime_ns": 6}, "input modification time (ns)"),
+        ({"input__head_sha256": "c" * 64}, "input content (sha256 of the first MiB)"),
+        ({"input__tail_sha256": "d" * 64}, "input content (sha256 of the last MiB)"),
+        ({"model_sha256": "e" * 64}, "model (sha256)"),
+        ({"options__proba": True}, "option --proba"),
+        ({"options__class_names": True}, "option --class-names"),
+        ({"options__provider": "cuda"}, "execution provider"),
+    ],
+)
+def test_resume_mismatch_names_the_item(tmp_path, change, item):
+    dest = tmp_path / "r.csv"
+    original = _journal(tmp_path, dest)
+    original.temp.write_bytes(b"ID,label\n0,1\n")
+    original.save(Position(rows=1, input_offset=100, output_offset=13, line=3))
+    assert _journal(tmp_path, dest).load() == Position(1, 100, 13, 3)
+    with pytest.raises(ConfigError) as info:
+        _journal(tmp_path, dest, **change).load()
+    assert str(info.value).startswith(f"cannot resume {dest}: {item} differs")
+    assert str(info.value).endswith("run without --resume to start over")
+
+
+def test_resume_refuses_other_fcls_version_corrupt_journal_and_short_output(tmp_path, monkeypatch):
+    dest = tmp_path / "r.csv"
+    j = _journal(tmp_path, dest)
+    j.temp.write_bytes(b"ID,label\n0,1\n")
+    j.save(Position(1, 100, 13, 3))
+    monkeypatch.setattr("fcls.infer.resume.fcls_version", lambda: "0.0.0-other")
+    with pytest.raises(ConfigError, match="fcls version differs"):
+        _journal(tmp_path, dest).load()
+    monkeypatch.undo()
+    j.temp.write_bytes(b"ID,la")
+    with pytest.raises(ConfigError, match="has 5 bytes, fewer than the 13 recorded"):
+        j.load()
+    j.path.write_text("{not json")
+    with pytest.raises(ConfigError, match=r"journal .* is unreadable"):
+        j.load()
+
+
+def test_resume_refuses_a_changed_input(tmp_path, tiny, data, monkeypatch):
+    src = tmp_path / "in.csv"
+    src.write_bytes(data.read_bytes())
+    out = tmp_path / "r.csv"
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, _oserror(errno.ENOSPC))
+    with pytest.raises(OutputError):
+        predict_csv(src, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
+    monkeypatch.undo()
+    temp, journal = resume_paths(out)
+    assert temp.exists() and journal.exists()  # kept for the next --resume
+    os.utime(src, ns=(0, 0))
+    with pytest.raises(ConfigError, match="input modification time"):
+        predict_csv(src, out, tiny, resume=True)
+    notes: list[str] = []
+    predict_csv(src, out, tiny, log=notes.append)  # without --resume: starts over
+    assert notes == [f"removed 2 leftover file(s) of killed runs beside {out}"]
+    _only(tmp_path, "in.csv", "r.csv")
+
+
+def test_resume_after_a_failure_continues(tmp_path, tiny, data, monkeypatch):
+    out = tmp_path / "r.csv"
+    expected = tmp_path / "e.csv"
+    predict_csv(data, expected, tiny)
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, _oserror(errno.ENOSPC))
+    with pytest.raises(OutputError):
+        predict_csv(data, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
+    monkeypatch.undo()
+    summary = predict_csv(data, out, tiny, resume=True, chunk_bytes=1 << 16)
+    assert summary.resumed > 500 and summary.rows == 3000
+    assert out.read_bytes() == expected.read_bytes()
+
+
+def test_resume_with_nothing_to_resume_starts_normally(tmp_path, tiny, data):
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"fcls-infer: nothing to resume for {out}: starting from the first row" in result.output
+    assert out.read_bytes().count(b"\n") == 3001
+    _only(tmp_path, "r.csv")
+
+
+def test_resume_refuses_stdin_and_ray(tiny, data, tmp_path):
+    result = CliRunner().invoke(
+        main, ["-", "--model", str(tiny), "-o", str(tmp_path / "r.csv"), "--resume"], input=b""
+    )
+    assert result.exit_code == 1 and "<stdin> cannot be resumed" in result.output
+    result = CliRunner().invoke(main, [str(data), "--resume", "--engine", "ray"])
+    assert result.exit_code == 1 and "--engine local only" in result.output
+
+
+def test_leftovers_of_killed_runs_are_removed_and_said(tmp_path, tiny, data):
+    out = tmp_path / "r.csv"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f".r.csv.{int(dead.stdout)}.0a1b2c3d{TEMP_SUFFIX}"
+    stale.write_text("partial")
+    result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"fcls-infer: removed 1 leftover file(s) of killed runs beside {out}\n" in result.output
+    _only(tmp_path, "r.csv")
+
+
+def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(data.read_bytes())
+    write_eval_csv(b, pixels(500, seed=3))
+    outdir = tmp_path / "out"
+    expected = predict_files([a, b], [tmp_path / "ea.csv", tmp_path / "eb.csv"], tiny)
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 125, _oserror(errno.EIO))
+    dests = [outdir / "a.results.csv", outdir / "b.results.csv"]
+    outdir.mkdir()
+    with pytest.raises(OutputError):
+        predict_files([a, b], dests, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
+    monkeypatch.undo()
+    summaries = predict_files([a, b], dests, tiny, resume=True, chunk_bytes=1 << 16)
+    assert [s.rows for s in summaries] == [e.rows for e in expected]
+    assert summaries[0].resumed == 3000  # finished before the failure in b
+    assert dests[0].read_bytes() == (tmp_path / "ea.csv").read_bytes()
+    assert dests[1].read_bytes() == (tmp_path / "eb.csv").read_bytes()
+    assert sorted(p.name for p in outdir.iterdir()) == ["a.results.csv", "b.results.csv"]
+
+
+@pytest.fixture(scope="module")
+def rows_200k(tmp_path_factory) -> Path:
+    """A generated 200,000-row evaluate file (~500 MB), written in parts to bound memory."""
+    path = tmp_path_factory.mktemp("big") / "eval200k.csv"
+    with path.open("wb") as out:
+        for part in range(4):
+            piece = write_eval_csv(path.with_name(f"part{part}.csv"), pixels(50_000, seed=part))
+            data = piece.read_bytes()
+            out.write(data if part == 0 else data.split(b"\n", 1)[1])
+            piece.unlink()
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gz", [False, True], ids=["csv", "gz"])
+def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
+    """`fcls-infer --resume` killed with SIGKILL mid-run, started again: same bytes."""
+    src = rows_200k
+    if gz:
+        src = tmp_path / "eval200k.csv.gz"
+        with rows_200k.open("rb") as f, gzip.open(src, "wb", compresslevel=1) as g:
+            while block := f.read(1 << 24):
+                g.write(block)
+    expected = tmp_path / "expected.csv"
+    predict_csv(src, expected, tiny, proba=True)
+    out = tmp_path / "out.csv"
+    args = [str(src), "--model", str(tiny), "-o", str(out), "--proba", "--resume"]
+    command = [sys.executable, "-m", "fcls.infer.cli", *args]
+    temp, journal = resume_paths(out)
+    proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE)
+    done = _kill_when(proc, journal, 1)
+    assert proc.returncode == -signal.SIGKILL and not out.exists() and 0 < done < 200_000
+    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"fcls-infer: resuming {out} after row " in resumed.stderr
+    assert "200000 rows in" in resumed.stderr
+    assert out.read_bytes() == expected.read_bytes()
+    assert not temp.exists() and not journal.exists()
