@@ -527,7 +527,10 @@ def _run(
             if (error := writer.first_error()) is not None:
                 raise error
     except ray.exceptions.RayError as e:
-        raise WorkerError(f"Ray could not finish the run: {_first_line(e)}") from None
+        raise WorkerError(
+            f"Ray could not finish the run: {_first_line(e)} (a lost worker is restarted "
+            f"{MAX_RESTARTS} times and its task retried {MAX_RETRIES} times; nothing was written)"
+        ) from None
     finally:
         del model_ref
     writer.finish()
