@@ -303,8 +303,8 @@ Position = tuple[int, int, int]  # (block, part, row) within one file
 class _OrderedWriter:
     """Writes each file's pieces in input order, as soon as the next expected one is there.
 
-    Pieces that arrive early wait in a per-file buffer; `peak` counts the most that ever
-    waited. A parse error is reported only once every piece before it in input order has
+    Pieces that arrive early wait in a per-file buffer; `peak` is the most pieces ever held
+    at once (1: none ever waited, as with Ray's preserve_order). A parse error is reported only once every piece before it in input order has
     arrived, so it is the first bad row, as the single-process path would report it.
     """
 

@@ -368,19 +368,20 @@ def test_ray_survives_a_killed_worker(stage, tmp_path, parts, exported, ray_loca
     marker = tmp_path / "killed"
     writers = _faulty_stages(monkeypatch, stage, marker, always=False)
     out = tmp_path / "out"
+    inputs = parts[:2]
     with deadline(240):
         summaries = ray_engine.predict_csv_ray(
-            [str(p) for p in parts], out, exported, workers=2, block_bytes=150_000, proba=True
+            [str(p) for p in inputs], out, exported, workers=2, block_bytes=150_000, proba=True
         )
     assert marker.exists()  # the kill did happen
-    assert [s.rows for s in summaries] == list(SIZES)
-    for p in parts:
+    assert [s.rows for s in summaries] == list(SIZES[:2])
+    for p in inputs:
         single = tmp_path / f"{p.stem}.single.csv"
         predict_csv(p, single, exported, proba=True)
         assert (out / f"{p.stem}.results.csv").read_bytes() == single.read_bytes()
     # results arrive in input order even around the redone work: nothing waits in the driver
     assert writers[0].peak == 1
-    assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.results.csv" for p in parts]
+    assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.results.csv" for p in inputs]
 
 
 @pytest.mark.slow
