@@ -4,8 +4,10 @@ Plan (driver): each input is cut into byte ranges that end on a line break, with
 line each range starts on. Ray Data maps the ranges through the fcls parser (so errors name
 the same file, line and column as the single-process path) and then through an actor pool,
 each actor holding one onnxruntime session built from model bytes in the object store. Every
-result carries (file, range, first row); the driver sorts on that, since Ray does not keep
-order, and writes each output to a temp file renamed only when the whole run succeeded.
+result piece carries (file, range, part, row); the driver streams them back in input order
+and writes each as soon as it is the next one of its file, into temp files that are renamed
+into place only when the whole run succeeded. Killed workers are restarted and their work
+redone by Ray, a bounded number of times; beyond that the run fails with a WorkerError.
 
 Ray is imported only here, and only when this engine is used.
 """
@@ -17,14 +19,15 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .csvio import CsvReader, read_header
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, FclsError
 from .files import OutputSet, output_errors
 from .inputs import expand_inputs, output_paths
 from .pipeline import Summary, format_rows, header_line
@@ -33,6 +36,8 @@ from .predictor import Predictor, available_cpus
 BLOCK_BYTES = 8 << 20  # one parse task: ~3,000 rows
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
 SCAN_BYTES = 16 << 20
+MAX_RESTARTS = 3  # per scoring actor
+MAX_RETRIES = 3  # per parse task and per actor call
 
 
 @dataclass(frozen=True)
@@ -74,16 +79,43 @@ def plan_blocks(file: int, path: Path, block_bytes: int = BLOCK_BYTES) -> tuple[
     return header, blocks
 
 
-def _parse_block(item: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Parse one byte range with the fcls reader; a bad row becomes one `error` row.
+# One part: consecutive rows of one block, as a dict of columns. Every row carries where it
+# belongs: file, block, part (the parser's chunk within the block), row (within the part),
+# part_rows and last (whether the part ends its block), so the driver can put the pieces
+# back in input order however Ray batches them. A part with no rows to score (a parse
+# error, or a block of blank lines) is one marker row with part_rows 0.
+Part = dict[str, np.ndarray]
 
-    Ray re-raises task exceptions without their original type, so a DataError travels as
-    data (its fields as JSON) and the driver raises it again, exactly as one process would.
+
+def _part(
+    block: dict[str, Any], part: int, ids: np.ndarray, pixels: np.ndarray, last: bool, error: str
+) -> Part:
+    n = len(pixels)
+    rows = 0 if error else n
+    if n == 0:  # a marker row: nothing to score, but the driver must hear of this part
+        n, ids, pixels = 1, np.array([""], object), np.zeros((1, 1024), np.uint8)
+    return {
+        "file": np.full(n, int(block["file"]), np.int64),
+        "block": np.full(n, int(block["index"]), np.int64),
+        "part": np.full(n, part, np.int64),
+        "row": np.arange(n, dtype=np.int64),
+        "part_rows": np.full(n, rows, np.int64),
+        "last": np.full(n, last, bool),
+        "id": ids,  # (n,) object (str)
+        "pixels": pixels,  # (n, 1024) uint8
+        "error": np.full(n, error, object),
+    }
+
+
+def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
+    """Parse one byte range with the fcls reader, one part per reader chunk.
+
+    A bad row ends the block with an error part. Ray re-raises task exceptions without their
+    original type, so a DataError travels as data (its fields as JSON) and the driver raises
+    it again, exactly as one process would.
     """
-    path, start, end = str(item["path"]), int(item["start"]), int(item["end"])
-    file, block = int(item["file"]), int(item["index"])
-    ids: list[np.ndarray] = []
-    pixels: list[np.ndarray] = []
+    path, start, end = str(block["path"]), int(block["start"]), int(block["end"])
+    part, pending = 0, None  # a part is sent once the next one shows whether it is the last
     try:
         if end < 0:
             source: Any = path
@@ -93,34 +125,33 @@ def _parse_block(item: dict[str, Any]) -> dict[str, np.ndarray]:
                 f.seek(start)
                 source = io.BytesIO(header + f.read(end - start))
         reader = CsvReader(
-            source, "eval", chunk_bytes=BLOCK_BYTES, name=path, first_line=int(item["first_line"])
+            source, "eval", chunk_bytes=BLOCK_BYTES, name=path, first_line=int(block["first_line"])
         )
         for chunk in reader:
-            ids.append(np.asarray(chunk.ids.to_pylist(), dtype=object))
-            pixels.append(chunk.pixels)
-        error = ""
+            if pending is not None:
+                yield _part(block, part, *pending, False, "")
+                part += 1
+            pending = (np.asarray(chunk.ids.to_pylist(), dtype=object), chunk.pixels)
     except DataError as e:
+        if pending is not None:
+            yield _part(block, part, *pending, False, "")
+            part += 1
         fields = {"source": e.source, "message": e.reason, "line": e.line, "column": e.column}
-        error, ids, pixels = (
-            json.dumps(fields),
-            [np.array([""], object)],
-            [np.zeros((1, 1024), np.uint8)],
-        )
-    n = sum(len(p) for p in pixels)
-    return {
-        "file": np.full(n, file, np.int64),
-        "block": np.full(n, block, np.int64),
-        "row": np.arange(n, dtype=np.int64),
-        "id": np.concatenate(ids) if ids else np.empty(0, object),
-        "pixels": np.concatenate(pixels) if pixels else np.empty((0, 1024), np.uint8),
-        "error": np.full(n, error, object),
-    }
+        yield _part(block, part, np.empty(0, object), _NO_PIXELS, True, json.dumps(fields))
+        return
+    yield _part(block, part, *(pending or (np.empty(0, object), _NO_PIXELS)), True, "")
 
 
-def _parse(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray task: parse the byte ranges of `batch`."""
-    parts = [_parse_block({k: v[i] for k, v in batch.items()}) for i in range(len(batch["path"]))]
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+_NO_PIXELS = np.empty((0, 1024), np.uint8)
+
+
+def _parse(batch: dict[str, np.ndarray]) -> Iterator[Part]:
+    """Ray task: parse the byte ranges of `batch`, yielding one part at a time."""
+    for i in range(len(batch["path"])):
+        yield from _parse_block({k: v[i] for k, v in batch.items()})
+
+
+PIECE_KEYS = ("file", "block", "part", "row", "rows", "part_rows", "last")
 
 
 class _Scorer:
@@ -139,61 +170,57 @@ class _Scorer:
 
         import ray
 
-        blob = ray.get(model[0])  # the model bytes, shipped once through the object store
+        # the model bytes, shipped once through the object store; the driver holds the
+        # reference for the whole run, so a restarted actor can fetch them again
+        blob = ray.get(model[0])
         handle, path = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(handle, "wb") as f:
             f.write(blob)
-        self.predictor = Predictor(
-            path, provider, threads, spinning=False
-        )  # shares CPUs with parsing
+        self.predictor = Predictor(path, provider, threads, spinning=False)  # shares CPUs
+        os.unlink(path)  # the session has read it
         self.batch_size, self.proba = batch_size, proba
         self.names = self.predictor.class_names if class_names else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """One piece per contiguous run of rows of one part: its place and its CSV text."""
         import pyarrow as pa
 
-        files, blocks, rows = batch["file"], batch["block"], batch["row"]
-        pixels = np.asarray(batch["pixels"], dtype=np.uint8).reshape(-1, 1024)
-        out: dict[str, list[Any]] = {"file": [], "block": [], "row": [], "text": [], "error": []}
-        errors = np.flatnonzero(np.asarray(batch["error"], dtype=object) != "")
-        for i in errors:  # a parse error: pass it on to the driver
-            for key, value in (
-                ("file", files[i]),
-                ("block", blocks[i]),
-                ("row", rows[i]),
-                ("text", b""),
-                ("error", batch["error"][i]),
-            ):
-                out[key].append(value)
-        if len(errors):
-            return {
-                k: np.asarray(v, dtype=object if k in ("text", "error") else np.int64)
-                for k, v in out.items()
-            }
-        # Ray may merge or split parse outputs: score each contiguous run of one block
-        breaks = (
-            np.flatnonzero((np.diff(files) != 0) | (np.diff(blocks) != 0) | (np.diff(rows) != 1))
-            + 1
-        )
-        for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), len(files)]):
-            if lo == hi:
-                continue
-            labels, probs = [], []
-            for s in range(lo, hi, self.batch_size):
-                lab, pr = self.predictor.run(pixels[s : min(s + self.batch_size, hi)], self.proba)
-                labels.append(lab)
-                probs.append(pr)
-            ids = pa.array(list(batch["id"][lo:hi]), pa.string())
-            proba = np.concatenate(probs) if self.proba else None
-            out["file"].append(files[lo])
-            out["block"].append(blocks[lo])
-            out["row"].append(rows[lo])
-            out["text"].append(format_rows(ids, np.concatenate(labels), proba, self.names))
-            out["error"].append("")
+        keys = {k: np.asarray(batch[k]) for k in ("file", "block", "part", "row")}
+        part_rows, last = np.asarray(batch["part_rows"]), np.asarray(batch["last"])
+        errors = np.asarray(batch["error"], dtype=object)
+        pixels = np.asarray(batch["pixels"], dtype=np.uint8).reshape(-1, 1024)  # (n, 1024)
+        n = len(pixels)
+        # Ray may merge or split parse outputs: score each contiguous run of one part
+        same = np.ones(max(n - 1, 0), bool)
+        for k in ("file", "block", "part"):
+            same &= np.diff(keys[k]) == 0
+        breaks = np.flatnonzero(~same | (np.diff(keys["row"]) != 1)) + 1
+        out: dict[str, list[Any]] = {k: [] for k in (*PIECE_KEYS, "text", "error")}
+        for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), n]):
+            marker = part_rows[lo] == 0  # an error or an empty block: nothing to score
+            text = b"" if marker else self._score(batch["id"][lo:hi], pixels[lo:hi], pa)
+            for k in ("file", "block", "part", "row"):
+                out[k].append(keys[k][lo])
+            out["rows"].append(0 if marker else hi - lo)
+            out["part_rows"].append(part_rows[lo])
+            out["last"].append(last[lo])
+            out["text"].append(text)
+            out["error"].append(errors[lo])
         return {
             k: np.asarray(v, dtype=object if k in ("text", "error") else np.int64)
             for k, v in out.items()
         }
+
+    def _score(self, ids: np.ndarray, pixels: np.ndarray, pa: Any) -> bytes:
+        labels, probs = [], []
+        for s in range(0, len(pixels), self.batch_size):
+            lab, pr = self.predictor.run(pixels[s : s + self.batch_size], self.proba)
+            labels.append(lab)
+            probs.append(pr)
+        proba = np.concatenate(probs) if self.proba else None
+        return format_rows(
+            pa.array(list(ids), pa.string()), np.concatenate(labels), proba, self.names
+        )
 
 
 def _init_ray(address: str | None) -> Any:
@@ -220,6 +247,10 @@ def _init_ray(address: str | None) -> Any:
     return ray
 
 
+class WorkerError(FclsError):
+    """Ray lost a worker beyond its restart and retry budget, or a worker failed."""
+
+
 def predict_csv_ray(
     inputs: list[str],
     out: Path | None,
@@ -242,34 +273,144 @@ def predict_csv_ray(
     dests = output_paths(paths, out)
     # fail fast on a bad model, and on a provider the driver cannot run
     names = Predictor(model, use, 1).class_names
-    blocks = [b for i, p in enumerate(paths) for b in plan_blocks(i, p, block_bytes)[1]]
+    plans = [plan_blocks(i, p, block_bytes)[1] for i, p in enumerate(paths)]
     with OutputSet() as outputs:
         temps = [outputs.stage(d) for d in dests]
-        texts = _run(
-            blocks,
-            model,
-            address,
-            workers,
-            gpus_per_worker,
-            use,
-            batch_size,
-            threads,
-            proba,
-            class_names,
-        )
         header = header_line(proba, class_names, names)
-        counts = []
-        for i, (tmp, dest) in enumerate(zip(temps, dests)):
-            pieces = sorted(texts.get(i, []))
-            with output_errors(dest), tmp.open("wb") as f:
-                f.write(header)
-                for *_, text in pieces:
-                    f.write(text)
-            counts.append(sum(t.count(b"\n") for *_, t in pieces))
+        with _OrderedWriter(temps, dests, [len(p) for p in plans], header) as writer:
+            _run(
+                [b for plan in plans for b in plan],
+                writer,
+                model,
+                address,
+                workers,
+                gpus_per_worker,
+                use,
+                batch_size,
+                threads,
+                proba,
+                class_names,
+            )
         outputs.commit_all()
     seconds = time.perf_counter() - t0
     engine = f"{use} (ray x{workers})"
-    return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(counts, dests)]
+    return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(writer.rows, dests)]
+
+
+Position = tuple[int, int, int]  # (block, part, row) within one file
+
+
+class _OrderedWriter:
+    """Writes each file's pieces in input order, as soon as the next expected one is there.
+
+    Pieces that arrive early wait in a per-file buffer; `peak` is the most pieces ever held
+    at once (1: none ever waited, as with Ray's preserve_order). A parse error is reported only once every piece before it in input order has
+    arrived, so it is the first bad row, as the single-process path would report it.
+    """
+
+    def __init__(
+        self, temps: list[Path], dests: list[Path], blocks: list[int], header: bytes
+    ) -> None:
+        self.temps, self.dests, self.blocks, self.header = temps, dests, blocks, header
+        self.heads: list[Position] = [(0, 0, 0)] * len(temps)
+        self.waiting: list[dict[Position, dict[str, Any]]] = [{} for _ in temps]
+        self.rows = [0] * len(temps)
+        self.open: dict[int, BinaryIO] = {}
+        self.buffered = self.peak = 0
+        self.error: tuple[int, Position, str] | None = None  # the first bad row seen so far
+
+    def __enter__(self) -> _OrderedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for i in list(self.open):
+            self._close(i)
+
+    def add(self, piece: dict[str, Any]) -> None:
+        """Take one piece (a row of the scoring stage's output); write what is now in order."""
+        file = int(piece["file"])
+        pos = (int(piece["block"]), int(piece["part"]), int(piece["row"]))
+        if self.error is not None and (file, pos) > self.error[:2]:
+            return  # past a bad row: never written
+        if piece["error"]:
+            self.error = (file, pos, str(piece["error"]))
+            self._drop_after(file, pos)
+        self.waiting[file][pos] = piece
+        self.buffered += 1
+        self.peak = max(self.peak, self.buffered)
+        self._drain(file)
+
+    def first_error(self) -> DataError | None:
+        """The bad row to report, once nothing before it in input order can still arrive."""
+        if self.error is None:
+            return None
+        file, pos, fields = self.error
+        if self.heads[file] == pos and all(self.complete(i) for i in range(file)):
+            return _data_error(fields)
+        return None
+
+    def finish(self) -> None:
+        """After the last piece: raise the first bad row, or check every file is complete."""
+        if self.error is not None:
+            raise _data_error(self.error[2])
+        for i, dest in enumerate(self.dests):
+            if not self.complete(i):
+                block, part, row = self.heads[i]
+                raise WorkerError(
+                    f"{dest}: Ray returned no result for block {block} part {part} row {row} "
+                    f"of {self.blocks[i]} blocks; nothing was written"
+                )
+            if i not in self.open and self.blocks[i] == 0:  # a file with a header only
+                self._file(i)
+            self._close(i)
+
+    def complete(self, file: int) -> bool:
+        """Whether every block of `file` has been written."""
+        return self.heads[file][0] >= self.blocks[file]
+
+    def _drain(self, file: int) -> None:
+        waiting = self.waiting[file]
+        while (piece := waiting.get(self.heads[file])) is not None:
+            if piece["error"]:
+                return  # stays at the head: first_error reports it
+            del waiting[self.heads[file]]
+            self.buffered -= 1
+            block, part, row = self.heads[file]
+            rows = int(piece["rows"])
+            if rows:
+                with output_errors(self.dests[file]):
+                    self._file(file).write(piece["text"])
+                self.rows[file] += rows
+            row += rows
+            if row >= int(piece["part_rows"]):
+                block, part, row = (block + 1, 0, 0) if piece["last"] else (block, part + 1, 0)
+            self.heads[file] = (block, part, row)
+        if self.complete(file) and self.error is None:
+            self._close(file)
+
+    def _drop_after(self, file: int, pos: Position) -> None:
+        for i in range(file, len(self.waiting)):
+            for key in [k for k in self.waiting[i] if (i, k) > (file, pos)]:
+                del self.waiting[i][key]
+                self.buffered -= 1
+
+    def _file(self, file: int) -> BinaryIO:
+        if file not in self.open:
+            with output_errors(self.dests[file]):
+                self.open[file] = self.temps[file].open("wb")
+                self.open[file].write(self.header)
+        return self.open[file]
+
+    def _close(self, file: int) -> None:
+        f = self.open.pop(file, None)
+        if f is not None:
+            with output_errors(self.dests[file]):
+                f.close()
+
+
+def _data_error(fields: str) -> DataError:
+    found = json.loads(fields)
+    return DataError(found["source"], found["message"], found["line"], found["column"])
 
 
 def _worker_provider(provider: str, gpus_per_worker: float) -> str:
@@ -316,12 +457,17 @@ def _scorer_stage(
         "num_gpus": gpus_per_worker or None,
         # CPU actors take whole parse outputs; Ray insists on a batch size with GPUs
         "batch_size": max(batch_size, GPU_BATCH_ROWS) if gpus_per_worker else None,
-        "max_restarts": 0,  # constructor args live in the object store: no silent restarts
+        # a killed actor is restarted (its constructor fetches the model again) and the
+        # calls it had in flight run again there; finite, so a worker that keeps dying
+        # fails the run instead of retrying forever
+        "max_restarts": MAX_RESTARTS,
+        "max_task_retries": MAX_RETRIES,
     }
 
 
 def _run(
     blocks: list[Block],
+    writer: _OrderedWriter,
     model: Path,
     address: str | None,
     workers: int,
@@ -331,8 +477,8 @@ def _run(
     threads: int | None,
     proba: bool,
     class_names: bool,
-) -> dict[int, list[tuple[int, int, bytes]]]:
-    """Run the Ray pipeline; results per file as (block, first row, text)."""
+) -> None:
+    """Run the Ray pipeline, handing each result piece to `writer` as it arrives."""
     ray = _init_ray(address)
     _check_gpus(ray.cluster_resources(), workers, gpus_per_worker)
     cpus = float(ray.cluster_resources().get("CPU", 1))
@@ -340,6 +486,7 @@ def _run(
     # the pipeline would stall: actors take what is left after one CPU's worth of reading.
     actor_cpus = max(0.1, min(1.0, (cpus - 1) / workers))
     actor_threads = threads or max(1, int(cpus // workers))
+    # held until the run ends: a restarted actor fetches the model bytes again
     model_ref = ray.put(model.read_bytes())
     items = [b.__dict__ for b in blocks]
     with warnings.catch_warnings():
@@ -349,7 +496,10 @@ def _run(
         ds = (
             ray.data.from_items(items)
             .map_batches(
-                _parse, batch_size=1, num_cpus=min(1.0, max(0.25, cpus - workers * actor_cpus))
+                _parse,
+                batch_size=1,
+                num_cpus=min(1.0, max(0.25, cpus - workers * actor_cpus)),
+                max_retries=MAX_RETRIES,  # a killed parse worker: the task runs again
             )
             .map_batches(
                 _Scorer,
@@ -366,15 +516,28 @@ def _run(
                 ),
             )
         )
-    texts: dict[int, list[tuple[int, int, bytes]]] = {}
-    errors: list[tuple[int, int, str]] = []
-    for row in ds.iter_rows():
-        key = (int(row["file"]), int(row["block"]))
-        if row["error"]:
-            errors.append((*key, str(row["error"])))
-        else:
-            texts.setdefault(key[0], []).append((key[1], int(row["row"]), bytes(row["text"])))
-    if errors:  # the first bad row in input order, as the single-process path would report
-        fields = json.loads(min(errors)[2])
-        raise DataError(fields["source"], fields["message"], fields["line"], fields["column"])
-    return texts
+    # Results come back in input order: Ray holds early blocks in its object store (where
+    # its backpressure applies), so the driver's buffer stays one piece whatever the input,
+    # a killed worker's redone block included (measured: no throughput cost at 20,000 rows)
+    ds.context.execution_options.preserve_order = True  # this dataset's copy of the context
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+            for i in range(len(batch["file"])):
+                writer.add({k: v[i] for k, v in batch.items()})
+            if (error := writer.first_error()) is not None:
+                raise error
+    except ray.exceptions.RayError as e:
+        raise WorkerError(
+            f"Ray could not finish the run: {_first_line(e)} (a lost worker is restarted "
+            f"{MAX_RESTARTS} times and its task retried {MAX_RETRIES} times; nothing was written)"
+        ) from None
+    finally:
+        del model_ref
+    writer.finish()
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of a Ray error (its own message is a multi-line traceback)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = [line for line in lines if "Error" in line and not line.startswith("File ")]
+    return (cause[-1] if cause else lines[0] if lines else type(error).__name__)[:300]

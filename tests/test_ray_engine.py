@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import random
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +17,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import write_eval_csv
 
+from fcls.infer import ray_engine
 from fcls.infer.cli import main
-from fcls.infer.errors import ConfigError, DataError
+from fcls.infer.errors import ConfigError, DataError, OutputError
 from fcls.infer.inputs import expand_inputs, output_paths
-from fcls.infer.pipeline import predict_csv
-from fcls.infer.ray_engine import plan_blocks
+from fcls.infer.pipeline import header_line, predict_csv
+from fcls.infer.predictor import Predictor
+from fcls.infer.ray_engine import WorkerError, _OrderedWriter, plan_blocks
 
 SIZES = (1200, 1000, 1300)  # 3,500 rows in all
 
@@ -81,10 +89,138 @@ def test_local_engine_is_all_or_nothing(tmp_path, parts, exported):
     assert list(out.iterdir()) == []  # part0's finished output was not published either
 
 
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs past `seconds`."""
+
+    def expire(*_: object) -> None:
+        pytest.fail(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _pieces(file: int, rows_per_part: list[list[int]], tag: str) -> list[dict]:
+    """The scoring stage's pieces for one file: blocks of parts of `n` rows, each cut in two."""
+    pieces = []
+    for block, parts in enumerate(rows_per_part):
+        for part, n in enumerate(parts):
+            for lo, hi in ((0, n // 2), (n // 2, n)):
+                if hi > lo or n == 0:
+                    text = "".join(f"{tag}{block}.{part}.{r}\n" for r in range(lo, hi)).encode()
+                    pieces.append(
+                        {
+                            "file": file,
+                            "block": block,
+                            "part": part,
+                            "row": lo,
+                            "rows": hi - lo,
+                            "part_rows": n,
+                            "last": part == len(parts) - 1,
+                            "text": text,
+                            "error": "",
+                        }
+                    )
+                if n == 0:
+                    break
+    return pieces
+
+
+def _error(file: int, block: int, part: int, line: int) -> dict:
+    fields = {"source": f"in{file}.csv", "message": "bad", "line": line, "column": "pix1"}
+    return {
+        "file": file,
+        "block": block,
+        "part": part,
+        "row": 0,
+        "rows": 0,
+        "part_rows": 0,
+        "last": True,
+        "text": b"",
+        "error": json.dumps(fields),
+    }
+
+
+def _writer(tmp_path: Path, blocks: list[int]) -> _OrderedWriter:
+    temps = [tmp_path / f"t{i}" for i in range(len(blocks))]
+    dests = [tmp_path / f"d{i}.csv" for i in range(len(blocks))]
+    return _OrderedWriter(temps, dests, blocks, b"ID,label\n")
+
+
+def test_ordered_writer_puts_shuffled_pieces_back_in_input_order(tmp_path):
+    layout = [[[3, 4], [5]], [[2], [0], [7, 1]], []]  # file -> block -> part rows
+    pieces = [p for f, blocks in enumerate(layout) for p in _pieces(f, blocks, f"f{f}:")]
+    expected = [
+        b"ID,label\n" + b"".join(p["text"] for p in pieces if p["file"] == f) for f in (0, 1, 2)
+    ]
+    for seed in range(5):
+        random.Random(seed).shuffle(pieces)
+        with _writer(tmp_path, [len(b) for b in layout]) as writer:
+            for piece in pieces:
+                writer.add(piece)
+                assert writer.first_error() is None
+            writer.finish()
+        assert [(tmp_path / f"t{f}").read_bytes() for f in (0, 1, 2)] == expected
+        assert writer.rows == [12, 10, 0] and writer.buffered == 0
+    # pieces in input order never wait
+    with _writer(tmp_path, [len(b) for b in layout]) as writer:
+        for piece in sorted(pieces, key=lambda p: (p["file"], p["block"], p["part"], p["row"])):
+            writer.add(piece)
+        writer.finish()
+    assert writer.peak == 1
+
+
+def test_ordered_writer_reports_the_first_bad_row_in_input_order(tmp_path):
+    good = _pieces(0, [[4], [4], [4]], "a") + _pieces(1, [[4], [4]], "b")
+    late = _error(0, 2, 0, 20)  # file 0, block 2
+    early = _error(1, 0, 0, 2)  # file 1, block 0: later in input order
+    with _writer(tmp_path, [3, 2]) as writer:
+        writer.add(early)
+        assert writer.first_error() is None  # file 0 is not complete: it may hold a bad row
+        for piece in [p for p in good if p["file"] == 1] + [late]:
+            writer.add(piece)
+        assert writer.first_error() is None  # blocks 0-1 of file 0 have not arrived
+        for piece in [p for p in good if p["file"] == 0 and p["block"] < 2]:
+            writer.add(piece)
+        error = writer.first_error()
+    assert isinstance(error, DataError) and str(error) == "in0.csv:20 column pix1: bad"
+    # at the end of the stream the first one is reported too
+    with _writer(tmp_path, [3, 2]) as writer:
+        for piece in [early, late]:
+            writer.add(piece)
+        with pytest.raises(DataError, match=r"in0\.csv:20 column pix1"):
+            writer.finish()
+
+
+def test_ordered_writer_refuses_a_missing_piece(tmp_path):
+    pieces = _pieces(0, [[4], [6]], "a")
+    with _writer(tmp_path, [2]) as writer:
+        for piece in pieces[:-1]:
+            writer.add(piece)
+        with pytest.raises(
+            WorkerError, match=r"d0.csv: Ray returned no result for block 1 part 0 row 3"
+        ):
+            writer.finish()
+
+
+def test_ordered_writer_names_the_destination_when_writing_fails(tmp_path):
+    (tmp_path / "t0").mkdir()  # the temp cannot be opened as a file
+    with (
+        _writer(tmp_path, [1]) as writer,
+        pytest.raises(OutputError, match=r"d0\.csv: cannot write"),
+    ):
+        for piece in _pieces(0, [[2]], "a"):
+            writer.add(piece)
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
-    import os
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
@@ -140,6 +276,165 @@ def test_ray_bad_row_names_file_and_line_and_writes_nothing(tmp_path, parts, exp
     assert result.exit_code != 0
     assert f"{bad}:501 column pix10: pixel 300 is out of range 0..255" in result.output
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_scored_pieces_rebuild_the_file_however_ray_batches_them(
+    tmp_path, parts, exported, ray_local
+):
+    """Parse outputs merged and cut across parts and blocks (as GPU batches are), blocks of
+    blank lines only, pieces arriving shuffled: the output is still the single-process one."""
+    lines = parts[0].read_text().splitlines(keepends=True)
+    src = tmp_path / "gaps.csv"
+    src.write_text("".join(lines[:600]) + "\n" * 250_000 + "".join(lines[600:]))
+    _, blocks = plan_blocks(0, src, block_bytes=100_000)
+    parsed = [
+        part
+        for b in blocks
+        for part in ray_engine._parse({k: np.array([v]) for k, v in b.__dict__.items()})
+    ]
+    assert any(int(p["part_rows"][0]) == 0 for p in parsed)  # a block of blank lines only
+    columns = {k: np.concatenate([p[k] for p in parsed]) for k in parsed[0]}
+    model = [ray_local.put(exported.read_bytes())]
+    scorer = ray_engine._Scorer(model, "cpu", 1, 64, True, False)
+    pieces = []
+    for lo in range(0, len(columns["file"]), 170):  # batches cut across parts and blocks
+        out = scorer({k: v[lo : lo + 170] for k, v in columns.items()})
+        pieces += [{k: v[i] for k, v in out.items()} for i in range(len(out["file"]))]
+    random.Random(0).shuffle(pieces)
+    names = Predictor(exported, "cpu", 1).class_names
+    dest = tmp_path / "ray.csv"
+    with _OrderedWriter([dest], [dest], [len(blocks)], header_line(True, False, names)) as w:
+        for piece in pieces:
+            w.add(piece)
+        w.finish()
+    predict_csv(src, tmp_path / "single.csv", exported, proba=True)
+    assert dest.read_bytes() == (tmp_path / "single.csv").read_bytes()
+    assert w.rows == [len(lines) - 1]
+
+
+def _faulty_stages(monkeypatch, stage: str, marker: Path, always: bool) -> list[_OrderedWriter]:
+    """Make the `stage` workers SIGKILL themselves mid-run: once (marker), or on every call.
+
+    The replacements are local functions and classes (Ray ships them by value: the workers
+    cannot import this module); the driver's writers are recorded to read their buffer peak.
+    """
+
+    def die() -> None:
+        if not always:  # only the first caller, across processes: the marker file is the flag
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+        os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer or a lost node would
+
+    if stage == "actor":
+        base = ray_engine._Scorer
+
+        class Dying(base):  # type: ignore[misc,valid-type]
+            calls = 0
+
+            def __call__(self, batch):
+                self.calls += 1
+                if self.calls == 3 or always:
+                    die()
+                return super().__call__(batch)
+
+        monkeypatch.setattr(ray_engine, "_Scorer", Dying)
+    else:
+        parse = ray_engine._parse
+
+        def dying_parse(batch):
+            if always or (int(batch["file"][0]) == 1 and int(batch["index"][0]) == 4):
+                die()
+            yield from parse(batch)
+
+        monkeypatch.setattr(ray_engine, "_parse", dying_parse)
+    writers: list[_OrderedWriter] = []
+
+    class Recorded(_OrderedWriter):
+        def __init__(self, *args) -> None:
+            super().__init__(*args)
+            writers.append(self)
+
+    monkeypatch.setattr(ray_engine, "_OrderedWriter", Recorded)
+    return writers
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["actor", "parse"])
+def test_ray_survives_a_killed_worker(stage, tmp_path, parts, exported, ray_local, monkeypatch):
+    """A scoring actor / parse worker SIGKILLed mid-run: Ray redoes its work, same bytes."""
+    marker = tmp_path / "killed"
+    writers = _faulty_stages(monkeypatch, stage, marker, always=False)
+    out = tmp_path / "out"
+    inputs = parts[:2]
+    with deadline(240):
+        summaries = ray_engine.predict_csv_ray(
+            [str(p) for p in inputs], out, exported, workers=2, block_bytes=150_000, proba=True
+        )
+    assert marker.exists()  # the kill did happen
+    assert [s.rows for s in summaries] == list(SIZES[:2])
+    for p in inputs:
+        single = tmp_path / f"{p.stem}.single.csv"
+        predict_csv(p, single, exported, proba=True)
+        assert (out / f"{p.stem}.results.csv").read_bytes() == single.read_bytes()
+    # results arrive in input order even around the redone work: nothing waits in the driver
+    assert writers[0].peak == 1
+    assert sorted(p.name for p in out.iterdir()) == [f"{p.stem}.results.csv" for p in inputs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["actor", "parse"])
+def test_ray_worker_that_keeps_dying_ends_in_a_typed_error(
+    stage, tmp_path, parts, exported, ray_local, monkeypatch
+):
+    """Past its restart/retry budget a lost worker fails the run (WorkerError), never hangs."""
+    _faulty_stages(monkeypatch, stage, tmp_path / "unused", always=True)
+    monkeypatch.setattr(ray_engine, "MAX_RESTARTS", 1)
+    monkeypatch.setattr(ray_engine, "MAX_RETRIES", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [str(parts[0]), str(parts[1]), "--engine", "ray", "--model", str(exported)]
+    with deadline(240):
+        result = CliRunner().invoke(main, [*args, "-o", str(out), "--workers", "2"])
+    assert result.exit_code != 0
+    assert "Ray could not finish the run" in result.output, result.output
+    assert "a lost worker is restarted 1 times and its task retried 1 times" in result.output
+    assert "Traceback" not in result.output
+    assert list(out.iterdir()) == []  # nothing published, no temp left
+
+
+@pytest.mark.slow
+def test_ray_reports_the_first_bad_row_in_input_order(tmp_path, parts, exported, ray_local):
+    """Bad rows in several blocks and files: the one the single-process run meets first."""
+
+    def spoil(src: Path, dest: Path, rows: list[int]) -> Path:
+        lines = src.read_text().splitlines()
+        for r in rows:
+            cells = lines[r].split(",")
+            cells[5] = "-1"
+            lines[r] = ",".join(cells)
+        dest.write_text("\n".join(lines) + "\n")
+        return dest
+
+    first = spoil(parts[0], tmp_path / "a.csv", [900, 1100])  # late in its file, 2 blocks
+    second = spoil(parts[1], tmp_path / "b.csv", [1])  # early in its file, a later input
+    out = tmp_path / "out"
+    out.mkdir()
+    with deadline(240), pytest.raises(DataError) as caught:
+        ray_engine.predict_csv_ray(
+            [str(parts[2]), str(first), str(second)],
+            out,
+            exported,
+            workers=2,
+            block_bytes=150_000,
+        )
+    with pytest.raises(DataError) as single:
+        predict_csv(first, tmp_path / "single.csv", exported)
+    assert str(caught.value) == str(single.value)
+    assert str(caught.value).startswith(f"{first}:901 column pix5:")
+    assert list(out.iterdir()) == []
 
 
 def test_infer_without_ray_installed_never_imports_it(tmp_path, parts, exported):
