@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 EVALUATE = Path(__file__).resolve().parents[1].parent / "shared/data/fashion/evaluate.csv.gz"
 LIMIT = 0.15  # the larger run's peak may exceed the smaller one's by at most this
@@ -47,7 +48,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def child(src: Path, model: Path, workers: int) -> dict[str, float]:
+def child(src: Path, model: Path, workers: int) -> dict[str, Any]:
     """Run the Ray engine once in this process; its driver's peak memory."""
     import psutil
 

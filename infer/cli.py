@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -88,7 +89,7 @@ def main(
         if not quiet:
             click.echo(f"fcls-infer: {message}", err=True)
 
-    options = {
+    options: dict[str, Any] = {
         "provider": provider,
         "batch_size": batch_size,
         "threads": threads,

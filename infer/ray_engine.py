@@ -115,7 +115,9 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
     it again, exactly as one process would.
     """
     path, start, end = str(block["path"]), int(block["start"]), int(block["end"])
-    part, pending = 0, None  # a part is sent once the next one shows whether it is the last
+    part = 0
+    # a part is sent once the next one shows whether it is the last
+    pending: tuple[np.ndarray, np.ndarray] | None = None  # (ids, pixels)
     try:
         if end < 0:
             source: Any = path
@@ -131,7 +133,8 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
             if pending is not None:
                 yield _part(block, part, *pending, False, "")
                 part += 1
-            pending = (np.asarray(chunk.ids.to_pylist(), dtype=object), chunk.pixels)
+            ids = [] if chunk.ids is None else chunk.ids.to_pylist()
+            pending = (np.array(ids, dtype=np.object_), chunk.pixels)
     except DataError as e:
         if pending is not None:
             yield _part(block, part, *pending, False, "")
@@ -139,7 +142,8 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
         fields = {"source": e.source, "message": e.reason, "line": e.line, "column": e.column}
         yield _part(block, part, np.empty(0, object), _NO_PIXELS, True, json.dumps(fields))
         return
-    yield _part(block, part, *(pending or (np.empty(0, object), _NO_PIXELS)), True, "")
+    ids, pixels = pending or (np.empty(0, object), _NO_PIXELS)
+    yield _part(block, part, ids, pixels, True, "")
 
 
 _NO_PIXELS = np.empty((0, 1024), np.uint8)
@@ -212,11 +216,13 @@ class _Scorer:
         }
 
     def _score(self, ids: np.ndarray, pixels: np.ndarray, pa: Any) -> bytes:
-        labels, probs = [], []
+        labels: list[np.ndarray] = []
+        probs: list[np.ndarray] = []
         for s in range(0, len(pixels), self.batch_size):
             lab, pr = self.predictor.run(pixels[s : s + self.batch_size], self.proba)
             labels.append(lab)
-            probs.append(pr)
+            if pr is not None:
+                probs.append(pr)
         proba = np.concatenate(probs) if self.proba else None
         return format_rows(
             pa.array(list(ids), pa.string()), np.concatenate(labels), proba, self.names
