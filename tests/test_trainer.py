@@ -204,7 +204,7 @@ def test_restart_starts_over(tmp_path: Path, digits_csv: Path):
         "--max-epochs",
         "1",
         "--limit",
-        "120",
+        "200",
     ]
     first = runner.invoke(main, args)
     assert first.exit_code == 0, first.output
@@ -250,7 +250,7 @@ def test_device_cuda_without_cuda(tmp_path: Path):
 
 def test_digits_default_trains(tmp_path: Path):
     result = CliRunner().invoke(
-        main, ["--out", str(tmp_path), "--max-epochs", "1", "--limit", "100"]
+        main, ["--out", str(tmp_path), "--max-epochs", "1", "--limit", "200"]
     )
     assert result.exit_code == 0, result.output
     assert "scikit-learn's bundled digits" in result.output
