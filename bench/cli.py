@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from fcls.infer.errors import FclsError
+from fcls.infer.extras import require
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -88,7 +89,6 @@ def main(
 ) -> None:
     """Benchmark FinalCNNet backends side by side with the notebook's PyTorch way and, when
     openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files."""
-    from .runner import BenchConfig, format_report, run_bench, write_json
 
     settings: dict[str, Any] = {
         "workdir": workdir,
@@ -104,8 +104,11 @@ def main(
         settings["rows"] = rows
     if seconds is not None:
         settings["seconds"] = seconds
-    config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)
     try:
+        require("fcls-bench", "torch", "onnx")
+        from .runner import BenchConfig, format_report, run_bench, write_json
+
+        config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)
         report = run_bench(config, log=lambda s: click.echo(s, err=True))
     except FclsError as e:
         raise click.ClickException(str(e)) from None

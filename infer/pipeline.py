@@ -177,7 +177,21 @@ def predict_csv(
     durable: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> Summary:
-    """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities])."""
+    """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities]).
+
+    `src`: a CSV path (`.gz` decompressed, '-' stdin) or a binary stream; `dst`: the output
+    file, written beside itself and renamed into place only on success (fsynced unless
+    `durable` is False); `model`: an ONNX path or a ready `Predictor`; `provider`, `threads`:
+    as for `Predictor`; `batch_size`: rows per onnxruntime call (the output does not depend
+    on it); `proba`: add one probability column per class; `class_names`: write names from
+    the model's metadata instead of indices; `progress`: a bar on stderr (None: when stderr is
+    a terminal); `chunk_bytes`: parse block size; `resume`, `log`, `checkpoint_seconds`: see
+    `predict_files`. Returns rows, seconds, provider, model and output.
+
+    Raises DataError (bad input, with file:line column), ModelError, ProviderError,
+    ConfigError (output is an input or the model, `resume` with stdin) and OutputError
+    (every output-side OSError, naming `dst`). Nothing is left at `dst` on failure.
+    """
     return predict_files(
         [src],
         [Path(dst)],

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,22 @@ SHARED_FILES = ("train.csv.gz", "evaluate.csv.gz")
 NO_SHARED = (
     "real data: the folder ../shared is absent (real data is never committed to the project)"
 )
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs past `seconds` (SIGALRM, main thread)."""
+
+    def expire(*_: object) -> None:
+        pytest.fail(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:

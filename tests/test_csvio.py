@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import io
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_eval_csv, write_train_csv
+from conftest import deadline, write_eval_csv, write_train_csv
 
 from fcls.infer.csvio import (
     DEFAULT_CHUNK_BYTES,
@@ -189,22 +186,6 @@ def _header_only(tmp_path: Path) -> Path:
     path = tmp_path / "ho.csv"
     path.write_text(PIX + ",label\n")
     return path
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Turn a hang into a test failure (SIGALRM; pytest runs tests in the main thread)."""
-
-    def fail(signum: int, frame: object) -> None:
-        raise TimeoutError(f"still running after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, fail)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _errors(src: io.BytesIO | Path, kind: str = "eval", chunk_bytes: int = 5000) -> DataError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fcls.bench.cli import main as bench_main
 from fcls.export.cli import main as export_main
 from fcls.infer.cli import main as infer_main
 from fcls.infer.extras import MissingExtraError, require
@@ -22,6 +23,7 @@ from fcls.train.cli import main as train_main
         (export_main, ["{tmp}/model.pt", "{tmp}/model.onnx"], "torch", "train"),
         (export_main, ["{tmp}/model.pt", "{tmp}/model.onnx"], "onnx", "train"),
         (infer_main, ["{tmp}/x.csv", "--engine", "ray"], "ray", "ray"),
+        (bench_main, ["--workdir", "{tmp}/bench", "--quick"], "torch", "train"),
     ],
 )
 def test_a_missing_extra_is_one_line(tmp_path: Path, monkeypatch, command, args, missing, extra):
@@ -31,7 +33,7 @@ def test_a_missing_extra_is_one_line(tmp_path: Path, monkeypatch, command, args,
     assert f'pip install "fcls[{extra}]"' in result.output
     assert f"needs {missing}, which is not installed" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
-    assert not (tmp_path / "run").exists() and not (tmp_path / "model.onnx").exists()
+    assert not any((tmp_path / name).exists() for name in ("run", "model.onnx", "bench"))
 
 
 def test_torch_message_carries_the_cpu_hint(monkeypatch):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_eval_csv
+from conftest import deadline, write_eval_csv
 
 from fcls.infer import ray_engine
 from fcls.infer.cli import main
@@ -87,22 +85,6 @@ def test_local_engine_is_all_or_nothing(tmp_path, parts, exported):
     )
     assert result.exit_code != 0 and "zbad.csv:2 column" in result.output
     assert list(out.iterdir()) == []  # part0's finished output was not published either
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Fail (instead of hanging) when the block runs past `seconds`."""
-
-    def expire(*_: object) -> None:
-        pytest.fail(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _pieces(file: int, rows_per_part: list[list[int]], tag: str) -> list[dict]:

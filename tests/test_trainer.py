@@ -156,7 +156,6 @@ class _Interrupt(Exception):
     [
         (3, "stage adam epoch 2"),  # on the boundary: the next stage starts afresh
         (2, "stage adam epoch 1"),  # mid-stage: Adam's moments must be restored
-        (5, "stage sgd_wd epoch 1"),  # mid-stage of a later stage (SGD momentum-free state)
     ],
 )
 def test_interrupted_run_resumes_to_the_same_model(
