@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -56,6 +57,16 @@ def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None)
                 i = '"' + i.replace('"', '""') + '"'
             f.write(i + "," + ",".join(map(str, row.tolist())) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A private local Ray instance (2 CPUs, loopback only) for one test module."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -300,15 +299,6 @@ def test_fp16_graph_through_io_binding_on_cpu(fp16_export: Path, digits):
 
 
 # --- Ray: GPU plan, contradictions, the driver check -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_gpu_plan_is_accepted_by_ray(ray_local, exported: Path):

@@ -200,16 +200,6 @@ def test_ordered_writer_names_the_destination_when_writing_fails(tmp_path):
             writer.add(piece)
 
 
-@pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
 @pytest.mark.slow
 def test_ray_outputs_equal_single_process_bytes(tmp_path, parts, exported, ray_local):
     from fcls.infer.ray_engine import predict_csv_ray
