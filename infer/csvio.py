@@ -84,7 +84,7 @@ def source_name(src: str | Path | BinaryIO) -> str:
     return str(getattr(src, "name", "<stream>"))
 
 
-def _open(src: str | Path | BinaryIO) -> tuple[BinaryIO, bool]:
+def open_source(src: str | Path | BinaryIO) -> tuple[BinaryIO, bool]:
     """Open a path ('-' is stdin, '.gz' is decompressed); return the stream and whether we own it."""
     name = source_name(src)
     if not isinstance(src, (str, Path)):
@@ -105,7 +105,7 @@ def _open(src: str | Path | BinaryIO) -> tuple[BinaryIO, bool]:
     return raw, True
 
 
-def _read(stream: BinaryIO, n: int, name: str, line: int) -> bytes:
+def read_block(stream: BinaryIO, n: int, name: str, line: int) -> bytes:
     """Read up to n bytes, turning decompression failures into a DataError at `line`."""
     try:
         return stream.read(n)
@@ -320,7 +320,7 @@ class CsvReader:
         self.header: list[str] = []
 
     def __iter__(self) -> Iterator[Chunk]:
-        stream, owned = _open(self.src)
+        stream, owned = open_source(self.src)
         try:
             yield from self._chunks(stream)
         finally:
@@ -333,7 +333,7 @@ class CsvReader:
         while b"\n" not in buf:
             if len(buf) > MAX_LINE_BYTES:
                 raise DataError(self.name, f"header: {_too_long()}", 1)
-            more = _read(stream, 1 << 16, self.name, 1)
+            more = read_block(stream, 1 << 16, self.name, 1)
             if not more:
                 break
             buf += more
@@ -376,7 +376,7 @@ class CsvReader:
         while remaining is None or remaining > 0:
             if len(carry) > MAX_LINE_BYTES and b"\n" not in carry:
                 raise DataError(self.name, _too_long(), line)  # before reading any more of it
-            more = _read(stream, self.chunk_bytes, self.name, line)
+            more = read_block(stream, self.chunk_bytes, self.name, line)
             buf = carry + more
             if more:
                 cut = buf.rfind(b"\n") + 1
@@ -486,7 +486,7 @@ def _head(chunk: Chunk, n: int) -> Chunk:
 def read_header(src: str | Path | BinaryIO, kind: Kind = "eval") -> list[str]:
     """Read and validate only the header of a CSV file."""
     reader = CsvReader(src, kind)
-    stream, owned = _open(src)
+    stream, owned = open_source(src)
     try:
         reader._read_header(stream)
     finally:

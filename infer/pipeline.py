@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .csvio import DEFAULT_CHUNK_BYTES, Chunk, CsvReader, _open, _read, source_name
+from .csvio import DEFAULT_CHUNK_BYTES, Chunk, CsvReader, open_source, read_block, source_name
 from .errors import ConfigError, DataError, FclsError, ModelError
 from .files import OutputSet, file_sha256, output_errors
 from .inputs import check_outputs
@@ -312,7 +312,7 @@ def _fill(stream: BinaryIO, buf: bytes, n: int, name: str, line: int) -> tuple[b
     """Read until `buf` holds `n` bytes; also return whether the input ended first."""
     while len(buf) < n:
         try:
-            more = _read(stream, n - len(buf), name, line)
+            more = read_block(stream, n - len(buf), name, line)
         except OSError as e:
             raise DataError(name, f"cannot read ({e.strerror or type(e).__name__})", line) from None
         if not more:
@@ -341,7 +341,7 @@ def _read_blocks(
     and therefore scores exactly as the interrupted one did. Each block is parsed by the fcls
     reader over `header + block`, with its true first line for error messages."""
     name = source_name(src)
-    stream, owned = _open(src)
+    stream, owned = open_source(src)
     try:
         buf = b""
         while b"\n" not in buf:

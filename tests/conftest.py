@@ -38,6 +38,19 @@ def deadline(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def dead_pid() -> int:
+    """The pid of a process that has already exited (for leftovers of killed runs)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
 def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
     """Write rows in the notebook's train format (pix1..pix1024,label)."""
     header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])

@@ -6,12 +6,11 @@ import builtins
 import errno
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import dead_pid
 
 from fcls.infer import files
 from fcls.infer.errors import OutputError
@@ -227,13 +226,7 @@ def test_release_keeps_the_temp(tmp_path):
 
 def test_leftover_temps_are_those_of_dead_processes(tmp_path):
     dest = tmp_path / "r.csv"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    pid = int(dead.stdout)
+    pid = dead_pid()
     ours = temp_name(dest)
     ours.write_text("")
     stale = tmp_path / f".r.csv.{pid}.abcd1234{TEMP_SUFFIX}"

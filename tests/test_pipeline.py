@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
+from conftest import dead_pid
 from onnx import TensorProto, helper, numpy_helper
 from test_files import ERRNOS, _oserror, inject
 
@@ -452,13 +453,7 @@ def test_resume_refuses_stdin_and_ray(tiny, data, tmp_path):
 
 def test_leftovers_of_killed_runs_are_removed_and_said(tmp_path, tiny, data):
     out = tmp_path / "r.csv"
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    stale = tmp_path / f".r.csv.{int(dead.stdout)}.0a1b2c3d{TEMP_SUFFIX}"
+    stale = tmp_path / f".r.csv.{dead_pid()}.0a1b2c3d{TEMP_SUFFIX}"
     stale.write_text("partial")
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
     assert result.exit_code == 0, result.output
