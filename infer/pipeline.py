@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -27,16 +29,28 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .csvio import DEFAULT_CHUNK_BYTES, Chunk, CsvReader, open_source, read_block, source_name
+from .csvio import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_LINE_BYTES,
+    BlockParser,
+    Chunk,
+    open_source,
+    parse_header_line,
+    read_block,
+    source_name,
+)
 from .errors import ConfigError, DataError, FclsError, ModelError
 from .files import OutputSet, file_sha256, output_errors
 from .inputs import check_outputs
-from .predictor import Predictor
+from .predictor import Predictor, available_cpus
 from .resume import Journal, Position, input_identity, leftovers
 
 _DONE = object()
 QUEUE_DEPTH = 2  # blocks in flight per queue: bounds memory at a few blocks of rows
 TICK = 0.1  # seconds a queue operation waits before looking at the stop event again
+# Blocks parsed at once: parsing is numpy code that releases the GIL, so a second thread
+# keeps up with a fast model (GPU, int8); more only take CPUs from onnxruntime.
+MAX_PARSE_THREADS = 2
 JOIN_TIMEOUT = 5.0  # a worker still busy this long after a stop is stuck in I/O: leave it
 # A resumable run fsyncs its output and rewrites its journal (3 fsyncs) at most every
 # CHECKPOINT_SECONDS, and less often when fsyncs are slow, so that checkpoints take at most
@@ -176,6 +190,7 @@ def predict_csv(
     log: Log | None = None,
     durable: bool = True,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    parse_threads: int | None = None,
 ) -> Summary:
     """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities]).
 
@@ -185,7 +200,8 @@ def predict_csv(
     as for `Predictor`; `batch_size`: rows per onnxruntime call (the output does not depend
     on it); `proba`: add one probability column per class; `class_names`: write names from
     the model's metadata instead of indices; `progress`: a bar on stderr (None: when stderr is
-    a terminal); `chunk_bytes`: parse block size; `resume`, `log`, `checkpoint_seconds`: see
+    a terminal); `chunk_bytes`: parse block size; `parse_threads`: blocks parsed at once
+    (default: up to MAX_PARSE_THREADS); `resume`, `log`, `checkpoint_seconds`: see
     `predict_files`. Returns rows, seconds, provider, model and output.
 
     Raises DataError (bad input, with file:line column), ModelError, ProviderError,
@@ -207,6 +223,7 @@ def predict_csv(
         log=log,
         durable=durable,
         checkpoint_seconds=checkpoint_seconds,
+        parse_threads=parse_threads,
     )[0]
 
 
@@ -308,6 +325,17 @@ class _Block:
     end: Position  # output_offset unknown here (0): the writer fills it in
 
 
+@dataclass(frozen=True)
+class _Raw:
+    """Whole input lines before parsing, and where they end in the input."""
+
+    parser: BlockParser
+    data: bytes
+    line: int  # file line of the first byte
+    end_offset: int  # input bytes up to the end of the block
+    end_line: int  # file line just after the block
+
+
 def _fill(stream: BinaryIO, buf: bytes, n: int, name: str, line: int) -> tuple[bytes, bool]:
     """Read until `buf` holds `n` bytes; also return whether the input ended first."""
     while len(buf) < n:
@@ -335,26 +363,27 @@ def _skip(stream: BinaryIO, n: int, name: str, line: int) -> None:
 
 def _read_blocks(
     src: str | Path | BinaryIO, chunk_bytes: int, start: Position | None
-) -> Iterator[_Block]:
+) -> Iterator[_Raw]:
     """Blocks of whole lines, each determined by its start offset alone (the first
     `chunk_bytes` bytes cut after their last line break), so that a resumed run cuts, batches
-    and therefore scores exactly as the interrupted one did. Each block is parsed by the fcls
-    reader over `header + block`, with its true first line for error messages."""
+    and therefore scores exactly as the interrupted one did. Each comes with the parser of
+    this file's header (checked here, before any block) and its true first line."""
     name = source_name(src)
     stream, owned = open_source(src)
     try:
         buf = b""
-        while b"\n" not in buf:
+        while b"\n" not in buf and len(buf) <= MAX_LINE_BYTES:  # a longer header is refused
             buf, eof = _fill(stream, buf, len(buf) + (1 << 16), name, 1)
             if eof:
                 break
         header, sep, _ = buf.partition(b"\n")
+        if not header.strip():
+            raise DataError(name, "empty file (no header line)", 1)
+        parser = BlockParser(parse_header_line(header, "eval", name, bool(sep)), "eval", name)
         header += sep
-        for _ in CsvReader(io.BytesIO(header), "eval", name=name):  # a bad header fails
-            pass  # even without rows
-        offset, line, rows = len(header), 2, 0
+        offset, line = len(header), 2
         if start is not None:
-            offset, line, rows = start.input_offset, start.line, start.rows
+            offset, line = start.input_offset, start.line
         carry = buf[offset:]
         if offset > len(buf):  # skip what the interrupted run wrote
             _skip(stream, offset - len(buf), name, line)
@@ -369,32 +398,15 @@ def _read_blocks(
             block, carry = buf[:cut], buf[cut:]
             if not block:
                 return
-            chunk = None
-            if block.strip():
-                reader = CsvReader(
-                    io.BytesIO(header + block),
-                    "eval",
-                    chunk_bytes=len(header) + len(block) + 1,
-                    name=name,
-                    first_line=line,
-                )
-                parts = list(reader)
-                chunk = parts[0] if len(parts) == 1 else _concat(parts) if parts else None
+            end_line = line + block.count(b"\n")
             offset += len(block)
-            line += block.count(b"\n")
-            rows += 0 if chunk is None else len(chunk)
-            yield _Block(chunk, Position(rows, offset, 0, line))
+            yield _Raw(parser, block, line, offset, end_line)
+            line = end_line
             if eof:
                 return
     finally:
         if owned:
             stream.close()
-
-
-def _concat(parts: list[Chunk]) -> Chunk:
-    ids = pa.concat_arrays([p.ids for p in parts if p.ids is not None])
-    pixels = np.concatenate([p.pixels for p in parts])
-    return Chunk(pixels=pixels, ids=ids, labels=None, first_line=parts[0].first_line)
 
 
 def _batches(chunk: Chunk, batch_size: int) -> Iterator[np.ndarray]:
@@ -434,6 +446,7 @@ def _run(
     journal: Journal | None = None,
     log: Log = lambda _: None,
     checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    parse_threads: int | None = None,
 ) -> tuple[int, int]:
     """Score one input into `tmp`; returns (rows in the output, rows resumed from a journal)."""
     name = source_name(src)
@@ -444,15 +457,25 @@ def _run(
         else:
             log(f"resuming {dst} after row {start.rows} (line {start.line} of {name})")
     halt = _Halt()
-    parsed: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
+    threads = parse_threads or min(MAX_PARSE_THREADS, available_cpus())
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="fcls-parse")
+    parsed: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + threads)  # keeps the pool busy
     scored: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
     classes = predictor.class_names
     names = classes if class_names else None
 
     def read() -> None:
-        for block in _read_blocks(src, chunk_bytes, start):
-            if not _put(parsed, block, halt):
-                return
+        # Blocks are parsed on a pool and queued as futures in input order, so the first
+        # error in the file is the one raised, wherever it arises (reading or parsing).
+        try:
+            for raw in _read_blocks(src, chunk_bytes, start):
+                if not _put(parsed, (pool.submit(raw.parser.parse, raw.data, raw.line), raw), halt):
+                    return
+        except Exception as e:
+            failed: Future[Chunk | None] = Future()
+            failed.set_exception(e)
+            _put(parsed, (failed, None), halt)
+            return
         _put(parsed, _DONE, halt)
 
     def write() -> None:
@@ -492,13 +515,18 @@ def _run(
     rows = resumed = start.rows if start is not None else 0
     bar = _progress(progress, name)
     try:
-        while (block := _get(parsed, halt)) is not _DONE:
+        while (item := _get(parsed, halt)) is not _DONE:
+            chunk = _result(item[0], halt)
+            if chunk is _DONE:
+                break
+            raw = item[1]
+            rows += 0 if chunk is None else len(chunk)
+            block = _Block(chunk, Position(rows, raw.end_offset, 0, raw.end_line))
             labels = probs = None
             if block.chunk is not None:
                 labels, probs = _score(predictor, block.chunk, batch_size, proba, name)
             if not _put(scored, (block, labels, probs), halt):
                 break
-            rows = block.end.rows
             if bar is not None and block.chunk is not None:
                 bar.update(len(block.chunk))
         _put(scored, _DONE, halt)
@@ -507,6 +535,7 @@ def _run(
         halt.fail(e)
         raise
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # parse jobs are short and never block
         for t in workers:  # both wake on the stop event within TICK unless stuck in I/O
             t.join(timeout=JOIN_TIMEOUT)
         if bar is not None:
@@ -514,6 +543,16 @@ def _run(
     if halt.error is not None:
         raise halt.error
     return rows, resumed
+
+
+def _result(future: Future[Chunk | None], halt: _Halt) -> Any:
+    """The parsed block (its parse error raised), or _DONE if the pipeline stops first."""
+    while not halt.is_set():
+        try:
+            return future.result(timeout=TICK)
+        except FutureTimeout:
+            continue
+    return _DONE
 
 
 def _checkpoint(f: Any, journal: Journal, position: Position) -> float:

@@ -379,3 +379,34 @@ def test_ids_pyarrow_would_take_are_refused(id_text, message):
 def test_a_block_of_whitespace_is_not_blank(body, line):
     err = _errors(io.BytesIO(("ID," + PIX + "\n").encode() + body))
     assert (err.line, err.column) == (line, None)
+
+
+def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monkeypatch):
+    """The common shapes (LF or CRLF, IDs of any text, train with the label anywhere, pixel
+    columns in another order) go through the numpy path; pyarrow is not called."""
+    from fcls.infer import csvio
+
+    def no_arrow(self, buf, line):
+        raise AssertionError(f"pyarrow path used for the block at line {line}")
+
+    ids = [f"img_{i:05d}-é" for i in range(37)]  # letters, 4+ digit runs, UTF-8
+    path = write_eval_csv(tmp_path / "e.csv", rng_pixels, ids)
+    crlf = tmp_path / "crlf.csv"
+    crlf.write_bytes(path.read_bytes().replace(b"\n", b"\r\n").rstrip(b"\r\n"))  # no final EOL
+    labels = np.arange(37) % 10
+    train = write_train_csv(tmp_path / "t.csv", rng_pixels, labels)
+    head, _, body = train.read_bytes().partition(b"\n")
+    cols = head.split(b",")
+    order = [1024, *range(1023, -1, -1)]  # label first, pixels reversed
+    rows = [r.split(b",") for r in body.splitlines()]
+    moved = tmp_path / "moved.csv"
+    moved.write_bytes(b"\n".join(b",".join(r[i] for i in order) for r in [cols, *rows]) + b"\n")
+    monkeypatch.setattr(csvio.BlockParser, "_parse_arrow", no_arrow)
+    for src in (path, crlf):
+        chunks = list(CsvReader(src, "eval", chunk_bytes=20_000))
+        np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
+        assert [s for c in chunks for s in c.ids.to_pylist()] == ids
+    for src in (train, moved):
+        pixels, got = read_train_csv(src)
+        np.testing.assert_array_equal(pixels, rng_pixels)
+        np.testing.assert_array_equal(got, labels)

@@ -356,3 +356,100 @@ def test_reference_agrees_with_hand_checked_lines() -> None:
     assert reference(f'{head}\n"q,{row}\n'.encode(), "eval") == Bad(2, None)
     assert reference(f"{head}\n\nq,{row},0\n".encode(), "eval") == Bad(3, None)
     assert reference(f"{head}\nq,{row[:-1]}256\n".encode(), "eval") == Bad(2, "pix1024")
+
+
+# ------------------------------------------------- the fast path against the pyarrow path
+
+
+def check_fast_path(case: Case) -> None:
+    """`_fast_block` either declines a block or returns exactly what the pyarrow path returns
+    (which then must not refuse the block)."""
+    head, newline, body = case.data.partition(b"\n")
+    try:
+        header = csvio.parse_header_line(head, case.kind, "f.csv", bool(newline))  # type: ignore[arg-type]
+    except DataError:
+        return
+    parser = csvio.BlockParser(header, case.kind, "f.csv")  # type: ignore[arg-type]
+    layout = csvio._fast_layout(header, case.kind)  # type: ignore[arg-type]
+    if layout is None or not body:
+        event("fast path: never applies (ID not first, or no rows)")
+        return
+    with mock.patch.object(csvio, "MAX_LINE_BYTES", LIMIT):
+        fast = csvio._fast_block(body, layout, 2)
+        if fast is None:
+            event("fast path: declined")
+            return
+        event("fast path: taken")
+        slow = parser._parse_arrow(body, 2)  # a DataError here fails the test
+    np.testing.assert_array_equal(fast.pixels, slow.pixels)
+    assert fast.pixels.dtype == np.uint8 and fast.first_line == slow.first_line
+    if case.kind == "eval":
+        assert fast.ids is not None and slow.ids is not None
+        assert fast.ids.type == slow.ids.type and fast.ids.to_pylist() == slow.ids.to_pylist()
+    else:
+        assert fast.labels is not None and slow.labels is not None
+        assert fast.labels.dtype == slow.labels.dtype
+        np.testing.assert_array_equal(fast.labels, slow.labels)
+
+
+# Edits at the fast path's edges: each keeps a block almost plain, so that most examples
+# reach the numpy path and the rest are declined for one reason.
+EDGE_CELLS = [
+    *["0", "00", "000", "255", "256", "999", "0000", "0255", "1000", "9", "10", ""],
+    *[" 5", "5 ", "\t5", '"5"', "0x5", "+5", "-5", "5.0", "5\r", "٥", "5\x00"],
+]
+EDGE_IDS = [
+    *["1234567", "img_00001", "é€", "a b", "\t", "", 'a"b', '"a"', "\ufeff1", "x\r"],
+    *["a\x00", "0x1f"],
+]
+EDGE_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\r", b"\r\n", b"\n", b"\n\n", b",", b",,"]
+
+
+@st.composite
+def plain_cases(draw: st.DrawFn) -> Case:
+    """Files of plain digit cells (the fast path's shape) with up to two edge edits."""
+    kind = draw(st.sampled_from(["eval", "train"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    columns = list(COLUMNS[kind])
+    if kind == "train" or draw(st.booleans()):  # ID stays first: the fast path's layout
+        lo = 0 if kind == "train" else 1
+        for _ in range(draw(st.integers(0, 2))):
+            i, j = draw(st.integers(lo, 1024)), draw(st.integers(lo, 1024))
+            columns[i], columns[j] = columns[j], columns[i]
+    table = []
+    for r in range(draw(st.integers(1, 4))):
+        values = {c: str(v) for c, v in zip(PIXELS, rng.integers(0, 256, 1024))}
+        values["label"], values["ID"] = str(rng.integers(0, 10)), str(r * 7919)
+        table.append([values[c] for c in columns])
+    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 2]))):
+        r, c = draw(st.integers(0, len(table) - 1)), draw(st.integers(0, 1024))
+        pool = EDGE_IDS if columns[c] == "ID" else EDGE_CELLS
+        table[r][c] = draw(st.sampled_from(pool))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    data = (newline.join([",".join(columns)] + [",".join(row) for row in table])).encode()
+    data += draw(st.sampled_from([newline.encode(), b""]))
+    if draw(st.integers(0, 3)) == 0:  # a byte-level edit in the rows
+        start = len(",".join(columns))
+        at = draw(st.integers(start, len(data)))
+        data = data[:at] + draw(st.sampled_from(EDGE_BYTES)) + data[at:]
+    return Case(data, kind, 1 << 20, "no", 0, False)
+
+
+@settings(max_examples=300, derandomize=True, **COMMON)
+@given(case=st.one_of(cases(), plain_cases()))
+def test_fast_path_matches_pyarrow_path(case: Case) -> None:
+    check_fast_path(case)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=5000, **COMMON)
+@given(case=st.one_of(cases(), plain_cases()))
+def test_fast_path_matches_pyarrow_path_fuzz(case: Case) -> None:
+    check_fast_path(case)
+
+
+@settings(max_examples=150, derandomize=True, **COMMON)
+@given(case=plain_cases())
+def test_reader_matches_reference_on_plain_files(case: Case, workdir: Path) -> None:
+    """The whole reader on the fast path's shapes and edges, against the reference."""
+    check(case, workdir)
