@@ -58,6 +58,13 @@ def _ints(text: str) -> tuple[int, ...]:
 )
 @click.option("--no-e2e", is_flag=True, help="Skip the end-to-end comparison.")
 @click.option(
+    "--ingest-rows",
+    default=None,
+    help="Rows of the ingest section's files, e.g. 20000,200000 (parsers on the largest, "
+    "the near-free ceiling and its peak RSS on each); 0 skips it. Default: 20000,200000 "
+    "(--quick: 1000,3000).",
+)
+@click.option(
     "--data",
     type=click.Path(path_type=Path),
     default=None,
@@ -83,6 +90,7 @@ def main(
     threads: int | None,
     workdir: Path,
     no_e2e: bool,
+    ingest_rows: str | None,
     data: Path | None,
     json_path: Path | None,
     quick: bool,
@@ -100,6 +108,8 @@ def main(
         "e2e": not no_e2e,
         "data": data,
     }
+    if ingest_rows is not None:
+        settings["ingest_rows"] = () if ingest_rows.strip() == "0" else _ints(ingest_rows)
     if rows is not None:
         settings["rows"] = rows
     if seconds is not None:

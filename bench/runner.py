@@ -44,8 +44,9 @@ from .core import (
     peak_rss_mb,
     time_calls,
 )
-from .e2e import fcls_pipeline, notebook_pipeline
+from .e2e import fcls_pipeline, notebook_pipeline, script_pipeline
 from .errors import AgreementError, BenchError
+from .ingest import PARSERS, labels_digest, near_free_model, parse_with, parser_missing
 
 Log = Callable[[str], None]
 
@@ -72,11 +73,13 @@ class BenchConfig:
     threads: int | None = None
     e2e: bool = True
     data: Path | None = None  # CSV whose images the checks and the e2e file are drawn from
+    # ingest section: parsers on the larger file, the ceiling on both (peak RSS growth); () skips
+    ingest_rows: tuple[int, ...] = (20_000, 200_000)
 
     @classmethod
     def quick(cls, **kw: Any) -> BenchConfig:
         """Settings that finish in under a minute once the models are built."""
-        return cls(**{"rows": 3_000, "seconds": 0.25, **kw})
+        return cls(**{"rows": 3_000, "seconds": 0.25, "ingest_rows": (1_000, 3_000), **kw})
 
 
 def _backend(name: str, path: Path, threads: int | None) -> Any:
@@ -221,7 +224,9 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "peers": peer_ratios(rows),
     }
     if config.e2e:
-        report["e2e"] = _end_to_end(config, models, images, log)
+        report["e2e"] = _end_to_end(config, models, images, log, rows)
+    if config.ingest_rows:
+        report["ingest"] = _ingest(config, images, log)
     report["wall_seconds"] = time.perf_counter() - t0
     return report
 
@@ -232,11 +237,20 @@ def _isolated(fn: Callable[..., Any], *args: Any) -> Any:
         return workers.submit(fn, *args).result()
 
 
+E2E_BATCH = 64  # fcls-infer's default --batch-size: the model-only row it is compared with
+
+
 def _end_to_end(
-    config: BenchConfig, models: Models, pool: np.ndarray, log: Log
+    config: BenchConfig,
+    models: Models,
+    pool: np.ndarray,
+    log: Log,
+    model_rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The notebook's pipeline (when there is a checkpoint) against fcls-infer fp32 and int8 on
-    one generated CSV; labels checked against the first pipeline run."""
+    """The notebook's pipeline (when there is a checkpoint), fcls-infer and the polars +
+    onnxruntime script, fp32 and int8, on one generated CSV; labels checked against the first
+    run. Ratios: fcls over the script of the same precision, and end to end over the same
+    model alone at fcls-infer's batch size (from this run's table)."""
     tag = "digits" if config.data is None else config.data.stem
     src = eval_csv(config.workdir, config.rows, pool, tag)
     out = config.workdir / "out"
@@ -245,14 +259,23 @@ def _end_to_end(
     runs = []
     if models.checkpoint is not None:
         runs.append(_isolated(notebook_pipeline, src, out / "notebook.csv", models.checkpoint))
-    for name, variant in (("fcls-infer fp32", "ort"), ("fcls-infer int8", "ort-int8")):
-        if variant in models.onnx:
-            dst = out / f"{variant}.csv"
-            runs.append(
-                _isolated(fcls_pipeline, name, src, dst, models.onnx[variant], config.threads)
-            )
+    script = parser_missing("polars") is None
+    for precision, variant in (("fp32", "ort"), ("int8", "ort-int8")):
+        if variant not in models.onnx:
+            continue
+        model = models.onnx[variant]
+        name = f"fcls-infer {precision}"
+        runs.append(
+            _isolated(fcls_pipeline, name, src, out / f"{variant}.csv", model, config.threads)
+        )
+        if script:
+            name = f"polars+ort script {precision}"
+            dst = out / f"script-{variant}.csv"
+            runs.append(_isolated(script_pipeline, name, src, dst, model, config.threads))
     base = runs[0]
     notebook = models.checkpoint is not None
+    alone = {(r["backend"], r["batch"]): r["throughput"] for r in model_rows}
+    speed = {run.name: run.rows_per_s for run in runs}
     results = []
     for run in runs:
         agreement = float((run.labels == base.labels).mean())
@@ -263,6 +286,10 @@ def _end_to_end(
                 f"{run.rows} rows (if these images are foreign to the model, draw them from its "
                 "data: --data)"
             )
+        precision = run.name.rsplit(" ", 1)[-1]
+        fcls = run.name.startswith("fcls-infer")
+        model_only = alone.get(("ort-int8" if precision == "int8" else "ort", E2E_BATCH))
+        script_speed = speed.get(f"polars+ort script {precision}")
         results.append(
             {
                 "pipeline": run.name,
@@ -270,10 +297,75 @@ def _end_to_end(
                 "seconds": run.seconds,
                 "rows_per_s": run.rows_per_s,
                 "vs_notebook": run.rows_per_s / base.rows_per_s if notebook else None,
+                "vs_script": run.rows_per_s / script_speed if fcls and script_speed else None,
+                "vs_model_only": run.rows_per_s / model_only if fcls and model_only else None,
                 "agreement": agreement,
+                "peak_rss_mb": run.peak_rss_mb,
             }
         )
     return results
+
+
+def _ingest(config: BenchConfig, pool: np.ndarray, log: Log) -> dict[str, Any]:
+    """Parsers side by side on the largest file (pixels checked against fcls's), then
+    fcls-infer with a near-free model on every size: the ingest ceiling and its peak RSS."""
+    tag = "digits" if config.data is None else config.data.stem
+    sizes = sorted(config.ingest_rows)
+    files = {n: eval_csv(config.workdir, n, pool, tag) for n in sizes}
+    big = files[sizes[-1]]
+    log(f"  ingest: parsers on {sizes[-1]} rows ({big})")
+    notes, parsed = [], []
+    for parser in PARSERS:
+        missing = parser_missing(parser)
+        if missing:
+            notes.append(missing)
+            continue
+        parsed.append(_isolated(parse_with, parser, big))
+        log(f"    {parser:13s} {parsed[-1].rows_per_s:9.0f} rows/s")
+    reference = parsed[0]  # fcls
+    for p in parsed[1:]:
+        if (p.rows, p.digest) != (reference.rows, reference.digest):
+            raise AgreementError(f"{p.parser}: pixels of {big} differ from the fcls reader's")
+    model = near_free_model(config.workdir / "near_free.onnx")
+    out = config.workdir / "out"
+    out.mkdir(exist_ok=True)
+    ceiling = []
+    for n, src in files.items():
+        expected = reference if src == big else _isolated(parse_with, "fcls", src)
+        run = _isolated(
+            fcls_pipeline, "fcls-infer near-free", src, out / "near_free.csv", model, config.threads
+        )
+        if labels_digest(run.labels) != expected.near_free_digest:
+            raise AgreementError(f"fcls-infer near-free model: wrong labels on {src}")
+        ceiling.append(
+            {
+                "rows": n,
+                "seconds": run.seconds,
+                "rows_per_s": run.rows_per_s,
+                "peak_rss_mb": run.peak_rss_mb,
+            }
+        )
+        log(f"    fcls-infer near-free model, {n} rows: {run.rows_per_s:9.0f} rows/s")
+    polars = [p.rows_per_s for p in parsed if p.parser.startswith("polars")]
+    return {
+        "file": str(big),
+        "rows": sizes[-1],
+        "parse": [
+            {
+                "parser": p.parser,
+                "rows": p.rows,
+                "seconds": p.seconds,
+                "rows_per_s": p.rows_per_s,
+                "vs_fcls": p.rows_per_s / reference.rows_per_s,
+                "peak_rss_mb": p.peak_rss_mb,
+            }
+            for p in parsed
+        ],
+        "ceiling": ceiling,
+        "ceiling_vs_best_polars": ceiling[-1]["rows_per_s"] / max(polars) if polars else None,
+        "rss_growth": ceiling[-1]["peak_rss_mb"] / ceiling[0]["peak_rss_mb"],
+        "notes": notes,
+    }
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -340,13 +432,42 @@ def format_report(report: dict[str, Any]) -> str:
     if "e2e" in report:
         lines += [
             "",
-            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'rows/s':>8s} {'x notebook':>10s} {'agree':>6s}",
+            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'rows/s':>8s} {'x notebook':>10s} "
+            f"{'x script':>8s} {'/model':>6s} {'agree':>6s} {'peak MB':>7s}",
         ]
         for e in report["e2e"]:
             lines.append(
                 f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} {e['rows_per_s']:8.0f} "
-                f"{_fmt(e['vs_notebook'], '10.2f')} {e['agreement']:6.3f}"
+                f"{_fmt(e['vs_notebook'], '10.2f')} {_fmt(e.get('vs_script'), '8.2f')} "
+                f"{_fmt(e.get('vs_model_only'), '6.2f')} {e['agreement']:6.3f} "
+                f"{e.get('peak_rss_mb', 0):7.0f}"
             )
+        lines.append(
+            f"(x script: fcls-infer / the polars + onnxruntime script, same precision; /model: "
+            f"end to end / the same model alone at batch {E2E_BATCH}, from the table above)"
+        )
+    if "ingest" in report:
+        g = report["ingest"]
+        lines += [
+            "",
+            f"ingest: parse to a (n, 1024) uint8 matrix, {g['rows']} rows ({g['file']})",
+            f"{'parser':28s} {'rows/s':>9s} {'x fcls':>7s} {'peak MB':>7s}",
+        ]
+        for p in g["parse"]:
+            lines.append(
+                f"{p['parser']:28s} {p['rows_per_s']:9.0f} {p['vs_fcls']:7.2f} {p['peak_rss_mb']:7.0f}"
+            )
+        for c in g["ceiling"]:
+            lines.append(
+                f"{'fcls-infer, near-free model':28s} {c['rows_per_s']:9.0f} {'':7s} "
+                f"{c['peak_rss_mb']:7.0f}  ({c['rows']} rows, end to end)"
+            )
+        lines.append(
+            f"ceiling / best polars: {_fmt(g['ceiling_vs_best_polars'], '.2f')} | fcls-infer "
+            f"peak RSS {g['ceiling'][-1]['rows']} / {g['ceiling'][0]['rows']} rows: "
+            f"{g['rss_growth']:.2f}x"
+        )
+        lines += g["notes"]
     lines.append(f"\n(wall {report['wall_seconds']:.0f}s)")
     return "\n".join(lines)
 

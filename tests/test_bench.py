@@ -16,6 +16,7 @@ from fcls.bench.backends import PEERS_HINT, openvino_missing, peer_models
 from fcls.bench.cli import main
 from fcls.bench.core import Timing, gemm_kernels
 from fcls.bench.errors import AgreementError, BenchError
+from fcls.bench.ingest import PARSERS
 from fcls.bench.runner import BenchConfig, format_gemm, peer_ratios, plan_backends, run_bench
 
 SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05"]
@@ -37,11 +38,12 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     args = [
         "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
         "--backends", "ort", "--batch-sizes", "1,8", "--seconds", "0.05", "--rows", "200",
-        "--workdir", str(tmp_path / "work"), "--json", str(out),
+        "--workdir", str(tmp_path / "work"), "--json", str(out), "--ingest-rows", "60,150",
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert "ceiling: fp32 matmul" in result.output and "notebook (pandas + torch)" in result.output
+    assert "ceiling / best polars" in result.output
     report = json.loads(out.read_text())
     assert [(r["backend"], r["batch"]) for r in report["rows"]] == [
         ("torch", 1), ("torch", 8), ("ort", 1), ("ort", 8)
@@ -50,8 +52,16 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     assert [e["pipeline"] for e in report["e2e"]] == [
         "notebook (pandas + torch)",
         "fcls-infer fp32",
+        "polars+ort script fp32",
     ]
-    assert report["e2e"][1]["agreement"] == 1.0 and report["e2e"][1]["rows"] == 200
+    fcls_row, script_row = report["e2e"][1:]
+    assert fcls_row["agreement"] == script_row["agreement"] == 1.0 and fcls_row["rows"] == 200
+    assert fcls_row["vs_script"] == pytest.approx(fcls_row["rows_per_s"] / script_row["rows_per_s"])
+    assert fcls_row["vs_model_only"] is None  # batch 64 was not in this run's table
+    ingest = report["ingest"]
+    assert [p["parser"] for p in ingest["parse"]] == list(PARSERS)  # all agree on the pixels
+    assert [c["rows"] for c in ingest["ceiling"]] == [60, 150]
+    assert all(c["peak_rss_mb"] > 0 for c in ingest["ceiling"]) and ingest["rss_growth"] > 0
 
 
 def test_wrong_backend_is_caught(monkeypatch, tmp_path: Path, exported: Path, trained: Path):
