@@ -377,23 +377,30 @@ def _fast_block(buf: bytes, layout: _Layout, line: int) -> Chunk | None:
         return None  # an overlong line, an empty field or an empty line
     d = a - np.uint8(48)  # digits become 0..9, every other byte >= 10
     digit = d < 10
-    id_end = ends[:, 0] if layout.id_first else starts  # the ID is bytes starts..id_end
-    # Bytes that are not digits or separators, and runs of 4+ digits, may only be in IDs.
-    for pos, width in (
-        (np.flatnonzero(~(digit | sep)), 1),
-        (np.flatnonzero(digit[3:] & digit[2:-1] & digit[1:-2] & digit[:-3]), 4),
-    ):
-        if pos.size:
-            row = np.searchsorted(starts, pos, "right") - 1
-            if (pos + width > id_end[row]).any():
-                return None
+    # Bytes that are neither digits nor separators, and the 4th digit of a run, may only be
+    # in IDs: one search finds both.
+    odd = ~(digit | sep)
+    odd[3:] |= digit[3:] & digit[2:-1] & digit[1:-2] & digit[:-3]
+    pos = np.flatnonzero(odd)
+    if pos.size:
+        if not layout.id_first:
+            return None
+        row = np.searchsorted(starts, pos, "right") - 1
+        if (pos >= ends[row, 0]).any():  # past the row's ID
+            return None
     dz = d * digit  # (bytes,) uint8, 0 on separators
-    value = np.zeros(a.size, np.uint16)  # value[e]: the number whose last digit is at e - 1
-    np.multiply(dz[1:-2], 10, out=value[3:], dtype=np.uint16)
-    value[3:] += dz[2:-1]
-    value[3:] += (dz[:-3] * digit[1:-2]) * np.uint16(100)  # a hundreds digit needs a tens digit
-    value[1], value[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
-    fields = value[ends]  # (n, 1025) uint16
+    # At a field's end e: tens and ones (<= 99) and the hundreds digit, which counts only
+    # when a tens digit sits between (else dz[e - 3] belongs to the previous field).
+    low = np.empty(a.size, np.uint8)
+    np.multiply(dz[1:-2], 10, out=low[3:])
+    low[3:] += dz[2:-1]
+    low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
+    high = np.empty(a.size, np.uint8)
+    np.multiply(dz[:-3], digit[1:-2], out=high[3:])
+    high[:3] = 0
+    fields = high[ends].astype(np.uint16)  # (n, 1025) uint16
+    fields *= 100
+    fields += low[ends]
     pixels = fields[:, layout.pixels]
     if pixels.max(initial=0) > 255:
         return None
@@ -403,7 +410,7 @@ def _fast_block(buf: bytes, layout: _Layout, line: int) -> Chunk | None:
         if labels.max(initial=0) >= N_CLASSES:
             return None
     if layout.id_first:
-        ids = _gather_ids(a, starts, id_end)
+        ids = _gather_ids(a, starts, ends[:, 0])
         if ids is None:
             return None
     return Chunk(pixels=pixels.astype(np.uint8), ids=ids, labels=labels, first_line=line)

@@ -410,3 +410,24 @@ def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monke
         pixels, got = read_train_csv(src)
         np.testing.assert_array_equal(pixels, rng_pixels)
         np.testing.assert_array_equal(got, labels)
+
+
+@pytest.mark.slow
+def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatch):
+    """The real Fashion-MNIST files (evaluate whole, train's first 10,000 rows): the numpy
+    path's arrays are the pyarrow path's."""
+    from fcls.infer import csvio
+
+    for name, kind, rows in (("evaluate.csv.gz", "eval", None), ("train.csv.gz", "train", 10_000)):
+        fast = list(CsvReader(shared_data / name, kind, limit=rows))
+        with monkeypatch.context() as m:
+            m.setattr(csvio, "_fast_layout", lambda header, kind: None)
+            slow = list(CsvReader(shared_data / name, kind, limit=rows))
+        assert [len(c) for c in fast] == [len(c) for c in slow]
+        for a, b in zip(fast, slow):
+            np.testing.assert_array_equal(a.pixels, b.pixels)
+            assert a.first_line == b.first_line
+            if kind == "eval":
+                assert a.ids.equals(b.ids)
+            else:
+                np.testing.assert_array_equal(a.labels, b.labels)
