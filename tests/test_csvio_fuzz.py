@@ -375,7 +375,7 @@ def check_fast_path(case: Case) -> None:
         event("fast path: never applies (ID not first, or no rows)")
         return
     with mock.patch.object(csvio, "MAX_LINE_BYTES", LIMIT):
-        fast = csvio._fast_block(body, layout, 2)
+        fast = csvio._fast_block(body, layout, 2, csvio._Scratch())
         if fast is None:
             event("fast path: declined")
             return
