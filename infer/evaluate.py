@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from .csvio import N_CLASSES, CsvReader, read_header, source_name
-from .errors import DataError, ModelError, OutputError
+from .errors import ConfigError, DataError, ModelError, OutputError
 from .files import OutputSet, fcls_version, file_sha256, output_errors
 from .predictor import Predictor
 
@@ -249,13 +249,15 @@ def _prepare_out(out: Path) -> bool:
 def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
     """Score a labelled file with every model of `config` and write report.json (+ PNGs).
 
-    Raises DataError (unreadable or unlabelled data, no rows), ModelError (missing or
-    unloadable model, a class count other than 10, class names that differ between models),
-    ProviderError and OutputError. Nothing is written unless the whole evaluation succeeds.
+    Raises DataError (unreadable or unlabelled data, no rows), ConfigError (batch size < 1),
+    ModelError (missing or unloadable model, a class count other than 10, class names that
+    differ between models), ProviderError and OutputError. Nothing is written unless the whole evaluation succeeds.
     """
     say = log or (lambda _: None)
     if not config.models:
         raise ModelError("no model given (-m/--model model.onnx)")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size {config.batch_size}: must be at least 1")
     t0 = time.perf_counter()
     predictors = [Predictor(m, config.provider, config.threads) for m in config.models]
     class_names = _check_models(predictors)

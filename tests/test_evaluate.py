@@ -22,7 +22,7 @@ from sklearn.metrics import (
 )
 
 from fcls.infer import Predictor
-from fcls.infer.errors import DataError, ModelError, OutputError
+from fcls.infer.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.eval_cli import main
 from fcls.infer.evaluate import (
     PNG_HINT,
@@ -362,11 +362,14 @@ def test_output_that_is_a_file(tmp_path: Path, data, models):
 def test_library_errors_are_typed(tmp_path: Path, data, rows):
     with pytest.raises(ModelError, match="no model given"):
         evaluate(EvalConfig(data=data, models=(), out=tmp_path / "o"))
+    tiny = select_model(tmp_path / "m.onnx", 0)
+    with pytest.raises(ConfigError, match="--batch-size 0: must be at least 1"):
+        evaluate(EvalConfig(data=data, models=(tiny,), out=tmp_path / "o", batch_size=0))
     with pytest.raises(DataError, match="no such file"):
         evaluate(
             EvalConfig(
                 data=tmp_path / "gone.csv",
-                models=(select_model(tmp_path / "m.onnx", 0),),
+                models=(tiny,),
                 out=tmp_path / "o",
             )
         )
