@@ -9,7 +9,7 @@ import click
 from fcls.infer.errors import FclsError
 from fcls.infer.extras import require
 
-from .config import TrainConfig
+from .config import TrainConfig, parse_class_names
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,6 +71,13 @@ from .config import TrainConfig
     is_flag=True,
     help="Also write the held-out test split as OUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
 )
+@click.option(
+    "--class-names",
+    metavar="A,B,...|@FILE",
+    default=None,
+    help="The 10 class names, comma-separated or one per line in FILE. "
+    "Default: Fashion-MNIST's for --data, 0..9 for the digits.",
+)
 def main(
     data: Path | None,
     out: Path,
@@ -84,8 +91,15 @@ def main(
     no_shuffle: bool,
     restart: bool,
     write_test_csv: bool,
+    class_names: str | None,
 ) -> None:
     """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
+    try:
+        names = None if class_names is None else parse_class_names(class_names)
+    except FclsError as e:
+        raise click.BadParameter(
+            str(e).removeprefix("--class-names: "), param_hint="--class-names"
+        ) from None
     config = TrainConfig(
         out=out,
         data=data,
@@ -99,6 +113,7 @@ def main(
         amp=amp,
         restart=restart,
         write_test_csv=write_test_csv,
+        class_names=names,
     )
     if data is None:
         click.echo(

@@ -234,6 +234,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         log(f"{config.out}: resuming after {resumed_from}")
 
     pixels, labels, class_names, source = fdata.load_dataset(config.data, config.limit)
+    class_names = config.class_names or class_names  # --class-names, else the data's default
     parts = fdata.split(pixels, labels, seed=config.split_seed)
     for warning in fdata.check_split(parts, source):
         log(warning)

@@ -1,0 +1,393 @@
+"""Labelled evaluation of exported models: a train-format file through one or more ONNX models.
+
+The file (`pix1..pix1024,label`) is streamed once in chunks; every batch goes through each model
+in turn, so all models see the same rows in the same batches. Per model only its (classes x
+classes) confusion matrix is kept, and per pair of models an agreement tally (a label-vs-label
+matrix and the disagreements by true class): memory does not grow with the file.
+
+Metrics are derived from the confusion matrix with scikit-learn's definitions and its
+`zero_division=0` convention: the precision of a class never predicted, the recall of a class
+absent from the data, and the F1 of a class that is neither are 0 (not NaN), and they count as 0
+in the macro average. Torch-free and sklearn-free: this is the deployment half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .csvio import N_CLASSES, CsvReader, read_header, source_name
+from .errors import ConfigError, DataError, ModelError, OutputError
+from .files import OutputSet, fcls_version, file_sha256, output_errors
+from .predictor import Predictor
+
+Log = Callable[[str], None]
+REPORT = "report.json"
+PNG_HINT = (
+    "matplotlib is not installed: wrote report.json only; "
+    'pip install matplotlib (or "fcls[train]") adds a confusion-matrix PNG per model'
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What `evaluate` scores and where it writes; built at the CLI edge."""
+
+    data: str | Path  # train-format CSV (pix1..pix1024,label), .gz, or '-' for stdin
+    models: tuple[Path, ...]
+    out: Path = Path("eval-report")  # directory for report.json and the PNGs
+    provider: str = "auto"
+    batch_size: int = 64
+    threads: int | None = None
+    png: bool = True  # confusion-matrix PNGs when matplotlib is importable
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Scikit-learn's classification metrics, computed from one confusion matrix."""
+
+    confusion: np.ndarray  # (k, k) int64: rows true class, columns predicted class
+    precision: np.ndarray  # (k,) float64
+    recall: np.ndarray
+    f1: np.ndarray
+    support: np.ndarray  # (k,) int64 rows per true class
+
+    @property
+    def rows(self) -> int:
+        """Rows counted."""
+        return int(self.confusion.sum())
+
+    @property
+    def accuracy(self) -> float:
+        """Fraction of rows whose predicted label is the true one."""
+        return float(np.trace(self.confusion) / self.rows) if self.rows else 0.0
+
+    def average(self, how: str) -> dict[str, float]:
+        """'macro' (every class weighs the same) or 'weighted' (by support) P/R/F1."""
+        weights = np.ones(len(self.support)) if how == "macro" else self.support.astype(float)
+        total = weights.sum()
+        return {
+            name: float((values * weights).sum() / total) if total else 0.0
+            for name, values in (
+                ("precision", self.precision),
+                ("recall", self.recall),
+                ("f1", self.f1),
+            )
+        }
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
+    out = np.zeros(len(num), dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def metrics_from_confusion(confusion: np.ndarray) -> Metrics:
+    """Per-class precision, recall, F1 and support from a (k, k) confusion matrix."""
+    cm = np.asarray(confusion, dtype=np.int64)
+    tp = np.diag(cm)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    # F1 as 2tp / (2tp + fp + fn), which is 0/0 only when the class is neither true nor predicted
+    return Metrics(
+        confusion=cm,
+        precision=_ratio(tp, predicted),
+        recall=_ratio(tp, support),
+        f1=_ratio(2 * tp, support + predicted),
+        support=support,
+    )
+
+
+def label_matrix(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) int64 counts of (a[i], b[i]) pairs: a confusion matrix with a as rows."""
+    return np.bincount(a * k + b, minlength=k * k).reshape(k, k)
+
+
+@dataclass
+class Pair:
+    """Agreement of two models on the same rows, in constant memory."""
+
+    a: int  # index of the first model
+    b: int
+    k: int
+    labels: np.ndarray = field(init=False)  # (k, k) int64: rows model a's label, columns b's
+    disagree_by_true: np.ndarray = field(init=False)  # (k,) int64
+
+    def __post_init__(self) -> None:
+        self.labels = np.zeros((self.k, self.k), np.int64)
+        self.disagree_by_true = np.zeros(self.k, np.int64)
+
+    def add(self, y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray) -> None:
+        """Count one batch."""
+        self.labels += label_matrix(pred_a, pred_b, self.k)
+        self.disagree_by_true += np.bincount(y_true[pred_a != pred_b], minlength=self.k)
+
+    @property
+    def same(self) -> int:
+        """Rows where both models gave the same label."""
+        return int(np.trace(self.labels))
+
+
+def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(n, 1024) uint8 pixels and (n,) int64 labels of a train-format file, chunk by chunk.
+
+    The one place this module reads data (a reader for other formats plugs in here). An
+    eval-format file (ID, no label) is refused with a message that says which command takes it.
+    """
+    try:
+        for chunk in CsvReader(src, "train"):
+            assert chunk.labels is not None  # train files always carry labels
+            yield chunk.pixels, chunk.labels
+    except DataError as e:
+        if e.line == 1 and str(src) != "-" and _is_unlabelled(src):
+            raise DataError(
+                e.source,
+                "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
+                "(pix1..pix1024,label); fcls-infer scores unlabelled files",
+                1,
+            ) from None
+        raise
+
+
+def _is_unlabelled(src: str | Path) -> bool:
+    try:
+        read_header(src, "eval")
+    except DataError:
+        return False
+    return True
+
+
+def _check_models(predictors: list[Predictor]) -> list[str]:
+    """The class names all models share; refuse models that cannot be compared on these labels."""
+    first = predictors[0]
+    for p in predictors:
+        names = p.class_names
+        if len(names) != N_CLASSES:
+            raise ModelError(
+                f"{p.path}: the model has {len(names)} classes, the labels of a train-format "
+                f"file are 0..{N_CLASSES - 1} ({N_CLASSES} classes)"
+            )
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ModelError(f"{p.path}: class names repeat ({', '.join(map(repr, dup))})")
+        if names != first.class_names:
+            diff = next(i for i, (x, y) in enumerate(zip(first.class_names, names)) if x != y)
+            raise ModelError(
+                f"{p.path}: class {diff} is {names[diff]!r}, but {first.path} calls it "
+                f"{first.class_names[diff]!r}; models with different class names are not "
+                "compared (the report would give one index two names)"
+            )
+    return list(first.class_names)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """What one `evaluate` call measured and wrote."""
+
+    report: dict[str, Any]
+    outputs: list[Path]
+
+    @property
+    def report_path(self) -> Path:
+        """Where report.json went."""
+        return self.outputs[0]
+
+    def line(self) -> str:
+        """The one-line summary the CLI prints."""
+        r = self.report
+        names = _short_names([m["path"] for m in r["models"]])
+        parts = [f"{r['rows']} rows"]
+        parts += [f"{n} accuracy {m['accuracy']:.4f}" for n, m in zip(names, r["models"])]
+        for pair in r["agreement"]:
+            a, b = (names[i] for i in pair["models_index"])
+            parts.append(f"agreement {a} ~ {b} {pair['agreement']:.4f}")
+        parts.append(f"{r['seconds']:.2f}s -> {self.report_path}")
+        return " | ".join(parts)
+
+
+def _short_names(paths: list[str]) -> list[str]:
+    """File names, or the paths when two models share a file name."""
+    names = [Path(p).name for p in paths]
+    return names if len(set(names)) == len(names) else paths
+
+
+def _png_names(paths: list[str]) -> list[str]:
+    """confusion_<model>.png per model, numbered when two models share a file name."""
+    stems = [Path(p).name.removesuffix(".onnx") for p in paths]
+    if len(set(stems)) == len(stems):
+        return [f"confusion_{s}.png" for s in stems]
+    return [f"confusion_{i + 1}_{s}.png" for i, s in enumerate(stems)]
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _prepare_out(out: Path) -> bool:
+    """Create the report directory if needed; return whether it was created here."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory (-o names the report directory)")
+    if out.is_dir():
+        return False
+    with output_errors(out, "cannot create the report directory"):
+        out.mkdir(parents=True)
+    return True
+
+
+def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
+    """Score a labelled file with every model of `config` and write report.json (+ PNGs).
+
+    Raises DataError (unreadable or unlabelled data, no rows), ConfigError (batch size < 1),
+    ModelError (missing or unloadable model, a class count other than 10, class names that
+    differ between models), ProviderError and OutputError. Nothing is written unless the whole evaluation succeeds.
+    """
+    say = log or (lambda _: None)
+    if not config.models:
+        raise ModelError("no model given (-m/--model model.onnx)")
+    if config.batch_size < 1:
+        raise ConfigError(f"--batch-size {config.batch_size}: must be at least 1")
+    t0 = time.perf_counter()
+    predictors = [Predictor(m, config.provider, config.threads) for m in config.models]
+    class_names = _check_models(predictors)
+    png = config.png and _has_matplotlib()
+    if config.png and not png:
+        say(PNG_HINT)
+    created = _prepare_out(config.out)
+    report_path = config.out / REPORT
+    dests = [report_path]
+    try:
+        with OutputSet() as outputs:
+            outputs.stage(report_path)  # proves the directory writable before any work
+            report = _score(config, predictors, class_names, t0)
+            if png:
+                paths = [m["path"] for m in report["models"]]
+                for model, name in zip(report["models"], _png_names(paths)):
+                    dest = config.out / name
+                    _confusion_png(model, report["rows"], class_names, outputs.stage(dest), dest)
+                    model["confusion_png"] = name
+                    dests.append(dest)
+            with output_errors(report_path):
+                outputs.temp(report_path).write_text(json.dumps(report, indent=2) + "\n")
+            outputs.commit_all()
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                config.out.rmdir()  # only if still empty: never a directory holding a half report
+        raise
+    return EvalResult(report=report, outputs=dests)
+
+
+def _score(
+    config: EvalConfig, predictors: list[Predictor], class_names: list[str], t0: float
+) -> dict[str, Any]:
+    """Stream the data through every model; the report as plain types."""
+    k = len(class_names)
+    confusion = [np.zeros((k, k), np.int64) for _ in predictors]
+    pairs = [Pair(a, b, k) for a, b in itertools.combinations(range(len(predictors)), 2)]
+    model_seconds = [0.0] * len(predictors)
+    for pixels, labels in read_labelled(config.data):  # (n, 1024) uint8, (n,) int64
+        for start in range(0, len(labels), config.batch_size):
+            batch = pixels[start : start + config.batch_size]
+            y = labels[start : start + config.batch_size]
+            preds = []
+            for i, p in enumerate(predictors):
+                t = time.perf_counter()
+                preds.append(p.predict(batch))
+                model_seconds[i] += time.perf_counter() - t
+                confusion[i] += label_matrix(y, preds[i], k)
+            for pair in pairs:
+                pair.add(y, preds[pair.a], preds[pair.b])
+    rows = int(confusion[0].sum())
+    name = source_name(config.data)
+    if rows == 0:
+        raise DataError(name, "no data rows after the header", 2)
+    models = [
+        _model_report(p, metrics_from_confusion(cm), class_names, s)
+        for p, cm, s in zip(predictors, confusion, model_seconds)
+    ]
+    agreement = [
+        {
+            "models": [str(predictors[pair.a].path), str(predictors[pair.b].path)],
+            "models_index": [pair.a, pair.b],
+            "agreement": pair.same / rows,
+            "same_label_rows": pair.same,
+            "different_label_rows": rows - pair.same,
+            "disagreements_by_true_class": dict(zip(class_names, pair.disagree_by_true.tolist())),
+            "label_matrix": pair.labels.tolist(),
+        }
+        for pair in pairs
+    ]
+    return {
+        "fcls_version": fcls_version(),
+        "data": name,
+        "rows": rows,
+        "seconds": time.perf_counter() - t0,
+        "batch_size": config.batch_size,
+        "class_names": class_names,
+        "zero_division": 0,
+        "models": models,
+        "agreement": agreement,
+    }
+
+
+def _model_report(
+    p: Predictor, m: Metrics, class_names: list[str], seconds: float
+) -> dict[str, Any]:
+    meta = p.session.get_modelmeta().custom_metadata_map
+    per_class = {
+        name: {
+            "precision": float(m.precision[i]),
+            "recall": float(m.recall[i]),
+            "f1": float(m.f1[i]),
+            "support": int(m.support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "path": str(p.path),
+        "sha256": file_sha256(p.path),
+        "variant": meta.get("variant"),
+        "provider": p.provider,
+        "accuracy": m.accuracy,
+        "per_class": per_class,
+        "macro_avg": m.average("macro"),
+        "weighted_avg": m.average("weighted"),
+        "confusion_matrix": m.confusion.tolist(),
+        "model_seconds": seconds,
+        "confusion_png": None,
+    }
+
+
+def _confusion_png(
+    model: dict[str, Any], rows: int, class_names: list[str], temp: Path, dest: Path
+) -> None:
+    """The confusion matrix as a heat map with counts, drawn without pyplot's global state."""
+    from matplotlib.figure import Figure
+
+    cm = np.array(model["confusion_matrix"])  # (k, k) int64
+    k = len(class_names)
+    fig = Figure(figsize=(8, 8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(cm, cmap="Blues")
+    ticks = np.arange(k)
+    ax.set_xticks(ticks, class_names, rotation=90)
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted label", ylabel="true label")
+    ax.set_title(f"{Path(model['path']).name}: accuracy {model['accuracy']:.4f} on {rows} rows")
+    dark = cm.max() / 2 if cm.size else 0
+    for (i, j), n in np.ndenumerate(cm):
+        ax.text(j, i, str(n), ha="center", va="center", color="white" if n > dark else "black")
+    with output_errors(dest):
+        fig.savefig(temp, format="png", dpi=100)

@@ -1,0 +1,139 @@
+"""fcls.train.config: --class-names parsing and checks, and the names' way to every artefact."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import deadline
+
+from fcls.infer.errors import ConfigError
+from fcls.train.config import TrainConfig, check_class_names, parse_class_names
+
+TEN = tuple(f"c{i}" for i in range(10))
+# a comma, a quote, a slash and non-ASCII: all must survive into CSV headers and cells
+ODD = ("zero", 'one, "1"', "two/2", "drei", "four", "five", "six", "seven", "eight", "neuñ")
+
+
+def test_comma_list_and_file(tmp_path: Path):
+    assert parse_class_names(" c0, c1 ,c2,c3,c4,c5,c6,c7,c8,c9") == TEN
+    names = tmp_path / "names.txt"
+    names.write_bytes(("\ufeff" + "\r\n".join(ODD) + "\r\n\n").encode())  # BOM, CRLF, blank tail
+    assert parse_class_names(f"@{names}") == ODD
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("a,b,c", "3 names given, the model has 10 classes (labels 0..9): give exactly 10"),
+        (",".join([*TEN, "c10"]), "11 names given"),
+        (",".join([*TEN[:9], " "]), "name 10 is empty"),
+        (",".join([*TEN[:9], "c0"]), "names repeat ('c0')"),
+        (",".join([*TEN[:9], "a\rb"]), "name 10 ('a\\rb') contains a line break"),
+        (",".join([*TEN[:9], "a\x07b"]), "contains a control character"),
+    ],
+)
+def test_bad_names_are_refused(value: str, message: str):
+    with pytest.raises(ConfigError, match=f"^--class-names: .*{re.escape(message)}"):
+        parse_class_names(value)
+
+
+def test_bad_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"cannot read .*gone\.txt"):
+        parse_class_names(f"@{tmp_path / 'gone.txt'}")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n".join([*TEN[:5], "", *TEN[6:]]) + "\n")  # a blank line inside: a name
+    with pytest.raises(ConfigError, match="name 6 is empty"):
+        parse_class_names(f"@{blank}")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("\n".join(ODD).encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        parse_class_names(f"@{latin1}")
+
+
+def test_config_checks_names_and_keeps_them_out_of_the_identity():
+    with pytest.raises(ConfigError, match="give exactly 10"):
+        TrainConfig(class_names=("a", "b"))
+    config = TrainConfig(class_names=TEN)
+    assert config.to_dict()["class_names"] == list(TEN)  # plain types for the checkpoint
+    assert config.identity() == TrainConfig().identity()  # renaming never blocks a resume
+    assert check_class_names(list(TEN)) == TEN
+
+
+def test_cli_refuses_bad_names_before_any_work(tmp_path: Path):
+    from fcls.train.cli import main
+
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "o"), "--class-names", "a,b"])
+    assert result.exit_code == 2
+    assert "Invalid value for --class-names: 2 names given" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_names_flow_from_fcls_train_to_every_artefact(tmp_path: Path, trained: Path, digits_csv):
+    """fcls-train --class-names @FILE -> model.pt, report.json -> ONNX metadata -> Predictor
+    -> fcls-infer --class-names/--proba and fcls-eval.
+
+    The finished session run is copied and re-evaluated under new names (the trainer's path
+    through load, split, report and checkpoint, without the epochs: names are not part of a
+    run's identity, so renaming a finished run is allowed and costs seconds).
+    """
+    from fcls.export import ExportConfig, export_onnx
+    from fcls.infer import Predictor
+    from fcls.infer.cli import main as infer
+    from fcls.infer.eval_cli import main as fcls_eval
+    from fcls.train.checkpoint import Checkpoint
+    from fcls.train.cli import main as fcls_train
+
+    run = shutil.copytree(trained, tmp_path / "run")
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("\n".join(ODD) + "\n")
+    with deadline(120):
+        result = CliRunner().invoke(
+            fcls_train,
+            [
+                "--data",
+                str(digits_csv),
+                "--out",
+                str(run),
+                "--max-epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--class-names",
+                f"@{names_file}",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert "training already finished" in result.output  # no epochs were run again
+    assert Checkpoint.load(run / "model.pt").class_names == ODD
+    report = json.loads((run / "report.json").read_text())
+    assert report["class_names"] == list(ODD) and list(report["per_class"]) == list(ODD)
+
+    onnx_path = tmp_path / "model.onnx"
+    export_onnx(run / "model.pt", onnx_path, ExportConfig(), log=lambda s: None)
+    assert Predictor(onnx_path, "cpu").class_names == list(ODD)
+
+    results = tmp_path / "results.csv"
+    args = [str(run / "test.csv"), "--model", str(onnx_path), "-o", str(results)]
+    result = CliRunner().invoke(infer, [*args, "--class-names", "--proba", "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(results.read_text())))
+    assert rows[0] == ["ID", "label", *(f"p_{n}" for n in ODD)]
+    assert len(rows) == 81 and {r[1] for r in rows[1:]} <= set(ODD)
+    plain = tmp_path / "plain.csv"
+    result = CliRunner().invoke(infer, [*args[:3], "-o", str(plain), "--quiet"])
+    assert result.exit_code == 0, result.output
+    indices = [int(r[1]) for r in list(csv.reader(io.StringIO(plain.read_text())))[1:]]
+    assert [r[1] for r in rows[1:]] == [ODD[i] for i in indices]  # the same labels, named
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(fcls_eval, [str(digits_csv), "-m", str(onnx_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "report.json").read_text())["class_names"] == list(ODD)
