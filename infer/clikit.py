@@ -56,10 +56,10 @@ USAGE = ExitCode(2, "command-line usage: unknown option, bad value, missing argu
 MODEL = ExitCode(
     3, "model, checkpoint or provider: missing, unreadable, wrong kind, failed gate, no CUDA"
 )
-OUTPUT = ExitCode(4, "an output cannot be written (disk full, permission, missing directory)")
+OUTPUT = ExitCode(4, "an output cannot be written (disk full, permission, a file in the way)")
 MISSING = ExitCode(5, "an optional dependency is not installed (the message names the extra)")
 INTERRUPTED = ExitCode(130, "interrupted (Ctrl-C); nothing written unless --resume keeps it")
-PIPE = ExitCode(141, "stdout closed early by the reader (`fcls-infer ... -o - | head`)")
+PIPE = ExitCode(141, "stdout closed early by its reader (`head` after `fcls-infer ... -o -`)")
 EXIT_CODES: tuple[ExitCode, ...] = (OK, FAILED, USAGE, MODEL, OUTPUT, MISSING, INTERRUPTED, PIPE)
 
 
@@ -127,7 +127,7 @@ def _json_default(value: Any) -> Any:
         return str(value)
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    return str(value)
 
 
 def _finite(value: Any) -> Any:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from fcls.infer.errors import FclsError
+from fcls.infer.clikit import CONTEXT, Run, standard
 from fcls.infer.extras import require
 
 from .config import TrainConfig
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
@@ -20,11 +20,15 @@ from .config import TrainConfig
     help="Train CSV (pix1..pix1024,label). Default: scikit-learn's bundled digits.",
 )
 @click.option(
+    "-o",
+    "--output",
     "--out",
+    "out",
     type=click.Path(path_type=Path),
     default=TrainConfig.out,
     show_default=True,
-    help="Directory for model.pt, history.csv, report.json and plots.",
+    help="Directory for model.pt (what fcls-export reads by default), history.csv, "
+    "report.json and plots.",
 )
 @click.option(
     "--device",
@@ -69,8 +73,9 @@ from .config import TrainConfig
 @click.option(
     "--write-test-csv",
     is_flag=True,
-    help="Also write the held-out test split as OUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
+    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
 )
+@standard("fcls-train", torch=True)
 def main(
     data: Path | None,
     out: Path,
@@ -84,6 +89,7 @@ def main(
     no_shuffle: bool,
     restart: bool,
     write_test_csv: bool,
+    run: Run,
 ) -> None:
     """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
     config = TrainConfig(
@@ -101,19 +107,29 @@ def main(
         write_test_csv=write_test_csv,
     )
     if data is None:
-        click.echo(
-            "fcls-train: no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)",
-            err=True,
-        )
-    try:
-        require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
-        from .trainer import train
+        run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
+    require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
+    from fcls.infer.files import file_sha256
 
-        result = train(config, log=lambda line: click.echo(line, err=True))
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
+    from .trainer import train
+
+    result = train(config, log=run.echo)
     epochs = "+".join(str(n) for n in result.epochs.values())
-    click.echo(
+    total = sum(result.epochs.values())
+    model = result.out / "model.pt"
+    run.summary(
+        {
+            "output": str(result.out),
+            "model": str(model),
+            "model_sha256": file_sha256(model),
+            "test_accuracy": result.test_accuracy,
+            "split": result.split,
+            "epochs": result.epochs,
+            "seconds": round(result.seconds, 3),
+            "seconds_per_epoch": round(result.seconds / total, 3) if total else None,
+            "device": result.device,
+            "resumed_from": result.resumed_from,
+        },
         f"test accuracy {result.test_accuracy:.4f} on {result.split['test']} rows | "
-        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {result.out}/model.pt"
+        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {model}",
     )
