@@ -105,6 +105,7 @@ def main(
         amp=amp,
         restart=restart,
         write_test_csv=write_test_csv,
+        progress=not run.quiet,
     )
     if data is None:
         run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")

@@ -45,6 +45,7 @@ class TrainConfig:
     restart: bool = False
     augment_k: int = 2
     write_test_csv: bool = False  # also write the held-out test split as out/test.csv
+    progress: bool = True  # a per-epoch bar on a terminal (fcls-train -q turns it off)
     stages: tuple[Stage, ...] = field(default=DEFAULT_STAGES)
 
     def to_dict(self) -> dict[str, Any]:
@@ -62,6 +63,6 @@ class TrainConfig:
         path string: `./a.csv` and `a.csv` are the same data.
         """
         d = self.to_dict()
-        for volatile in ("out", "data", "device", "restart", "amp", "write_test_csv"):
+        for volatile in ("out", "data", "device", "restart", "amp", "write_test_csv", "progress"):
             d.pop(volatile)
         return d
