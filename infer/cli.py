@@ -96,7 +96,10 @@ def main(
     )
     if engine == "ray" and resume:
         raise ConfigError("--resume works with --engine local only")
+    if engine == "ray":
+        require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
     check_stdin(list(inputs))
+    model_path = find_onnx(model)  # before -o creates any directory
     stdin = inputs == ("-",)
     paths = [Path(STDOUT)] if stdin else expand_inputs(list(inputs))
     dests = output_paths(paths, output)
@@ -106,7 +109,6 @@ def main(
     if to_stdout and run.json_stdout:
         raise ConfigError("-o - writes the results to stdout: use --summary-json FILE, not --json")
     run.stdout_taken = to_stdout
-    model_path = find_onnx(model)
     if run.verbose or run.json_stdout or run.summary_path is not None:
         from .files import file_sha256
 
@@ -116,9 +118,11 @@ def main(
         model_sha = None
     run.detail(version_line("fcls-infer"))
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fcls-infer-") as scratch:
-        if to_stdout:
-            dests = [Path(scratch) / "results.csv"]
+    # -o -: the run writes a temp file, streamed to stdout only once the whole run succeeded
+    scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if to_stdout else None
+    with scratch or contextlib.nullcontext():
+        if scratch is not None:
+            dests = [Path(scratch.name) / "results.csv"]
         summaries = _predict(
             paths if not stdin else ["-"],
             dests,
@@ -192,7 +196,6 @@ def _predict(
 ) -> list[Any]:
     """Run one engine over the inputs; returns its per-file Summary list."""
     if engine == "ray":
-        require("fcls-infer --engine ray", "ray")
         from .ray_engine import predict_csv_ray
 
         # one input: the destination file itself; several: their common directory + '/'

@@ -64,7 +64,8 @@ def output_paths(inputs: list[Path], out: str | Path | None) -> list[Path]:
     `-o DIR/` or an existing directory -> `DIR/<stem>.results.csv` each (DIR created);
     `-o -` -> stdout (one input only; returned as Path('-'), the caller streams it);
     otherwise the file itself (one input only; its missing parent directories are created);
-    no -o -> results.csv (one input only)."""
+    no -o -> results.csv (one input only). A `Path` object (library callers) with several
+    inputs is a directory: pathlib drops the trailing '/'."""
     n = len(inputs)
     if out is None:
         if n > 1:
@@ -78,7 +79,9 @@ def output_paths(inputs: list[Path], out: str | Path | None) -> list[Path]:
                 f"-o - (stdout) takes one input, got {n}; give an output directory, -o DIR/"
             )
         return [Path(STDOUT)]
-    if not is_directory_output(out):
+    # a Path object cannot carry the trailing '/' (pathlib drops it): for library callers
+    # (predict_csv_ray) a Path with several inputs can only mean a directory
+    if not is_directory_output(out) and not (n > 1 and isinstance(out, Path)):
         dest = Path(out)
         if n > 1:
             what = "is a file" if dest.exists() else "names a file"

@@ -302,7 +302,11 @@ def test_train_json_and_quiet_on_a_finished_run(tmp_path, trained, digits_csv):
     assert summary["test_accuracy"] == pytest.approx(report["test_accuracy"])
     assert summary["model"] == str(out / "model.pt")
     assert summary["model_sha256"] == file_sha256(out / "model.pt")
-    assert set(summary["epochs"]) == {"adam", "sgd_l2", "sgd"} or sum(summary["epochs"].values())
+    assert summary["epochs"] == {"adam": 1, "sgd_wd": 1, "sgd": 1}  # --max-epochs 1
+    history = (out / "history.csv").read_text().splitlines()[1:]
+    mean = sum(float(line.rsplit(",", 1)[1]) for line in history) / len(history)
+    assert summary["seconds_per_epoch"] == pytest.approx(mean, abs=1e-3)
+    assert summary["device"] == "cpu"
 
 
 def test_export_json_and_summary_file(tmp_path, trained):
@@ -414,3 +418,17 @@ def test_readme_synopses_match_the_options():
         assert named - spellings == set(), f"{name}: README names options it lacks"
         missing = [p.opts for p in options if "--help" not in p.opts and not set(p.opts) & named]
         assert missing == [], f"{name}: options missing from its README synopsis"
+
+
+def test_output_paths_str_and_path(tmp_path):
+    """The CLI's -o is a string (a trailing '/' means a directory); a library caller's Path
+    cannot carry the '/', so with several inputs it names a directory."""
+    from fcls.infer.inputs import output_paths
+
+    inputs = [tmp_path / "a.csv", tmp_path / "b.csv"]
+    with pytest.raises(ConfigError, match="2 inputs need an output directory"):
+        output_paths(inputs, str(tmp_path / "o"))
+    assert output_paths(inputs, tmp_path / "o") == [
+        tmp_path / "o" / f"{s}.results.csv" for s in "ab"
+    ]
+    assert output_paths(inputs[:1], tmp_path / "f.csv") == [tmp_path / "f.csv"]

@@ -208,7 +208,7 @@ def test_missing_output_directory_is_created_and_a_blocked_one_named(tmp_path, t
             main, [*args, "--model", str(tiny), "-o", f"{blocker / 'outdir'}/"]
         )
         assert result.exit_code == 4 and "Traceback" not in result.output
-        assert result.output.startswith(f"Error: {blocker}: cannot create the output")
+        assert result.output.startswith(f"Error: {blocker / 'outdir'}: cannot create the output")
         assert len(result.output.splitlines()) == 1 and TEMP_SUFFIX not in result.output
 
 
