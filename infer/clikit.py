@@ -21,11 +21,9 @@ from __future__ import annotations
 import functools
 import json
 import math
-import platform
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -94,6 +92,8 @@ def fail(error: FclsError) -> Failure:
 
 
 def _dist_version(*names: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version  # only --version pays for it
+
     for name in names:
         try:
             return version(name)
@@ -111,7 +111,7 @@ def versions(torch: bool = False) -> dict[str, str]:
     found["onnxruntime"] = _dist_version("onnxruntime", "onnxruntime-gpu") or "not installed"
     if torch:
         found["torch"] = _dist_version("torch") or "not installed"
-    found["python"] = platform.python_version()
+    found["python"] = ".".join(map(str, sys.version_info[:3]))
     return found
 
 
