@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from fcls.infer.errors import FclsError
+from fcls.infer.clikit import CONTEXT, Run, standard
 from fcls.infer.extras import require
 
 
@@ -21,8 +21,33 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def legacy_json(args: list[str]) -> list[str]:
+    """fcls-bench's old `--json FILE` is `--summary-json FILE` now (`--json` alone prints the
+    report as JSON on stdout); fcls-bench takes no positional argument, so a `--json` followed
+    by a word that is not an option can only be the old spelling."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--json" and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            out += ["--summary-json", args[i + 1]]
+            i += 2
+            continue
+        out.append("--summary-json=" + arg[7:] if arg.startswith("--json=") else arg)
+        i += 1
+    return out
+
+
+class BenchCommand(click.Command):
+    """A click command that still understands `--json FILE`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, legacy_json(args))
+
+
+@click.command(cls=BenchCommand, context_settings=CONTEXT)
 @click.option(
+    "-m",
     "--model",
     type=click.Path(path_type=Path),
     default=None,
@@ -71,15 +96,9 @@ def _ints(text: str) -> tuple[int, ...]:
     help="CSV (train or evaluate format) to draw benchmark images from. Default: the digits.",
 )
 @click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Also write the figures here.",
-)
-@click.option(
     "--quick", is_flag=True, help="0.25 s per point and 3,000 rows: under a minute once built."
 )
+@standard("fcls-bench", torch=True)
 def main(
     model: Path | None,
     checkpoint: Path | None,
@@ -92,11 +111,13 @@ def main(
     no_e2e: bool,
     ingest_rows: str | None,
     data: Path | None,
-    json_path: Path | None,
     quick: bool,
+    run: Run,
 ) -> None:
     """Benchmark FinalCNNet backends side by side with the notebook's PyTorch way and, when
-    openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files."""
+    openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files.
+
+    --summary-json FILE writes the figures (the old spelling --json FILE still works)."""
 
     settings: dict[str, Any] = {
         "workdir": workdir,
@@ -114,14 +135,10 @@ def main(
         settings["rows"] = rows
     if seconds is not None:
         settings["seconds"] = seconds
-    try:
-        require("fcls-bench", "torch", "onnx")
-        from .runner import BenchConfig, format_report, run_bench, write_json
+    require("fcls-bench", "torch", "onnx")
+    from .runner import BenchConfig, format_report, run_bench
 
-        config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)
-        report = run_bench(config, log=lambda s: click.echo(s, err=True))
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(format_report(report))
-    if json_path:
-        write_json(report, json_path)
+    config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)
+    report = run_bench(config, log=run.echo)
+    # the summary is the whole report (--json: on stdout; --summary-json FILE: in a file)
+    run.summary(report, format_report(report))

@@ -6,15 +6,32 @@ from pathlib import Path
 
 import click
 
-from fcls.infer.errors import FclsError
+from fcls.infer.clikit import CONTEXT, Run, standard
+from fcls.infer.errors import ConfigError
 from fcls.infer.extras import require
+from fcls.infer.modelfile import CHECKPOINT, check_checkpoint
 
 from .config import ExportConfig
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model_pt", type=click.Path(path_type=Path))
-@click.argument("model_onnx", type=click.Path(path_type=Path))
+@click.command(context_settings=CONTEXT)
+@click.argument("model_pt", type=click.Path(path_type=Path), required=False)
+@click.argument("model_onnx", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "-m",
+    "--model",
+    "model",
+    type=click.Path(path_type=Path),
+    default=None,
+    help=f"Checkpoint to export (same as MODEL_PT). Default: {CHECKPOINT}, what fcls-train writes.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="ONNX file to write (same as MODEL_ONNX). Default: the checkpoint's path with .onnx.",
+)
 @click.option(
     "--opset",
     type=click.IntRange(min=17),
@@ -53,9 +70,12 @@ from .config import ExportConfig
 @click.option(
     "--keep-failed", is_flag=True, help="Keep a model that fails its gate as <stem>.failed.onnx."
 )
+@standard("fcls-export", torch=True)
 def main(
-    model_pt: Path,
-    model_onnx: Path,
+    model_pt: Path | None,
+    model_onnx: Path | None,
+    model: Path | None,
+    output: Path | None,
     opset: int | None,
     data: Path | None,
     atol: float,
@@ -65,8 +85,13 @@ def main(
     fp16: bool,
     require_fp16_check: bool,
     keep_failed: bool,
+    run: Run,
 ) -> None:
-    """Export MODEL_PT (fcls model.pt or a bare FinalCNNet state_dict) to MODEL_ONNX."""
+    """Export MODEL_PT (fcls model.pt or a bare FinalCNNet state_dict) to MODEL_ONNX.
+
+    Without arguments: artifacts/model.pt -> artifacts/model.onnx, where fcls-infer looks."""
+    source = _one("MODEL_PT", model_pt, "-m/--model", model) or CHECKPOINT
+    dest = _one("MODEL_ONNX", model_onnx, "-o/--output", output) or source.with_suffix(".onnx")
     config = ExportConfig(
         opset=opset,
         data=data,
@@ -78,16 +103,39 @@ def main(
         keep_failed=keep_failed,
         calibration_rows=calibration_rows,
     )
-    try:
-        require("fcls-export", "torch", "onnx", "onnxscript")
-        from .api import export_onnx
+    require("fcls-export", "torch", "onnx", "onnxscript")
+    check_checkpoint(source)  # a missing file or an ONNX model: one line naming the command
+    from fcls.infer.files import file_sha256
 
-        result = export_onnx(model_pt, model_onnx, config, log=lambda s: click.echo(s, err=True))
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
+    from .api import export_onnx
+
+    result = export_onnx(source, dest, config, log=run.echo)
     extra = "".join(f", {k} -> {p}" for k, p in result.variants.items())
-    click.echo(
-        f"{model_onnx} ({result.exporter}, opset {result.opset}): max |dlogit| "
+    run.summary(
+        {
+            "checkpoint": str(source),
+            "checkpoint_sha256": file_sha256(source),
+            "output": str(result.path),
+            "model_sha256": file_sha256(result.path),
+            "exporter": result.exporter,
+            "opset": result.opset,
+            "max_abs_dlogit": result.parity.max_abs_dlogit,
+            "top1_agreement": result.parity.top1_agreement,
+            "variants": {k: str(p) for k, p in result.variants.items()},
+            "variant_top1_agreement": {
+                k: r.top1_agreement for k, r in result.variant_parity.items()
+            },
+            "accuracy": result.accuracy,
+            "seconds": round(result.seconds, 3),
+        },
+        f"{dest} ({result.exporter}, opset {result.opset}): max |dlogit| "
         f"{result.parity.max_abs_dlogit:.1e}, top-1 {100 * result.parity.top1_agreement:.1f}%{extra} "
-        f"| {result.seconds:.0f}s"
+        f"| {result.seconds:.0f}s",
     )
+
+
+def _one(argument: str, positional: Path | None, option: str, value: Path | None) -> Path | None:
+    """A path given as a positional argument or as its option, not both."""
+    if positional is not None and value is not None and positional != value:
+        raise ConfigError(f"{argument} {positional} and {option} {value}: give one of them")
+    return positional if positional is not None else value

@@ -2,32 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import sys
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import ConfigError, FclsError
+from .clikit import CONTEXT, PIPE, Run, standard, version_line
+from .errors import ConfigError, OutputError
 from .extras import require
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
+    "-m",
     "--model",
     "model",
     type=click.Path(path_type=Path),
-    default=Path("model.onnx"),
-    show_default=True,
-    help="ONNX model written by fcls-export.",
+    default=None,
+    help="ONNX model written by fcls-export. Default: model.onnx, else artifacts/model.onnx.",
 )
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     default=None,
-    help="Output file [results.csv]; a directory when there are several inputs.",
+    help="Output: a file [results.csv]; DIR/ or an existing directory for "
+    "DIR/<stem>.results.csv per input; '-' for stdout (one input).",
 )
 @click.option(
     "--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
@@ -41,7 +49,6 @@ from .extras import require
 )
 @click.option("--proba", is_flag=True, help="Add one probability column per class.")
 @click.option("--class-names", is_flag=True, help="Write class names instead of indices.")
-@click.option("--quiet", is_flag=True, help="No summary line.")
 @click.option(
     "--resume",
     is_flag=True,
@@ -63,87 +70,179 @@ from .extras import require
     "--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Ray actors."
 )
 @click.option("--gpus-per-worker", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@standard("fcls-infer")
 def main(
     inputs: tuple[str, ...],
-    model: Path,
-    output: Path | None,
+    model: Path | None,
+    output: str | None,
     provider: str,
     batch_size: int,
     threads: int | None,
     proba: bool,
     class_names: bool,
-    quiet: bool,
     resume: bool,
     engine: str,
     address: str | None,
     workers: int,
     gpus_per_worker: float,
+    run: Run,
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
-    from .inputs import expand_inputs, output_paths
-    from .pipeline import predict_csv, predict_files
+    from .inputs import STDOUT, check_stdin, expand_inputs, output_paths
+    from .modelfile import find_onnx
 
-    progress = False if quiet else None  # None: a bar when stderr is a terminal
+    run.interrupt_note = "no output written" + (
+        "; --resume continues from the last checkpoint" if resume else ""
+    )
+    if engine == "ray" and resume:
+        raise ConfigError("--resume works with --engine local only")
+    if engine == "ray":
+        require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
+    check_stdin(list(inputs))
+    model_path = find_onnx(model)  # before -o creates any directory
+    stdin = inputs == ("-",)
+    paths = [Path(STDOUT)] if stdin else expand_inputs(list(inputs))
+    dests = output_paths(paths, output)
+    to_stdout = dests == [Path(STDOUT)] and output == STDOUT
+    if to_stdout and resume:
+        raise ConfigError("--resume needs an output file, not -o - (stdout)")
+    if to_stdout and run.json_stdout:
+        raise ConfigError("-o - writes the results to stdout: use --summary-json FILE, not --json")
+    run.stdout_taken = to_stdout
+    if run.verbose or run.json_stdout or run.summary_path is not None:
+        from .files import file_sha256
 
-    def log(message: str) -> None:
-        if not quiet:
-            click.echo(f"fcls-infer: {message}", err=True)
+        model_sha = file_sha256(model_path)
+        run.detail(f"model {model_path} sha256 {model_sha}")
+    else:
+        model_sha = None
+    run.detail(version_line("fcls-infer"))
+    t0 = time.perf_counter()
+    # -o -: the run writes a temp file, streamed to stdout only once the whole run succeeded
+    scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if to_stdout else None
+    with scratch or contextlib.nullcontext():
+        if scratch is not None:
+            dests = [Path(scratch.name) / "results.csv"]
+        summaries = _predict(
+            paths if not stdin else ["-"],
+            dests,
+            model_path,
+            engine,
+            run,
+            resume=resume,
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            options={
+                "provider": provider,
+                "batch_size": batch_size,
+                "threads": threads,
+                "proba": proba,
+                "class_names": class_names,
+            },
+            durable=not to_stdout,
+        )
+        seconds = time.perf_counter() - t0
+        if to_stdout:
+            _stream_to_stdout(dests[0])
+            summaries = [replace(s, output="<stdout>") for s in summaries]
+    rows = sum(s.rows for s in summaries)
+    fresh = rows - sum(s.resumed for s in summaries)
+    used = summaries[0].provider if summaries else provider
+    run.summary(
+        {
+            "rows": rows,
+            "seconds": round(seconds, 4),
+            "rows_per_s": round(fresh / seconds, 1) if seconds > 0 else None,
+            "provider": used,
+            "model": str(model_path),
+            "model_sha256": model_sha,
+            "output": summaries[0].output if len(summaries) == 1 else str(output),
+            "files": [
+                {
+                    "input": str(p),
+                    "output": s.output,
+                    "rows": s.rows,
+                    "resumed": s.resumed,
+                    "seconds": round(s.seconds, 4),
+                    "rows_per_s": round(s.rows_per_s, 1),
+                }
+                for p, s in zip(["-"] if stdin else paths, summaries)
+            ],
+        },
+        "\n".join(s.line() for s in summaries),
+        err=True,
+    )
+    if provider == "auto" and summaries:
+        from .predictor import auto_choice
 
-    options: dict[str, Any] = {
-        "provider": provider,
-        "batch_size": batch_size,
-        "threads": threads,
-        "proba": proba,
-        "class_names": class_names,
-    }
+        # the Ray engine's label is "<provider> (ray xN)"
+        run.log(auto_choice(used.split()[0]))
+
+
+def _predict(
+    sources: list[Any],
+    dests: list[Path],
+    model: Path,
+    engine: str,
+    run: Run,
+    *,
+    resume: bool,
+    address: str | None,
+    workers: int,
+    gpus_per_worker: float,
+    options: dict[str, Any],
+    durable: bool,
+) -> list[Any]:
+    """Run one engine over the inputs; returns its per-file Summary list."""
+    if engine == "ray":
+        from .ray_engine import predict_csv_ray
+
+        # one input: the destination file itself; several: their common directory + '/'
+        out = str(dests[0]) if len(dests) == 1 else f"{dests[0].parent}/"
+        return predict_csv_ray(
+            [str(s) for s in sources],
+            out,
+            model,
+            address=address,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            **options,
+        )
+    from .pipeline import predict_files
+
+    return predict_files(
+        sources,
+        dests,
+        model,
+        progress=run.progress,
+        resume=resume,
+        log=run.log,
+        durable=durable,
+        **options,
+    )
+
+
+def _stdout() -> Any:
+    """The binary stdout (click's test runner swaps sys.stdout, so look it up at call time)."""
+    return sys.stdout.buffer
+
+
+def _stream_to_stdout(path: Path) -> None:
+    """Copy a finished results file to stdout; a reader that stops early (`| head`) ends the
+    run quietly with 141, as a SIGPIPE would; any other write error is an OutputError."""
+    out = _stdout()
     try:
-        if engine == "ray" and resume:
-            raise ConfigError("--resume works with --engine local only")
-        if engine == "ray":
-            require("fcls-infer --engine ray", "ray")
-            from .ray_engine import predict_csv_ray
-
-            summaries = predict_csv_ray(
-                list(inputs),
-                output,
-                model,
-                address=address,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                **options,
-            )
-        elif inputs == ("-",):
-            summaries = [
-                predict_csv(
-                    "-",
-                    output or Path("results.csv"),
-                    model,
-                    progress=progress,
-                    resume=resume,
-                    log=log,
-                    **options,
-                )
-            ]
-        else:
-            paths = expand_inputs(list(inputs))
-            dests = output_paths(paths, output)
-            summaries = predict_files(
-                paths, dests, model, progress=progress, resume=resume, log=log, **options
-            )
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
-        kept = "; --resume continues from the last checkpoint" if resume else ""
-        click.echo(f"fcls-infer: interrupted; no output written{kept}", err=True)
-        sys.exit(130)
-    if not quiet:
-        for summary in summaries:
-            click.echo(summary.line(), err=True)
-        if provider == "auto" and summaries:
-            from .predictor import auto_choice
-
-            # the Ray engine's label is "<provider> (ray xN)"
-            click.echo(f"fcls-infer: {auto_choice(summaries[0].provider.split()[0])}", err=True)
+        with path.open("rb") as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+        out.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # no second error at interpreter exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(PIPE.code)
+    except OSError as e:
+        raise OutputError(f"<stdout>: cannot write ({e.strerror or type(e).__name__})") from None
 
 
 if __name__ == "__main__":  # python -m fcls.infer.cli

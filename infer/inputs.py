@@ -6,7 +6,7 @@ import glob
 import os
 from pathlib import Path
 
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, OutputError
 from .files import output_errors
 
 
@@ -35,31 +35,83 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 def output_stem(path: Path) -> str:
     """`a.csv` and `a.csv.gz` -> `a`."""
-    name = path.name
+    name = "stdin" if str(path) == STDOUT else path.name
     for suffix in (".gz", ".csv"):
         name = name.removesuffix(suffix)
     return name
 
 
-def output_paths(inputs: list[Path], out: Path | None) -> list[Path]:
-    """One input: `out` is the file (default results.csv); several: `out` is a directory."""
-    if len(inputs) == 1:
-        return [out or Path("results.csv")]
+STDOUT = "-"  # -o -: the results go to standard output
+
+
+def check_stdin(inputs: list[str]) -> None:
+    """Refuse '-' (stdin) given together with other inputs: it must be the only one."""
+    if STDOUT in inputs and len(inputs) > 1:
+        raise ConfigError(
+            f"'-' (stdin) must be the only input, got {len(inputs)} inputs; "
+            "score the files in another run, or concatenate them into stdin"
+        )
+
+
+def is_directory_output(out: str | Path) -> bool:
+    """The -o rule: a path ending in '/' or naming an existing directory is a directory."""
+    text = str(out)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def output_paths(inputs: list[Path], out: str | Path | None) -> list[Path]:
+    """The output file of each input under the one -o rule, whatever the input count:
+    `-o DIR/` or an existing directory -> `DIR/<stem>.results.csv` each (DIR created);
+    `-o -` -> stdout (one input only; returned as Path('-'), the caller streams it);
+    otherwise the file itself (one input only; its missing parent directories are created);
+    no -o -> results.csv (one input only). A `Path` object (library callers) with several
+    inputs is a directory: pathlib drops the trailing '/'."""
+    n = len(inputs)
     if out is None:
-        raise ConfigError("several inputs: -o must name an output directory")
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"-o {out}: several inputs need a directory, this is a file")
-    with output_errors(out, "cannot create the output directory"):
-        out.mkdir(parents=True, exist_ok=True)
+        if n > 1:
+            raise ConfigError(
+                f"{n} inputs write one results file each: give an output directory, -o DIR/"
+            )
+        return [Path("results.csv")]
+    if str(out) == STDOUT and isinstance(out, str):
+        if n > 1:
+            raise ConfigError(
+                f"-o - (stdout) takes one input, got {n}; give an output directory, -o DIR/"
+            )
+        return [Path(STDOUT)]
+    # a Path object cannot carry the trailing '/' (pathlib drops it): for library callers
+    # (predict_csv_ray) a Path with several inputs can only mean a directory
+    if not is_directory_output(out) and not (n > 1 and isinstance(out, Path)):
+        dest = Path(out)
+        if n > 1:
+            what = "is a file" if dest.exists() else "names a file"
+            raise ConfigError(
+                f"-o {out}: {n} inputs need an output directory and this {what}; "
+                f"write it as -o {out}/ to have it created"
+            )
+        _make_directory(dest.parent)
+        check_outputs(inputs, [dest])
+        return [dest]
+    directory = Path(out)
+    _make_directory(directory)
     stems = [output_stem(p) for p in inputs]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:
         raise ConfigError(
             f"inputs share the output name {dupes[0]}.results.csv; rename or split the run"
         )
-    dests = [out / f"{s}.results.csv" for s in stems]
+    dests = [directory / f"{s}.results.csv" for s in stems]
     check_outputs(inputs, dests)
     return dests
+
+
+def _make_directory(directory: Path) -> None:
+    if str(directory) in ("", "."):
+        return
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: cannot create the output directory (a file is there)")
+    with output_errors(directory, "cannot create the output directory"):
+        directory.mkdir(parents=True, exist_ok=True)
 
 
 def same_file(a: Path, b: Path) -> bool:

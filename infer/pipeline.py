@@ -11,6 +11,7 @@ killed run continues where its output was last durably written (`fcls.infer.resu
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -513,7 +514,7 @@ def _run(
     for t in workers:
         t.start()
     rows = resumed = start.rows if start is not None else 0
-    bar = _progress(progress, name)
+    bar = _progress(progress, src, start)
     try:
         while (item := _get(parsed, halt)) is not _DONE:
             chunk = _result(item[0], halt)
@@ -527,8 +528,8 @@ def _run(
                 labels, probs = _score(predictor, block.chunk, batch_size, proba, name)
             if not _put(scored, (block, labels, probs), halt):
                 break
-            if bar is not None and block.chunk is not None:
-                bar.update(len(block.chunk))
+            if bar is not None:  # bytes of the input when its size is known, else rows
+                bar.update(block.end.input_offset - bar.n if bar.total else block.end.rows - bar.n)
         _put(scored, _DONE, halt)
         workers[1].join()  # the writer ends after _DONE, or at once after a stop
     except BaseException as e:
@@ -564,11 +565,33 @@ def _checkpoint(f: Any, journal: Journal, position: Position) -> float:
     return time.monotonic() - t0
 
 
-def _progress(progress: bool | None, name: str) -> Any:
+def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:
+    """A bar on stderr labelled with the file name: over the bytes of a plain file (total and
+    ETA), over rows for .gz and streams (their decompressed size is unknown)."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
         return None
     from tqdm import tqdm
 
-    return tqdm(desc=name, unit=" rows", unit_scale=True, file=sys.stderr, leave=False)
+    name = Path(source_name(src)).name
+    size = None
+    if not _is_stream(src) and not str(src).endswith(".gz"):
+        with contextlib.suppress(OSError):
+            size = os.path.getsize(src)
+    if size:
+        done = start.input_offset if start is not None else 0
+        return tqdm(
+            desc=name,
+            total=size,
+            initial=done,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=sys.stderr,
+            leave=False,
+        )
+    done = start.rows if start is not None else 0
+    return tqdm(
+        desc=name, initial=done, unit=" rows", unit_scale=True, file=sys.stderr, leave=False
+    )

@@ -14,6 +14,7 @@ import onnxruntime as ort
 
 from .csvio import N_PIXELS
 from .errors import ModelError, ProviderError
+from .modelfile import check_onnx
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -142,8 +143,7 @@ class Predictor:
         io_binding: bool | None = None,
     ) -> None:
         self.path = Path(model_path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
+        check_onnx(self.path)  # missing, a directory or a torch checkpoint: say what to do
         self.threads = threads or available_cpus()
         # Idle intra-op threads spin between calls: best latency when the session has the CPUs
         # to itself, but in the CSV pipeline they take CPU from the reader and writer threads,

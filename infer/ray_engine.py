@@ -259,7 +259,7 @@ class WorkerError(FclsError):
 
 def predict_csv_ray(
     inputs: list[str],
-    out: Path | None,
+    out: str | Path | None,
     model: Path,
     *,
     address: str | None = None,

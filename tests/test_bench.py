@@ -177,7 +177,7 @@ def test_unreadable_model_and_unknown_backend_are_one_line_errors(
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not onnx")
     code, output = _bench(monkeypatch, "--model", str(junk), "--workdir", str(tmp_path))
-    assert code == 1 and "junk.onnx: not a readable ONNX model" in output
+    assert code == 3 and "junk.onnx: not a readable ONNX model" in output  # clikit.MODEL
     assert "Traceback" not in output
     models = models_from(exported, trained / "model.pt")
     with pytest.raises(BenchError, match=r"--backends tensorrt: unknown backend \(known: torch"):

@@ -222,9 +222,9 @@ def _bad_cases(tmp: Path, eval_csv: Path) -> dict[str, tuple[list[str], str]]:
             [str(eval_csv), "--model", str(tmp / "none.onnx")],
             "none.onnx: no such model file",
         ),
-        "unwritable output": (
-            [str(eval_csv), "-o", str(tmp / "nodir" / "results.csv")],
-            "does not exist",
+        "unwritable output": (  # a missing directory is created; a file in the way is not
+            [str(eval_csv), "-o", str(Path(write("blocker", b"")) / "results.csv")],
+            "blocker: cannot create the output directory",
         ),
     }
 

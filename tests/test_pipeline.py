@@ -187,7 +187,7 @@ def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
     _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, _oserror(errno.ENOSPC))
     out = tmp_path / "r.csv"
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # clikit.OUTPUT
     assert result.output == f"Error: {out}: cannot write (No space left on device)\n"
     _only(tmp_path)
 
@@ -195,21 +195,21 @@ def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
 # -- item 5: missing output directory -----------------------------------------------------
 
 
-def test_missing_output_directory_names_the_users_path(tmp_path, tiny, data):
+def test_missing_output_directory_is_created_and_a_blocked_one_named(tmp_path, tiny, data):
     out = tmp_path / "nodir" / "r.csv"
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
-    assert result.exit_code == 1
-    assert result.output == f"Error: {out}: directory {out.parent} does not exist\n"
+    assert result.exit_code == 0 and out.is_file()  # one rule for one and several inputs
     blocker = tmp_path / "file"
     blocker.write_text("")
     second = tmp_path / "second.csv"
     second.write_bytes(data.read_bytes())
-    result = CliRunner().invoke(
-        main, [str(data), str(second), "--model", str(tiny), "-o", str(blocker / "outdir")]
-    )
-    assert result.exit_code == 1 and "Traceback" not in result.output
-    assert result.output.startswith(f"Error: {blocker / 'outdir'}: cannot create the output")
-    assert len(result.output.splitlines()) == 1 and TEMP_SUFFIX not in result.output
+    for args in ([str(data)], [str(data), str(second)]):
+        result = CliRunner().invoke(
+            main, [*args, "--model", str(tiny), "-o", f"{blocker / 'outdir'}/"]
+        )
+        assert result.exit_code == 4 and "Traceback" not in result.output
+        assert result.output.startswith(f"Error: {blocker / 'outdir'}: cannot create the output")
+        assert len(result.output.splitlines()) == 1 and TEMP_SUFFIX not in result.output
 
 
 # -- item 2: the output must not be an input ----------------------------------------------

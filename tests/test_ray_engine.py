@@ -81,7 +81,7 @@ def test_local_engine_is_all_or_nothing(tmp_path, parts, exported):
     bad.write_text(parts[0].read_text().replace(",0,", ",x,", 1))
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        main, [str(parts[0]), str(bad), "--model", str(exported), "-o", str(out)]
+        main, [str(parts[0]), str(bad), "--model", str(exported), "-o", f"{out}/"]
     )
     assert result.exit_code != 0 and "zbad.csv:2 column" in result.output
     assert list(out.iterdir()) == []  # part0's finished output was not published either
@@ -205,6 +205,7 @@ def test_ray_outputs_equal_single_process_bytes(tmp_path, parts, exported, ray_l
     from fcls.infer.ray_engine import predict_csv_ray
 
     out = tmp_path / "out"
+    out.mkdir()
     summaries = predict_csv_ray(
         [str(p) for p in parts], out, exported, workers=2, block_bytes=150_000
     )
@@ -243,7 +244,8 @@ def test_ray_bad_row_names_file_and_line_and_writes_nothing(tmp_path, parts, exp
     bad.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     result = CliRunner().invoke(
-        main, [str(parts[1]), str(bad), "--engine", "ray", "--model", str(exported), "-o", str(out)]
+        main,
+        [str(parts[1]), str(bad), "--engine", "ray", "--model", str(exported), "-o", f"{out}/"],
     )
     assert result.exit_code != 0
     assert f"{bad}:501 column pix10: pixel 300 is out of range 0..255" in result.output

@@ -20,6 +20,7 @@ import torch
 
 from fcls.infer.errors import CheckpointError
 from fcls.infer.files import atomic_file, fcls_version, output_errors
+from fcls.infer.modelfile import check_checkpoint
 
 from .data import FASHION_CLASSES
 from .model import FinalCNNet
@@ -89,8 +90,7 @@ class Checkpoint:
     def load(cls, path: Path) -> Checkpoint:
         """Read any checkpoint version (or a bare state_dict); refuse what is not a FinalCNNet."""
         path = Path(path)
-        if path.is_dir():
-            raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+        check_checkpoint(path)  # missing, a directory, or an ONNX model: says what to do
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import click
 
+from fcls.infer.clikit import CONTEXT, Run, standard
 from fcls.infer.errors import FclsError
 from fcls.infer.extras import require
 
 from .config import TrainConfig, parse_class_names
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
@@ -20,11 +22,15 @@ from .config import TrainConfig, parse_class_names
     help="Train CSV (pix1..pix1024,label). Default: scikit-learn's bundled digits.",
 )
 @click.option(
+    "-o",
+    "--output",
     "--out",
+    "out",
     type=click.Path(path_type=Path),
     default=TrainConfig.out,
     show_default=True,
-    help="Directory for model.pt, history.csv, report.json and plots.",
+    help="Directory for model.pt (what fcls-export reads by default), history.csv, "
+    "report.json and plots.",
 )
 @click.option(
     "--device",
@@ -69,7 +75,7 @@ from .config import TrainConfig, parse_class_names
 @click.option(
     "--write-test-csv",
     is_flag=True,
-    help="Also write the held-out test split as OUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
+    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
 )
 @click.option(
     "--class-names",
@@ -78,6 +84,7 @@ from .config import TrainConfig, parse_class_names
     help="The 10 class names, comma-separated or one per line in FILE. "
     "Default: Fashion-MNIST's for --data, 0..9 for the digits.",
 )
+@standard("fcls-train", torch=True)
 def main(
     data: Path | None,
     out: Path,
@@ -92,6 +99,7 @@ def main(
     restart: bool,
     write_test_csv: bool,
     class_names: str | None,
+    run: Run,
 ) -> None:
     """Train FinalCNNet with the notebook's staged recipe (Adam, SGD+L2, SGD)."""
     try:
@@ -114,21 +122,41 @@ def main(
         restart=restart,
         write_test_csv=write_test_csv,
         class_names=names,
+        progress=not run.quiet,
     )
     if data is None:
-        click.echo(
-            "fcls-train: no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)",
-            err=True,
-        )
-    try:
-        require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
-        from .trainer import train
+        run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
+    require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
+    from fcls.infer.files import file_sha256
 
-        result = train(config, log=lambda line: click.echo(line, err=True))
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
+    from .trainer import train
+
+    result = train(config, log=run.echo)
     epochs = "+".join(str(n) for n in result.epochs.values())
-    click.echo(
+    model = result.out / "model.pt"
+    run.summary(
+        {
+            "output": str(result.out),
+            "model": str(model),
+            "model_sha256": file_sha256(model),
+            "test_accuracy": result.test_accuracy,
+            "split": result.split,
+            "epochs": result.epochs,
+            "seconds": round(result.seconds, 3),
+            "seconds_per_epoch": _seconds_per_epoch(result.out / "history.csv"),
+            "device": result.device,
+            "resumed_from": result.resumed_from,
+        },
         f"test accuracy {result.test_accuracy:.4f} on {result.split['test']} rows | "
-        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {result.out}/model.pt"
+        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {model}",
     )
+
+
+def _seconds_per_epoch(history: Path) -> float | None:
+    """Mean wall time of the epochs in history.csv (also right for a resumed run)."""
+    try:
+        with history.open(newline="") as f:
+            seconds = [float(row["seconds"]) for row in csv.DictReader(f)]
+    except (OSError, KeyError, ValueError):
+        return None
+    return round(sum(seconds) / len(seconds), 3) if seconds else None

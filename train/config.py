@@ -49,6 +49,7 @@ class TrainConfig:
     restart: bool = False
     augment_k: int = 2
     write_test_csv: bool = False  # also write the held-out test split as out/test.csv
+    progress: bool = True  # a per-epoch bar on a terminal (fcls-train -q turns it off)
     stages: tuple[Stage, ...] = field(default=DEFAULT_STAGES)
     # None: Fashion-MNIST's names for a CSV, "0".."9" for the bundled digits
     class_names: tuple[str, ...] | None = None
@@ -82,6 +83,7 @@ class TrainConfig:
             "amp",
             "write_test_csv",
             "class_names",
+            "progress",
         ):
             d.pop(volatile)
         return d

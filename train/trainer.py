@@ -98,6 +98,7 @@ def train_epoch(
     batch_size: int,
     amp: bool,
     desc: str,
+    progress: bool = True,
 ) -> tuple[float, float]:
     """One pass over the data; returns (accuracy, mean loss per sample)."""
     model.train()
@@ -106,7 +107,9 @@ def train_epoch(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     bounds = _batches(len(y), batch_size)
-    for start, stop in tqdm(bounds, desc=desc, leave=False, disable=not sys.stderr.isatty()):
+    for start, stop in tqdm(
+        bounds, desc=desc, leave=False, disable=not (progress and sys.stderr.isatty())
+    ):
         idx = order[start:stop] if order is not None else slice(start, stop)
         xb, yb = to_input(x[idx]), y[idx]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -311,7 +314,15 @@ def _train_stage(
             order = torch.from_numpy(rng.permutation(len(y_train))).to(x_train.device)
         desc = f"{stage.name} {run.epoch + 1}"
         tacc, tloss = train_epoch(
-            model, optimizer, x_train, y_train, order, config.batch_size, config.amp, desc
+            model,
+            optimizer,
+            x_train,
+            y_train,
+            order,
+            config.batch_size,
+            config.amp,
+            desc,
+            config.progress,
         )
         vacc, vloss = evaluate(model, x_val, y_val, amp=config.amp)
         run.epoch += 1
