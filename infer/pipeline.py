@@ -35,6 +35,7 @@ from .csvio import (
     MAX_LINE_BYTES,
     BlockParser,
     Chunk,
+    count_lines,
     open_source,
     parse_header_line,
     read_block,
@@ -399,7 +400,7 @@ def _read_blocks(
             block, carry = buf[:cut], buf[cut:]
             if not block:
                 return
-            end_line = line + block.count(b"\n")
+            end_line = line + count_lines(block)
             offset += len(block)
             yield _Raw(parser, block, line, offset, end_line)
             line = end_line
