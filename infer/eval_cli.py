@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import click
 
-from .errors import FclsError
-from .files import fcls_version
+from .clikit import CONTEXT, Run, standard
 
 
-def _versions() -> str:
-    try:
-        ort = version("onnxruntime")
-    except PackageNotFoundError:
-        ort = "not installed"
-    return f"fcls-eval {fcls_version()} (onnxruntime {ort})"
-
-
-def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-    if value and not ctx.resilient_parsing:
-        click.echo(_versions())
-        ctx.exit()
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("data")
 @click.option(
     "-m",
@@ -56,17 +38,7 @@ def _print_version(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     default=None,
     help="onnxruntime threads per model. Default: the CPUs this process may use.",
 )
-@click.option("-q", "--quiet", is_flag=True, help="No summary line or notices.")
-@click.option("-v", "--verbose", is_flag=True, help="Also print per-class metrics per model.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
-@click.option(
-    "--version",
-    is_flag=True,
-    expose_value=False,
-    is_eager=True,
-    callback=_print_version,
-    help="Show the versions and exit.",
-)
+@standard("fcls-eval")
 def main(
     data: str,
     models: tuple[Path, ...],
@@ -74,9 +46,7 @@ def main(
     provider: str,
     batch_size: int,
     threads: int | None,
-    quiet: bool,
-    verbose: bool,
-    as_json: bool,
+    run: Run,
 ) -> None:
     """Score DATA (a train-format CSV with labels, .gz or '-') and write an evaluation report.
 
@@ -86,10 +56,6 @@ def main(
     """
     from .evaluate import EvalConfig, evaluate
 
-    def log(message: str) -> None:
-        if not quiet:
-            click.echo(f"fcls-eval: {message}", err=True)
-
     config = EvalConfig(
         data=data,
         models=models or (Path("model.onnx"),),
@@ -98,28 +64,20 @@ def main(
         batch_size=batch_size,
         threads=threads,
     )
-    try:
-        result = evaluate(config, log=log)
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
-    except KeyboardInterrupt:
-        click.echo("fcls-eval: interrupted; no report written", err=True)
-        sys.exit(130)
+    run.interrupt_note = "no report written"
+    result = evaluate(config, log=run.log)
     report = result.report
-    if verbose and not quiet:
+    if run.verbose:
         for model in report["models"]:
-            click.echo(f"fcls-eval: {model['path']} ({model['provider']})", err=True)
-            click.echo(f"  {'class':<16} precision  recall      f1  support", err=True)
+            run.echo(f"fcls-eval: {model['path']} ({model['provider']})")
+            run.echo(f"  {'class':<16} precision  recall      f1  support")
             for name, m in model["per_class"].items():
-                click.echo(
+                run.echo(
                     f"  {name[:16]:<16} {m['precision']:9.4f} {m['recall']:7.4f} "
-                    f"{m['f1']:7.4f} {m['support']:8d}",
-                    err=True,
+                    f"{m['f1']:7.4f} {m['support']:8d}"
                 )
-    if not quiet:
-        click.echo(f"fcls-eval: {result.line()}", err=True)
-    if as_json:
-        summary = {
+    run.summary(
+        {
             "rows": report["rows"],
             "seconds": report["seconds"],
             "rows_per_s": report["rows"] / report["seconds"] if report["seconds"] else 0.0,
@@ -131,8 +89,10 @@ def main(
             "agreement": [
                 {"models": p["models"], "agreement": p["agreement"]} for p in report["agreement"]
             ],
-        }
-        click.echo(json.dumps(summary))
+        },
+        f"fcls-eval: {result.line()}",
+        err=True,
+    )
 
 
 if __name__ == "__main__":  # python -m fcls.infer.eval_cli

@@ -197,6 +197,8 @@ def test_cli_two_models_report_equals_sklearn(tmp_path: Path, data, rows, models
                 "--provider",
                 "cpu",
                 "--json",
+                "--summary-json",
+                str(tmp_path / "summary.json"),
             ],
         )
     assert result.exit_code == 0, result.output
@@ -230,7 +232,14 @@ def test_cli_two_models_report_equals_sklearn(tmp_path: Path, data, rows, models
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["rows"] == 1500 and summary["output"] == str(out / "report.json")
     assert summary["agreement"][0]["agreement"] == pair["agreement"]
-    line = next(s for s in result.stderr.splitlines() if "rows |" in s)
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert not any("rows |" in s for s in result.stderr.splitlines())  # --json replaces it
+    quiet = CliRunner().invoke(main, [str(data), "-m", str(models[0]), "-o", str(out), "-q"])
+    assert quiet.exit_code == 0 and quiet.stdout == quiet.stderr == ""
+    human = CliRunner().invoke(
+        main, [str(data), "-m", str(models[0]), "-m", str(models[1]), "-o", str(out)]
+    )
+    line = next(s for s in human.stderr.splitlines() if "rows |" in s)
     assert f"a.onnx accuracy {a['accuracy']:.4f}" in line
     assert f"agreement a.onnx ~ b.onnx {pair['agreement']:.4f}" in line
 
@@ -278,10 +287,11 @@ def test_one_model_stdin_and_no_png_without_matplotlib(
 # --- bad input: one line, non-zero exit, nothing written -------------------------------------
 
 
-def _fails(args: list[str], out: Path, match: str) -> None:
+def _fails(args: list[str], out: Path, match: str, code: int = 1) -> None:
+    """`code`: 1 for data and options, 3 for a model (fcls.infer.clikit.EXIT_CODES)."""
     with deadline(60):
         result = CliRunner().invoke(main, [*args, "-o", str(out)])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert match in lines[0], lines[0]
@@ -310,6 +320,7 @@ def test_model_with_another_class_count(tmp_path: Path, data):
         [str(data), "-m", str(five)],
         tmp_path / "out",
         "five.onnx: the model has 5 classes, the labels of a train-format file are 0..9",
+        3,
     )
 
 
@@ -319,16 +330,17 @@ def test_models_with_different_class_names_are_refused(tmp_path: Path, data, mod
         [str(data), "-m", str(models[0]), "-m", str(other)],
         tmp_path / "out",
         "other.onnx: class 3 is 'zebra', but",
+        3,
     )
 
 
 def test_repeated_class_names_are_refused(tmp_path: Path, data):
     twice = select_model(tmp_path / "twice.onnx", 0, [*NAMES[:9], NAMES[0]])
-    _fails([str(data), "-m", str(twice)], tmp_path / "out", "class names repeat ('class a')")
+    _fails([str(data), "-m", str(twice)], tmp_path / "out", "class names repeat ('class a')", 3)
 
 
 def test_missing_model_and_empty_data(tmp_path: Path, data, models):
-    _fails([str(data), "-m", str(tmp_path / "nope.onnx")], tmp_path / "o1", "no such model file")
+    _fails([str(data), "-m", str(tmp_path / "nope.onnx")], tmp_path / "o1", "no such model file", 3)
     empty = write_train_csv(tmp_path / "empty.csv", np.zeros((0, 1024)), np.zeros(0))
     _fails([str(empty), "-m", str(models[0])], tmp_path / "o2", "no data rows after the header")
 
