@@ -31,8 +31,10 @@ from .csvio import DEFAULT_CHUNK_BYTES, Chunk, CsvReader, open_source, read_bloc
 from .errors import ConfigError, DataError, FclsError, ModelError
 from .files import OutputSet, file_sha256, output_errors
 from .inputs import check_outputs
+from .parquetio import TableWriter, table_format
 from .predictor import Predictor
 from .resume import Journal, Position, input_identity, leftovers
+from .sources import id_type, is_table, open_chunks
 
 _DONE = object()
 QUEUE_DEPTH = 2  # blocks in flight per queue: bounds memory at a few blocks of rows
@@ -44,6 +46,7 @@ JOIN_TIMEOUT = 5.0  # a worker still busy this long after a stop is stuck in I/O
 # 3.4% at a fixed 2 s). A killed run redoes the work since its last checkpoint.
 CHECKPOINT_SECONDS = 2.0
 CHECKPOINT_BUDGET = 0.01
+RESULT_GROUP_ROWS = 1 << 16  # rows per row group of a Parquet results file (~1 MB of ID,label)
 
 Log = Callable[[str], None]
 
@@ -126,8 +129,10 @@ def _get(q: queue.Queue[Any], halt: _Halt) -> Any:
     return _DONE
 
 
-def _csv_field(values: pa.Array) -> pa.Array:
+def csv_field(values: pa.Array) -> pa.Array:
     """Strings as CSV fields: quoted (quotes doubled) only where a comma, quote or newline needs it."""
+    if values.type != pa.string():  # integer IDs of a Parquet input, large strings
+        values = pc.cast(values, pa.string())
     needs = pc.match_substring_regex(values, '[",\r\n]')
     quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
     return pc.if_else(needs, quoted, values)
@@ -137,9 +142,9 @@ def format_rows(
     ids: pa.Array, labels: np.ndarray, proba: np.ndarray | None, names: list[str] | None
 ) -> bytes:
     """CSV text of the rows, built column-wise by Arrow kernels (no Python loop over rows)."""
-    ids = _csv_field(ids)
+    ids = csv_field(ids)
     if names:
-        label = _csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
+        label = csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
     else:
         label = pc.cast(pa.array(labels), pa.string())
     columns = [ids, label]
@@ -157,7 +162,39 @@ def header_line(proba: bool, names: bool, classes: list[str]) -> bytes:
     cols = ["ID", "label"]
     if proba:
         cols += [f"p_{c}" if names else f"p{j}" for j, c in enumerate(classes)]
-    return (",".join(_csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
+    return (",".join(csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
+
+
+def results_schema(id_type: pa.DataType, proba: bool, names: bool, classes: list[str]) -> pa.Schema:
+    """Columns of a Parquet / IPC results file: ID as in the input, label (int64, or the class
+    name with `names`), and with `proba` one float32 probability column per class."""
+    fields = [pa.field("ID", id_type, nullable=False)]
+    fields.append(pa.field("label", pa.string() if names else pa.int64(), nullable=False))
+    if proba:
+        fields += [
+            pa.field(f"p_{c}" if names else f"p{j}", pa.float32(), nullable=False)
+            for j, c in enumerate(classes)
+        ]
+    return pa.schema(fields)
+
+
+def results_batch(
+    schema: pa.Schema,
+    ids: pa.Array,
+    labels: np.ndarray,
+    proba: np.ndarray | None,
+    names: list[str] | None,
+) -> pa.RecordBatch:
+    """One block of results as a record batch of `schema` (see `results_schema`)."""
+    label = (
+        pa.array(np.asarray(names, dtype=object)[labels], pa.string())
+        if names
+        else pa.array(labels.astype(np.int64, copy=False))
+    )
+    columns = [ids.cast(schema.field("ID").type), label]
+    if proba is not None:
+        columns += [pa.array(proba[:, j].astype(np.float32)) for j in range(proba.shape[1])]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def predict_csv(
@@ -244,6 +281,13 @@ def predict_files(
             raise ConfigError(
                 f"--resume: {streams[0]} cannot be resumed (a stream cannot be read again); "
                 "give a file, or drop --resume"
+            )
+        tables = [str(s) for s in sources if is_table(s)]
+        tables += [str(d) for d in destinations if table_format(d) != "csv"]
+        if tables:
+            raise ConfigError(
+                f"--resume: {tables[0]} is a Parquet/Arrow file; a run resumes by byte offsets "
+                "into CSV input and output only; convert to CSV, or drop --resume"
             )
     for dst in destinations:
         found = leftovers(dst, keep_resumable=resume)
@@ -391,6 +435,38 @@ def _read_blocks(
             stream.close()
 
 
+def _table_blocks(src: str | Path | BinaryIO) -> Iterator[_Block]:
+    """The chunks of a Parquet / Arrow IPC input as blocks (never resumed: no byte offsets)."""
+    rows = 0
+    for chunk in open_chunks(src, "eval"):
+        rows += len(chunk)
+        yield _Block(chunk, Position(rows, 0, 0, chunk.first_line + len(chunk)))
+
+
+def _write_table(
+    tmp: Path,
+    dst: Path,
+    schema: pa.Schema,
+    names: list[str] | None,
+    scored: queue.Queue[Any],
+    halt: _Halt,
+) -> None:
+    """The writer thread for Parquet / Arrow IPC results: row groups of RESULT_GROUP_ROWS."""
+    writer = TableWriter(tmp, dst, schema, group_rows=RESULT_GROUP_ROWS)
+    try:
+        while (item := _get(scored, halt)) is not _DONE:
+            block, labels, probs = item
+            if block.chunk is not None:
+                writer.write(results_batch(schema, block.chunk.ids, labels, probs, names))
+    except BaseException:
+        writer.abort()
+        raise
+    if halt.is_set():
+        writer.abort()
+    else:
+        writer.close()
+
+
 def _concat(parts: list[Chunk]) -> Chunk:
     ids = pa.concat_arrays([p.ids for p in parts if p.ids is not None])
     pixels = np.concatenate([p.pixels for p in parts])
@@ -449,13 +525,20 @@ def _run(
     classes = predictor.class_names
     names = classes if class_names else None
 
+    out_format = table_format(dst)
+    schema = results_schema(id_type(src), proba, class_names, classes)
+
     def read() -> None:
-        for block in _read_blocks(src, chunk_bytes, start):
+        blocks = _table_blocks(src) if is_table(src) else _read_blocks(src, chunk_bytes, start)
+        for block in blocks:
             if not _put(parsed, block, halt):
                 return
         _put(parsed, _DONE, halt)
 
     def write() -> None:
+        if out_format != "csv":
+            _write_table(tmp, dst, schema, names, scored, halt)
+            return
         with output_errors(dst):
             f = open(tmp, "wb" if start is None else "r+b")  # noqa: SIM115 - closed below
             try:
