@@ -224,7 +224,12 @@ def _binary_pixels(arr: pa.Array, name: str, first_row: int) -> np.ndarray:
         at = int(bad[0])
         raise row_error(name, first_row + at, f"{lengths[at]} bytes, expected {N_PIXELS}", "pixels")
     offset_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
-    start = int(np.frombuffer(arr.buffers()[1], offset_type, 1, arr.offset)[0]) if n else 0
+    offsets = arr.buffers()[1]  # np.frombuffer's offset counts bytes, not elements
+    start = (
+        int(np.frombuffer(offsets, offset_type, 1, arr.offset * offset_type().itemsize)[0])
+        if n
+        else 0
+    )
     data = (
         np.frombuffer(arr.buffers()[2], np.uint8, n * N_PIXELS, start)
         if n
