@@ -38,6 +38,7 @@ from .sources import id_type, input_kind, open_chunks
 PixelLayout = Literal["binary", "columns", "list"]
 LAYOUTS: tuple[str, ...] = ("binary", "columns", "list")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "lz4", "gzip", "none")
+GZIP_LEVEL = 6  # gzip(1)'s default: Python's 9 took 7.3 s vs 0.98 s on 2,000 rows, for 6% less
 ROW_GROUP_ROWS = 8192  # (8192, 1024) uint8 = 8 MiB held before a row group is written
 
 
@@ -118,24 +119,23 @@ def csv_header(kind: Kind) -> bytes:
 def csv_rows(chunk: Chunk) -> bytes:
     """The fcls CSV text of a chunk's rows: IDs quoted only where needed, pixels as integers."""
     table = pa.table({c: chunk.pixels[:, j] for j, c in enumerate(PIXEL_COLUMNS)})
-    quoted = False
-    if chunk.ids is not None:
-        ids = csv_field(chunk.ids)
-        quoted = bool(pc.any(pc.starts_with(ids, '"')).as_py())
-        table = table.add_column(0, "ID", ids)
-    else:
-        assert chunk.labels is not None
+    if chunk.labels is not None:
         table = table.append_column("label", pa.array(chunk.labels))
-    if not quoted:
-        out = io.BytesIO()
-        options = pacsv.WriteOptions(include_header=False, quoting_style="none")
-        pacsv.write_csv(table, out, options)
-        return out.getvalue()
-    # an ID that needs quotes: join the fields ourselves (pyarrow would quote every ID)
-    fields = [table.column(0).combine_chunks()]
-    fields += [pc.cast(table.column(c), pa.string()) for c in PIXEL_COLUMNS]
-    lines = pc.binary_join_element_wise(*fields, ",")
-    return "".join(f"{line}\n" for line in lines.to_pylist()).encode()
+    if chunk.ids is None:
+        return _write_plain(table)
+    ids = csv_field(chunk.ids)
+    if not pc.any(pc.starts_with(ids, '"')).as_py():
+        return _write_plain(table.add_column(0, "ID", ids))
+    # pyarrow quotes every string or none: write the pixels alone and put the IDs in front
+    lines = _write_plain(table).split(b"\n")
+    return b"".join(i.encode() + b"," + line + b"\n" for i, line in zip(ids.to_pylist(), lines))
+
+
+def _write_plain(table: pa.Table) -> bytes:
+    """CSV text of cells that need no quotes, without a header."""
+    out = io.BytesIO()
+    pacsv.write_csv(table, out, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    return out.getvalue()
 
 
 def convert(
@@ -196,7 +196,9 @@ def _write_csv(src: Path, kind: Kind, tmp: Path, dest: Path) -> int:
     try:
         out: BinaryIO = raw
         if dest.name.lower().endswith(".gz"):
-            out = gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)  # type: ignore[assignment]
+            out = gzip.GzipFile(
+                filename="", fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0
+            )  # type: ignore[assignment]
         with output_errors(dest):
             out.write(csv_header(kind))
         for chunk in open_chunks(src, kind):
