@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .csvio import Chunk, CsvReader, Kind, read_header, source_name
 from .errors import DataError
-from .parquetio import TableReader, detect_kind, table_format, table_schema
+from .parquetio import TableReader, detect_kind, plan_layout, table_format, table_schema
 
 Source = str | Path | BinaryIO
 
@@ -48,7 +48,9 @@ def id_type(src: Source) -> pa.DataType:
     """The Arrow type of the IDs an eval input yields (CSV IDs are strings)."""
     if not is_table(src):
         return pa.string()
-    t = table_schema(src).field("ID").type  # type: ignore[arg-type]
+    schema = table_schema(src)  # type: ignore[arg-type]
+    plan_layout(schema, "eval", str(src))  # a missing or mistyped ID column is a DataError
+    t = schema.field("ID").type
     return t.value_type if pa.types.is_dictionary(t) else t
 
 

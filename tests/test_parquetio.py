@@ -310,7 +310,9 @@ def test_bad_input_is_a_located_data_error(tmp_path, rows, case):
         list(TableReader(path, kind, batch_rows=128))  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("case", ["out of range", "null ID", "short list", "missing column"])
+@pytest.mark.parametrize(
+    "case", ["out of range", "null ID", "short list", "missing column", "missing ID", "float ID"]
+)
 def test_bad_input_in_the_cli_is_one_line_and_leaves_nothing(tmp_path, rows, tiny, case):
     build, _, message = BAD[case]
     path = write(build(rows), tmp_path / "x.parquet")
