@@ -8,17 +8,21 @@ from pathlib import Path
 
 from .errors import ConfigError, DataError, OutputError
 from .files import output_errors
+from .parquetio import TABLE_SUFFIXES
+
+INPUT_PATTERNS = ("*.csv", "*.csv.gz", *(f"*{s}" for s in TABLE_SUFFIXES))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, directories (their *.csv and *.csv.gz) and globs, in a stable order."""
+    """Files, directories (their *.csv, *.csv.gz, *.parquet, *.pq, *.arrow, *.feather and
+    *.ipc) and globs, in a stable order."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted([*path.glob("*.csv"), *path.glob("*.csv.gz")])
+            found = sorted(p for pattern in INPUT_PATTERNS for p in path.glob(pattern))
             if not found:
-                raise DataError(item, "directory holds no *.csv or *.csv.gz files")
+                raise DataError(item, f"directory holds no {', '.join(INPUT_PATTERNS)} files")
             paths += found
         elif any(c in item for c in "*?["):
             found = sorted(Path(p) for p in glob.glob(item))
@@ -34,9 +38,9 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 
 def output_stem(path: Path) -> str:
-    """`a.csv` and `a.csv.gz` -> `a`."""
+    """`a.csv`, `a.csv.gz`, `a.parquet`, `a.arrow` ... -> `a`; `-` (stdin) -> `stdin`."""
     name = "stdin" if str(path) == STDOUT else path.name
-    for suffix in (".gz", ".csv"):
+    for suffix in (".gz", ".csv", *TABLE_SUFFIXES):
         name = name.removesuffix(suffix)
     return name
 

@@ -44,8 +44,10 @@ from .csvio import (
 from .errors import ConfigError, DataError, FclsError, ModelError
 from .files import OutputSet, file_sha256, output_errors
 from .inputs import check_outputs
+from .parquetio import TableWriter, table_format
 from .predictor import Predictor, available_cpus
 from .resume import Journal, Position, input_identity, leftovers
+from .sources import id_type, is_table, open_chunks
 
 _DONE = object()
 QUEUE_DEPTH = 2  # blocks in flight per queue: bounds memory at a few blocks of rows
@@ -60,6 +62,7 @@ JOIN_TIMEOUT = 5.0  # a worker still busy this long after a stop is stuck in I/O
 # 3.4% at a fixed 2 s). A killed run redoes the work since its last checkpoint.
 CHECKPOINT_SECONDS = 2.0
 CHECKPOINT_BUDGET = 0.01
+RESULT_GROUP_ROWS = 1 << 16  # rows per row group of a Parquet results file (~1 MB of ID,label)
 
 Log = Callable[[str], None]
 
@@ -142,8 +145,10 @@ def _get(q: queue.Queue[Any], halt: _Halt) -> Any:
     return _DONE
 
 
-def _csv_field(values: pa.Array) -> pa.Array:
+def csv_field(values: pa.Array) -> pa.Array:
     """Strings as CSV fields: quoted (quotes doubled) only where a comma, quote or newline needs it."""
+    if values.type != pa.string():  # integer IDs of a Parquet input, large strings
+        values = pc.cast(values, pa.string())
     needs = pc.match_substring_regex(values, '[",\r\n]')
     quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
     return pc.if_else(needs, quoted, values)
@@ -153,9 +158,9 @@ def format_rows(
     ids: pa.Array, labels: np.ndarray, proba: np.ndarray | None, names: list[str] | None
 ) -> bytes:
     """CSV text of the rows, built column-wise by Arrow kernels (no Python loop over rows)."""
-    ids = _csv_field(ids)
+    ids = csv_field(ids)
     if names:
-        label = _csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
+        label = csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
     else:
         label = pc.cast(pa.array(labels), pa.string())
     columns = [ids, label]
@@ -173,7 +178,39 @@ def header_line(proba: bool, names: bool, classes: list[str]) -> bytes:
     cols = ["ID", "label"]
     if proba:
         cols += [f"p_{c}" if names else f"p{j}" for j, c in enumerate(classes)]
-    return (",".join(_csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
+    return (",".join(csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
+
+
+def results_schema(id_type: pa.DataType, proba: bool, names: bool, classes: list[str]) -> pa.Schema:
+    """Columns of a Parquet / IPC results file: ID as in the input, label (int64, or the class
+    name with `names`), and with `proba` one float32 probability column per class."""
+    fields = [pa.field("ID", id_type, nullable=False)]
+    fields.append(pa.field("label", pa.string() if names else pa.int64(), nullable=False))
+    if proba:
+        fields += [
+            pa.field(f"p_{c}" if names else f"p{j}", pa.float32(), nullable=False)
+            for j, c in enumerate(classes)
+        ]
+    return pa.schema(fields)
+
+
+def results_batch(
+    schema: pa.Schema,
+    ids: pa.Array,
+    labels: np.ndarray,
+    proba: np.ndarray | None,
+    names: list[str] | None,
+) -> pa.RecordBatch:
+    """One block of results as a record batch of `schema` (see `results_schema`)."""
+    label = (
+        pa.array(np.asarray(names, dtype=object)[labels], pa.string())
+        if names
+        else pa.array(labels.astype(np.int64, copy=False))
+    )
+    columns = [ids.cast(schema.field("ID").type), label]
+    if proba is not None:
+        columns += [pa.array(proba[:, j].astype(np.float32)) for j in range(proba.shape[1])]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def predict_csv(
@@ -263,6 +300,13 @@ def predict_files(
             raise ConfigError(
                 f"--resume: {streams[0]} cannot be resumed (a stream cannot be read again); "
                 "give a file, or drop --resume"
+            )
+        tables = [str(s) for s in sources if is_table(s)]
+        tables += [str(d) for d in destinations if table_format(d) != "csv"]
+        if tables:
+            raise ConfigError(
+                f"--resume: {tables[0]} is a Parquet/Arrow file; a run resumes by byte offsets "
+                "into CSV input and output only; convert to CSV, or drop --resume"
             )
     for dst in destinations:
         found = leftovers(dst, keep_resumable=resume)
@@ -411,6 +455,39 @@ def _read_blocks(
             stream.close()
 
 
+def _table_blocks(src: str | Path | BinaryIO) -> Iterator[tuple[Future[Chunk | None], int, int]]:
+    """The chunks of a Parquet / Arrow IPC input, read here, in the form of parsed CSV blocks
+    (never resumed: there are no byte offsets)."""
+    for chunk in open_chunks(src, "eval"):
+        done: Future[Chunk | None] = Future()
+        done.set_result(chunk)
+        yield done, 0, chunk.first_line + len(chunk)
+
+
+def _write_table(
+    tmp: Path,
+    dst: Path,
+    schema: pa.Schema,
+    names: list[str] | None,
+    scored: queue.Queue[Any],
+    halt: _Halt,
+) -> None:
+    """The writer thread for Parquet / Arrow IPC results: row groups of RESULT_GROUP_ROWS."""
+    writer = TableWriter(tmp, dst, schema, group_rows=RESULT_GROUP_ROWS)
+    try:
+        while (item := _get(scored, halt)) is not _DONE:
+            block, labels, probs = item
+            if block.chunk is not None:
+                writer.write(results_batch(schema, block.chunk.ids, labels, probs, names))
+    except BaseException:
+        writer.abort()
+        raise
+    if halt.is_set():
+        writer.abort()
+    else:
+        writer.close()
+
+
 def _batches(chunk: Chunk, batch_size: int) -> Iterator[np.ndarray]:
     for i in range(0, len(chunk), batch_size):
         yield chunk.pixels[i : i + batch_size]
@@ -466,21 +543,38 @@ def _run(
     classes = predictor.class_names
     names = classes if class_names else None
 
+    out_format = table_format(dst)
+    schema = results_schema(id_type(src), proba, class_names, classes)
+
     def read() -> None:
-        # Blocks are parsed on a pool and queued as futures in input order, so the first
+        # CSV blocks are parsed on a pool and queued as futures in input order, so the first
         # error in the file is the one raised, wherever it arises (reading or parsing).
         try:
-            for raw in _read_blocks(src, chunk_bytes, start):
-                if not _put(parsed, (pool.submit(raw.parser.parse, raw.data, raw.line), raw), halt):
+            if is_table(src):
+                items: Iterator[tuple[Future[Chunk | None], int, int]] = _table_blocks(src)
+            else:
+                items = (
+                    (
+                        pool.submit(raw.parser.parse, raw.data, raw.line),
+                        raw.end_offset,
+                        raw.end_line,
+                    )
+                    for raw in _read_blocks(src, chunk_bytes, start)
+                )
+            for item in items:
+                if not _put(parsed, item, halt):
                     return
         except Exception as e:
             failed: Future[Chunk | None] = Future()
             failed.set_exception(e)
-            _put(parsed, (failed, None), halt)
+            _put(parsed, (failed, 0, 0), halt)
             return
         _put(parsed, _DONE, halt)
 
     def write() -> None:
+        if out_format != "csv":
+            _write_table(tmp, dst, schema, names, scored, halt)
+            return
         with output_errors(dst):
             f = open(tmp, "wb" if start is None else "r+b")  # noqa: SIM115 - closed below
             try:
@@ -518,12 +612,12 @@ def _run(
     bar = _progress(progress, src, start)
     try:
         while (item := _get(parsed, halt)) is not _DONE:
-            chunk = _result(item[0], halt)
+            future, end_offset, end_line = item
+            chunk = _result(future, halt)
             if chunk is _DONE:
                 break
-            raw = item[1]
             rows += 0 if chunk is None else len(chunk)
-            block = _Block(chunk, Position(rows, raw.end_offset, 0, raw.end_line))
+            block = _Block(chunk, Position(rows, end_offset, 0, end_line))
             labels = probs = None
             if block.chunk is not None:
                 labels, probs = _score(predictor, block.chunk, batch_size, proba, name)
@@ -567,8 +661,8 @@ def _checkpoint(f: Any, journal: Journal, position: Position) -> float:
 
 
 def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:
-    """A bar on stderr labelled with the file name: over the bytes of a plain file (total and
-    ETA), over rows for .gz and streams (their decompressed size is unknown)."""
+    """A bar on stderr labelled with the file name: over the bytes of a plain CSV file (total
+    and ETA), over rows for .gz, streams (decompressed size unknown) and Parquet/Arrow."""
     if progress is None:
         progress = sys.stderr.isatty()
     if not progress:
@@ -577,7 +671,7 @@ def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:
 
     name = Path(source_name(src)).name
     size = None
-    if not _is_stream(src) and not str(src).endswith(".gz"):
+    if not _is_stream(src) and not str(src).endswith(".gz") and not is_table(src):
         with contextlib.suppress(OSError):
             size = os.path.getsize(src)
     if size:

@@ -1,7 +1,8 @@
 """Scale-out scoring on Ray Data: many CSV files, many workers, same bytes as one process.
 
-Plan (driver): each input is cut into byte ranges that end on a line break, with the file
-line each range starts on. Ray Data maps the ranges through the fcls parser (so errors name
+Plan (driver): each CSV input is cut into byte ranges that end on a line break, with the file
+line each range starts on; each Parquet input into its row groups, with the row each starts
+on (an Arrow IPC input is one block). Ray Data maps the ranges through the fcls parser (so errors name
 the same file, line and column as the single-process path) and then through an actor pool,
 each actor holding one onnxruntime session built from model bytes in the object store. Every
 result piece carries (file, range, part, row); the driver streams them back in input order
@@ -25,11 +26,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .csvio import CsvReader, read_header
 from .errors import ConfigError, DataError, FclsError
 from .files import OutputSet, output_errors
 from .inputs import expand_inputs, output_paths
+from .parquetio import TableReader, plan_layout, table_format, table_schema
 from .pipeline import Summary, format_rows, header_line
 from .predictor import Predictor, available_cpus
 
@@ -47,13 +51,19 @@ class Block:
     file: int
     index: int
     path: str
-    start: int
-    end: int  # -1: to the end (gzip files are one block)
-    first_line: int
+    start: int  # Parquet: the first row group
+    end: int  # -1: to the end (gzip and IPC files are one block); Parquet: row group after
+    first_line: int  # Parquet and IPC: the data row (from 1) the block starts on
 
 
 def plan_blocks(file: int, path: Path, block_bytes: int = BLOCK_BYTES) -> tuple[bytes, list[Block]]:
-    """The header line (validated) and the byte ranges of one input."""
+    """The header line (validated) and the byte ranges (row groups) of one input."""
+    fmt = table_format(path)
+    if fmt != "csv":
+        plan_layout(table_schema(path), "eval", str(path))
+        if fmt == "ipc":
+            return b"", [Block(file, 0, str(path), 0, -1, 1)]
+        return b"", _row_group_blocks(file, path)
     read_header(path, "eval")
     if path.suffix == ".gz":
         return b"", [Block(file, 0, str(path), 0, -1, 2)]
@@ -77,6 +87,16 @@ def plan_blocks(file: int, path: Path, block_bytes: int = BLOCK_BYTES) -> tuple[
         if pos > start:
             blocks.append(Block(file, len(blocks), str(path), start, pos, line))
     return header, blocks
+
+
+def _row_group_blocks(file: int, path: Path) -> list[Block]:
+    """One block per row group of a Parquet file, with the data row each starts on."""
+    meta = pq.read_metadata(path)
+    blocks, row = [], 1
+    for g in range(meta.num_row_groups):
+        blocks.append(Block(file, g, str(path), g, g + 1, row))
+        row += meta.row_group(g).num_rows
+    return blocks
 
 
 # One part: consecutive rows of one block, as a dict of columns. Every row carries where it
@@ -119,21 +139,37 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
     # a part is sent once the next one shows whether it is the last
     pending: tuple[np.ndarray, np.ndarray] | None = None  # (ids, pixels)
     try:
-        if end < 0:
-            source: Any = path
+        reader: Any
+        if table_format(path) != "csv":
+            groups = None if end < 0 else range(start, end)
+            reader = TableReader(
+                path, "eval", row_groups=groups, first_row=int(block["first_line"])
+            )
+        elif end < 0:
+            reader = CsvReader(
+                path,
+                "eval",
+                chunk_bytes=BLOCK_BYTES,
+                name=path,
+                first_line=int(block["first_line"]),
+            )
         else:
             with open(path, "rb") as f:
                 header = f.readline()
                 f.seek(start)
                 source = io.BytesIO(header + f.read(end - start))
-        reader = CsvReader(
-            source, "eval", chunk_bytes=BLOCK_BYTES, name=path, first_line=int(block["first_line"])
-        )
+            reader = CsvReader(
+                source,
+                "eval",
+                chunk_bytes=BLOCK_BYTES,
+                name=path,
+                first_line=int(block["first_line"]),
+            )
         for chunk in reader:
             if pending is not None:
                 yield _part(block, part, *pending, False, "")
                 part += 1
-            ids = [] if chunk.ids is None else chunk.ids.to_pylist()
+            ids = [] if chunk.ids is None else chunk.ids.cast(pa.string()).to_pylist()
             pending = (np.array(ids, dtype=np.object_), chunk.pixels)
     except DataError as e:
         if pending is not None:
@@ -277,6 +313,12 @@ def predict_csv_ray(
     use = _worker_provider(provider, gpus_per_worker)
     paths = expand_inputs(inputs)
     dests = output_paths(paths, out)
+    tables = [d for d in dests if table_format(d) != "csv"]
+    if tables:
+        raise ConfigError(
+            f"-o {tables[0]}: --engine ray writes CSV results only; use --engine local for "
+            "Parquet/Arrow output, or convert the CSV results with fcls-convert"
+        )
     # fail fast on a bad model, and on a provider the driver cannot run
     names = Predictor(model, use, 1).class_names
     plans = [plan_blocks(i, p, block_bytes)[1] for i, p in enumerate(paths)]

@@ -10,6 +10,7 @@ import numpy as np
 
 from fcls.infer.csvio import N_PIXELS, read_train_csv
 from fcls.infer.errors import DataError
+from fcls.infer.sources import read_train
 
 SIDE = 32
 FASHION_CLASSES: tuple[str, ...] = (
@@ -141,11 +142,12 @@ def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
 def load_dataset(
     data: Path | None, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
-    """Pixels, labels, class names and a source name: a train CSV, or the embedded digits."""
+    """Pixels, labels, class names and a source name: a train file (CSV, .csv.gz, Parquet,
+    Arrow IPC), or the embedded digits."""
     if data is None:
         pixels, labels = load_digits_32()
         if limit is not None:
             pixels, labels = pixels[:limit], labels[:limit]
         return pixels, labels, DIGIT_CLASSES, DIGITS_SOURCE
-    pixels, labels = read_train_csv(data, limit=limit)
+    pixels, labels = read_train(data, limit=limit)
     return pixels, labels, FASHION_CLASSES, str(data)

@@ -1,0 +1,64 @@
+"""One dispatcher from an input path to its `Chunk`s: CSV (CsvReader) or Parquet / Arrow IPC
+(TableReader), chosen by extension. Every consumer (fcls-infer, fcls-train, fcls-convert, the
+Ray engine) opens inputs here, so a format is added in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from .csvio import Chunk, CsvReader, Kind, read_header, source_name
+from .errors import DataError
+from .parquetio import TableReader, detect_kind, plan_layout, table_format, table_schema
+
+Source = str | Path | BinaryIO
+
+
+def is_table(src: Source) -> bool:
+    """Whether `src` is a Parquet or Arrow IPC path (streams and '-' are CSV)."""
+    return isinstance(src, (str, Path)) and str(src) != "-" and table_format(src) != "csv"
+
+
+def open_chunks(src: Source, kind: Kind = "eval", limit: int | None = None) -> Iterable[Chunk]:
+    """The validated chunks of any fcls input (CSV, .csv.gz, stdin, Parquet, Arrow IPC)."""
+    if is_table(src):
+        return TableReader(Path(src), kind, limit=limit)  # type: ignore[arg-type]
+    return CsvReader(src, kind, limit=limit)
+
+
+def input_kind(src: str | Path) -> Kind:
+    """eval or train, from the CSV header or the table schema (ID: eval, label: train)."""
+    if is_table(src):
+        return detect_kind(table_schema(src).names)
+    try:
+        read_header(src, "eval")
+    except DataError as e:
+        if "missing ID column" not in e.reason:
+            raise
+        read_header(src, "train")  # a train file, or the train header's own error
+        return "train"
+    return "eval"
+
+
+def id_type(src: Source) -> pa.DataType:
+    """The Arrow type of the IDs an eval input yields (CSV IDs are strings)."""
+    if not is_table(src):
+        return pa.string()
+    schema = table_schema(src)  # type: ignore[arg-type]
+    plan_layout(schema, "eval", str(src))  # a missing or mistyped ID column is a DataError
+    t = schema.field("ID").type
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def read_train(src: Source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A whole train-format input as (N, 1024) uint8 pixels and (N,) int64 labels."""
+    chunks = list(open_chunks(src, "train", limit))
+    if not chunks:
+        raise DataError(source_name(src), "no data rows")
+    pixels = np.concatenate([c.pixels for c in chunks])
+    labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
+    return pixels, labels
