@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from .errors import FclsError
+from .clikit import CONTEXT, Run, standard
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(context_settings=CONTEXT)
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option(
@@ -27,18 +27,28 @@ from .errors import FclsError
     show_default=True,
     help="Parquet compression codec (Arrow IPC outputs are written uncompressed).",
 )
-@click.option("--quiet", is_flag=True, help="No summary line.")
-def main(source: Path, dest: Path, layout: str, compression: str, quiet: bool) -> None:
+@standard("fcls-convert")
+def main(source: Path, dest: Path, layout: str, compression: str, run: Run) -> None:
     """Convert SOURCE to DEST, the formats given by the extensions (.csv, .csv.gz, .parquet,
     .pq, .arrow, .feather, .ipc), eval (ID) or train (label) form kept, every cell validated."""
     from .convert import convert
 
-    try:
-        summary = convert(source, dest, layout=layout, compression=compression)  # type: ignore[arg-type]
-    except FclsError as e:
-        raise click.ClickException(str(e)) from None
-    if not quiet:
-        click.echo(f"fcls-convert: {summary.line()}", err=True)
+    run.interrupt_note = f"nothing written to {dest}"
+    summary = convert(source, dest, layout=layout, compression=compression)  # type: ignore[arg-type]
+    run.summary(
+        {
+            "rows": summary.rows,
+            "kind": summary.kind,
+            "seconds": summary.seconds,
+            "rows_per_s": summary.rows / summary.seconds if summary.seconds > 0 else 0.0,
+            "input": summary.source,
+            "output": summary.dest,
+            "bytes_in": summary.bytes_in,
+            "bytes_out": summary.bytes_out,
+        },
+        f"fcls-convert: {summary.line()}",
+        err=True,
+    )
 
 
 if __name__ == "__main__":  # python -m fcls.infer.convert_cli

@@ -23,6 +23,7 @@ from fcls.export.cli import main as export_main
 from fcls.infer import cli as infer_cli
 from fcls.infer import clikit
 from fcls.infer.cli import main as infer_main
+from fcls.infer.convert_cli import main as convert_main
 from fcls.infer.csvio import write_eval_csv
 from fcls.infer.errors import (
     CheckpointError,
@@ -33,6 +34,7 @@ from fcls.infer.errors import (
     ParityError,
     ProviderError,
 )
+from fcls.infer.eval_cli import main as eval_main
 from fcls.infer.extras import MissingExtraError
 from fcls.infer.files import file_sha256
 from fcls.infer.modelfile import looks_like_onnx, sniff
@@ -43,8 +45,11 @@ COMMANDS: dict[str, click.Command] = {
     "fcls-train": train_main,
     "fcls-export": export_main,
     "fcls-infer": infer_main,
+    "fcls-convert": convert_main,
+    "fcls-eval": eval_main,
     "fcls-bench": bench_main,
 }
+TORCH_FREE = ("fcls-infer", "fcls-convert", "fcls-eval")
 
 
 @pytest.fixture(scope="module")
@@ -246,7 +251,7 @@ def test_version_on_every_command(name):
     assert result.exit_code == 0
     line = result.output.strip()
     assert re.fullmatch(rf"{name} \S+ \(onnxruntime \S+(, torch \S+)?, python \S+\)", line), line
-    assert ("torch" in line) == (name != "fcls-infer")
+    assert ("torch" in line) == (name not in TORCH_FREE)
 
 
 def test_help_and_version_import_neither_torch_nor_onnxruntime():
@@ -254,7 +259,8 @@ def test_help_and_version_import_neither_torch_nor_onnxruntime():
         "import sys\n"
         "from fcls.train.cli import main as t\nfrom fcls.export.cli import main as e\n"
         "from fcls.infer.cli import main as i\nfrom fcls.bench.cli import main as b\n"
-        "for m in (t, e, i, b):\n"
+        "from fcls.infer.convert_cli import main as c\nfrom fcls.infer.eval_cli import main as v\n"
+        "for m in (t, e, i, b, c, v):\n"
         "    for arg in ('--help', '--version'):\n"
         "        try:\n            m([arg])\n        except SystemExit as x:\n"
         "            assert x.code == 0, (m, arg)\n"

@@ -7,7 +7,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fcls.infer.csvio import N_CLASSES
 from fcls.infer.errors import ConfigError
 
 Optimizer = Literal["adam", "sgd"]
@@ -91,6 +90,8 @@ class TrainConfig:
 
 def check_class_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Refuse names the model head and the output files cannot carry; return them as a tuple."""
+    from fcls.infer.csvio import N_CLASSES  # here: `fcls-train --help` must not load numpy
+
     names = tuple(names)
     if len(names) != N_CLASSES:
         raise ConfigError(
