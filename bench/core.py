@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -78,18 +77,6 @@ def time_calls(
         fn()
         times.append(time.perf_counter() - t)
     return times
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MiB (VmHWM: unlike ru_maxrss on Linux,
-    it is not inherited from the parent across exec, so a spawned worker reports its own)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:

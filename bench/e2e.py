@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import peak_rss_mb
+from .rss import peak_rss_mb
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,22 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     return E2E("notebook (pandas + torch)", len(labels), seconds, labels, peak_rss_mb())
 
 
-def fcls_pipeline(name: str, src: Path, dst: Path, model: Path, threads: int | None = None) -> E2E:
+def fcls_pipeline(
+    name: str,
+    src: Path,
+    dst: Path,
+    model: Path,
+    threads: int | None = None,
+    parse_threads: int | None = None,
+) -> E2E:
     """fcls-infer's library call; labels read back from its output."""
     import pyarrow.csv as pacsv
 
     from fcls.infer.pipeline import predict_csv
 
-    summary = predict_csv(src, dst, model, threads=threads, progress=False)
+    summary = predict_csv(
+        src, dst, model, threads=threads, progress=False, parse_threads=parse_threads
+    )
     peak = peak_rss_mb()
     labels = pacsv.read_csv(dst).column("label").to_numpy()
     return E2E(name, summary.rows, summary.seconds, labels, peak)

@@ -17,7 +17,7 @@ import numpy as np
 
 from fcls.infer.csvio import PIXEL_COLUMNS, CsvReader
 
-from .core import peak_rss_mb
+from .rss import peak_rss_mb
 
 NEAR_FREE_CLASSES = 10
 PARSERS = ("fcls", "pyarrow", "pandas", "polars", "polars-uint8")

@@ -47,6 +47,12 @@ from .extras import require
     default=None,
     help="onnxruntime threads. Default: the CPUs this process may use.",
 )
+@click.option(
+    "--parse-threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="CSV blocks parsed at once. Default: 1 on CPU (the model holds the cores), 2 on CUDA.",
+)
 @click.option("--proba", is_flag=True, help="Add one probability column per class.")
 @click.option("--class-names", is_flag=True, help="Write class names instead of indices.")
 @click.option(
@@ -78,6 +84,7 @@ def main(
     provider: str,
     batch_size: int,
     threads: int | None,
+    parse_threads: int | None,
     proba: bool,
     class_names: bool,
     resume: bool,
@@ -96,6 +103,8 @@ def main(
     )
     if engine == "ray" and resume:
         raise ConfigError("--resume works with --engine local only")
+    if engine == "ray" and parse_threads is not None:
+        raise ConfigError("--parse-threads works with --engine local only")
     if engine == "ray":
         require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
     check_stdin(list(inputs))
@@ -141,6 +150,7 @@ def main(
                 "class_names": class_names,
             },
             durable=not to_stdout,
+            parse_threads=parse_threads,
         )
         seconds = time.perf_counter() - t0
         if to_stdout:
@@ -193,6 +203,7 @@ def _predict(
     gpus_per_worker: float,
     options: dict[str, Any],
     durable: bool,
+    parse_threads: int | None = None,
 ) -> list[Any]:
     """Run one engine over the inputs; returns its per-file Summary list."""
     if engine == "ray":
@@ -219,6 +230,7 @@ def _predict(
         resume=resume,
         log=run.log,
         durable=durable,
+        parse_threads=parse_threads,
         **options,
     )
 

@@ -60,7 +60,9 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     assert fcls_row["vs_model_only"] is None  # batch 64 was not in this run's table
     ingest = report["ingest"]
     assert [p["parser"] for p in ingest["parse"]] == list(PARSERS)  # all agree on the pixels
-    assert [c["rows"] for c in ingest["ceiling"]] == [60, 150]
+    assert [(c["rows"], c["parse_threads"]) for c in ingest["ceiling"]] == [
+        (60, 1), (150, 1), (150, 2)
+    ]  # fmt: skip
     assert all(c["peak_rss_mb"] > 0 for c in ingest["ceiling"]) and ingest["rss_growth"] > 0
 
 

@@ -140,6 +140,47 @@ def test_reader_failure_stops_the_pipeline(tmp_path, tiny, data):
     _only(tmp_path, "bad.csv")
 
 
+def test_parse_threads_give_the_same_bytes_and_the_first_error(tmp_path, tiny, data):
+    """Two parse threads (the CUDA default) write what one writes; with two bad rows, the
+    first in the file is the one reported, though its block may finish parsing last."""
+    outs = [tmp_path / f"r{n}.csv" for n in (1, 2)]
+    for n, out in zip((1, 2), outs):
+        assert (
+            _in_thread(
+                lambda n=n, out=out: predict_csv(
+                    data, out, tiny, chunk_bytes=1 << 16, parse_threads=n, proba=True
+                )
+            )
+            is None
+        )
+    assert outs[0].read_bytes() == outs[1].read_bytes()
+    lines = data.read_bytes().split(b"\n")
+    lines[1500] = lines[1500].replace(b",0,", b",0x1,", 1)  # the pyarrow path: a slow block
+    lines[1600] = lines[1600].replace(b",0,", b",,", 1)  # a later, quickly refused block
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(b"\n".join(lines))
+    error = _in_thread(
+        lambda: predict_csv(bad, tmp_path / "x.csv", tiny, chunk_bytes=1 << 16, parse_threads=2)
+    )
+    assert isinstance(error, DataError) and error.line == 1501, error
+    result = CliRunner().invoke(
+        main,
+        [
+            str(data),
+            "-m",
+            str(tiny),
+            "--engine",
+            "ray",
+            "--parse-threads",
+            "2",
+            "-o",
+            str(tmp_path / "y.csv"),
+        ],
+    )
+    assert result.exit_code != 0
+    assert "--parse-threads works with --engine local only" in result.output
+
+
 def test_model_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
     _nth_call_fails(monkeypatch, Predictor, "run", 5, RuntimeError("[ONNXRuntimeError] boom"))
     out = tmp_path / "r.csv"

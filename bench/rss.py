@@ -1,0 +1,19 @@
+"""Peak resident memory of this process, without importing anything heavy (the end-to-end
+and ingest runs measure their own process: importing torch here would count in theirs)."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MiB (VmHWM: unlike ru_maxrss on Linux,
+    it is not inherited from the parent across exec, so a spawned worker reports its own)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
