@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .clikit import CONTEXT, PIPE, Run, standard, version_line
+from .clikit import CONTEXT, PIPE, Run, scoring_options, standard, version_line
 from .errors import ConfigError, OutputError
 from .extras import require
 
@@ -37,16 +37,7 @@ from .extras import require
     help="Output: a file [results.csv]; DIR/ or an existing directory for "
     "DIR/<stem>.results.csv per input; '-' for stdout (one input).",
 )
-@click.option(
-    "--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="onnxruntime threads. Default: the CPUs this process may use.",
-)
+@scoring_options("onnxruntime threads. Default: the CPUs this process may use.")
 @click.option(
     "--parse-threads",
     type=click.IntRange(min=1),

@@ -204,6 +204,37 @@ class Run:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+DEFAULT_BATCH_SIZE = 64  # rows per onnxruntime call (fcls.infer.pipeline's default too)
+
+
+def scoring_options(threads_help: str) -> Callable[[F], F]:
+    """--provider, --batch-size and --threads, as every command that runs a model takes them."""
+
+    def decorate(fn: F) -> F:
+        for option in reversed(
+            [
+                click.option(
+                    "--provider",
+                    type=click.Choice(["auto", "cuda", "cpu"]),
+                    default="auto",
+                    show_default=True,
+                ),
+                click.option(
+                    "--batch-size",
+                    type=click.IntRange(min=1),
+                    default=DEFAULT_BATCH_SIZE,
+                    show_default=True,
+                ),
+                click.option(
+                    "--threads", type=click.IntRange(min=1), default=None, help=threads_help
+                ),
+            ]
+        ):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
 
 def standard(command: str, *, torch: bool = False) -> Callable[[F], F]:
     """Add --version, -q/-v, --json and --summary-json to a click command function, pass it

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .clikit import CONTEXT, Run, standard
+from .clikit import CONTEXT, Run, scoring_options, standard
 
 
 @click.command(context_settings=CONTEXT)
@@ -28,16 +28,7 @@ from .clikit import CONTEXT, Run, standard
     show_default=True,
     help="Report directory: report.json and a confusion-matrix PNG per model.",
 )
-@click.option(
-    "--provider", type=click.Choice(["auto", "cuda", "cpu"]), default="auto", show_default=True
-)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option(
-    "--threads",
-    type=click.IntRange(min=1),
-    default=None,
-    help="onnxruntime threads per model. Default: the CPUs this process may use.",
-)
+@scoring_options("onnxruntime threads per model. Default: the CPUs this process may use.")
 @standard("fcls-eval")
 def main(
     data: str,
