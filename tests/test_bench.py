@@ -19,7 +19,7 @@ from fcls.bench.errors import AgreementError, BenchError
 from fcls.bench.ingest import PARSERS
 from fcls.bench.runner import BenchConfig, format_gemm, peer_ratios, plan_backends, run_bench
 
-SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05"]
+SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05", "--ingest-rows", "0"]
 
 
 def test_timing_figures():
@@ -141,8 +141,9 @@ def test_model_without_matching_checkpoint_runs_the_rest(
     assert report["checkpoint"] is None and report["reference"] == "ort"
     assert [r["backend"] for r in report["rows"]] == ["ort", "ort", "ort-opt", "ort-opt"]
     assert all(r["vs_torch"] is None and r["agreement"] == 1.0 for r in report["rows"])
-    assert [e["pipeline"] for e in report["e2e"]] == ["fcls-infer fp32"]
+    assert [e["pipeline"] for e in report["e2e"]] == ["fcls-infer fp32", "polars+ort script fp32"]
     assert report["e2e"][0]["vs_notebook"] is None and report["e2e"][0]["rows"] == 100
+    assert "ingest" not in report  # --ingest-rows 0
     assert "agree: top-1 agreement with ort (onnxruntime fp32)" in output
 
 

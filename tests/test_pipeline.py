@@ -548,8 +548,10 @@ def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
     expected = tmp_path / "expected.csv"
     predict_csv(src, expected, tiny, proba=True)
     out = tmp_path / "out.csv"
+    # batch 2 keeps the tiny model's run past its first checkpoint (2 s) at any parse speed;
+    # the output does not depend on the batch size
     args = [str(src), "--model", str(tiny), "-o", str(out), "--proba", "--resume"]
-    command = [sys.executable, "-m", "fcls.infer.cli", *args]
+    command = [sys.executable, "-m", "fcls.infer.cli", *args, "--batch-size", "2"]
     temp, journal = resume_paths(out)
     proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE)
     done = _kill_when(proc, journal, 1)
