@@ -59,6 +59,14 @@ def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
     return path
 
 
+def sparse_pixels(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 1024) uint8, mostly zeros like real images (keeps generated files small)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
+    out[rng.random((n, 1024)) < 0.7] = 0
+    return out
+
+
 def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None) -> Path:
     """Write rows in the notebook's evaluate format (ID,pix1..pix1024)."""
     ids = ids if ids is not None else [str(i) for i in range(len(pixels))]

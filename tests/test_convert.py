@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import sparse_pixels as _pixels
 from conftest import write_eval_csv, write_train_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,13 +22,6 @@ from fcls.infer.errors import ConfigError, DataError
 from fcls.infer.sources import read_train
 
 N = 1200
-
-
-def _pixels(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
-    out[rng.random((n, 1024)) < 0.7] = 0
-    return out
 
 
 @pytest.fixture(scope="module")

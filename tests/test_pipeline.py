@@ -19,6 +19,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from conftest import dead_pid
+from conftest import sparse_pixels as pixels
 from onnx import TensorProto, helper, numpy_helper
 from test_files import ERRNOS, _oserror, inject
 
@@ -55,14 +56,6 @@ def tiny_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
-
-
-def pixels(n: int, seed: int = 0) -> np.ndarray:
-    """(n, 1024) uint8, mostly zeros like real images (keeps generated files small)."""
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
-    out[rng.random((n, 1024)) < 0.7] = 0
-    return out
 
 
 @pytest.fixture(scope="module")
