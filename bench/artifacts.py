@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fcls.infer.csvio import CsvReader, write_eval_csv
-from fcls.infer.errors import CheckpointError, DataError, ModelError
-from fcls.infer.files import file_sha256
+from fcls.infer.common.errors import CheckpointError, DataError, ModelError
+from fcls.infer.common.system import file_sha256
+from fcls.infer.formats.csvfile import CsvReader, write_eval_csv
 
 from .backends import peer_models
 from .errors import BenchError

@@ -78,7 +78,7 @@ def torch_backend(checkpoint: Path) -> Backend:
 
 def ort_backend(name: str, path: Path, threads: int | None = None) -> Backend:
     """An fcls Predictor: uint8 rows in, labels out (CUDA for names starting with 'cuda')."""
-    from fcls.infer.predictor import Predictor
+    from fcls.infer.engine.predictor import Predictor
 
     predictor = Predictor(
         path, provider="cuda" if name.startswith("cuda") else "cpu", threads=threads
@@ -102,7 +102,7 @@ def ov_backend(name: str, path: Path, threads: int | None = None) -> Backend:
     """
     import openvino as ov
 
-    from fcls.infer.predictor import available_cpus
+    from fcls.infer.common.system import available_cpus
 
     if name not in PEERS:
         raise ValueError(f"{name}: not an OpenVINO backend ({', '.join(PEERS)})")

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
-from fcls.infer.clikit import CONTEXT, Run, standard
-from fcls.infer.extras import require
+from fcls.infer.cli.kit import CONTEXT, Run, standard
+from fcls.infer.common.extras import require
 
 
 def _ints(text: str) -> tuple[int, ...]:

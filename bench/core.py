@@ -160,7 +160,7 @@ def machine_info() -> dict[str, Any]:
     import pyarrow
     import torch
 
-    from fcls.infer.predictor import available_cpus
+    from fcls.infer.common.system import available_cpus
 
     gpu = None
     if torch.cuda.is_available():

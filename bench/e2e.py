@@ -71,7 +71,7 @@ def fcls_pipeline(
     """fcls-infer's library call; labels read back from its output."""
     import pyarrow.csv as pacsv
 
-    from fcls.infer.pipeline import predict_csv
+    from fcls.infer.engine.pipeline import predict_csv
 
     summary = predict_csv(
         src, dst, model, threads=threads, progress=False, parse_threads=parse_threads
@@ -92,8 +92,8 @@ def script_pipeline(
     import onnxruntime as ort
     import polars as pl
 
-    from fcls.infer.csvio import PIXEL_COLUMNS
-    from fcls.infer.predictor import available_cpus
+    from fcls.infer.common.spec import PIXEL_COLUMNS
+    from fcls.infer.common.system import available_cpus
 
     t0 = time.perf_counter()
     df = pl.read_csv(src, schema={"ID": pl.String, **dict.fromkeys(PIXEL_COLUMNS, pl.UInt8)})

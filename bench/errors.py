@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fcls.infer.errors import FclsError
+from fcls.infer.common.errors import FclsError
 
 
 class BenchError(FclsError):

@@ -39,7 +39,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     from fcls.export.variants import cuda_available
-    from fcls.infer.predictor import installed_onnxruntimes
+    from fcls.infer.engine.session import installed_onnxruntimes
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
@@ -101,7 +101,7 @@ def run_check(
     import torch
 
     from fcls.export import ExportConfig, export_onnx
-    from fcls.infer.pipeline import predict_csv
+    from fcls.infer.engine.pipeline import predict_csv
     from fcls.train.config import TrainConfig
     from fcls.train.trainer import train
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.csvio import PIXEL_COLUMNS, CsvReader
+from fcls.infer.common.spec import PIXEL_COLUMNS
+from fcls.infer.formats.csvfile import CsvReader
 
 from .rss import peak_rss_mb
 

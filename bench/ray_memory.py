@@ -52,7 +52,7 @@ def child(src: Path, model: Path, workers: int) -> dict[str, Any]:
     """Run the Ray engine once in this process; its driver's peak memory."""
     import psutil
 
-    from fcls.infer.ray_engine import predict_csv_ray
+    from fcls.infer.engine.ray import predict_csv_ray
 
     me, peak, done = psutil.Process(), [0], threading.Event()
 
@@ -88,7 +88,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.model, args.workers)))
         return
-    from fcls.infer.pipeline import predict_csv
+    from fcls.infer.engine.pipeline import predict_csv
 
     results = []
     with tempfile.TemporaryDirectory(prefix="fcls-ray-mem-") as tmp:

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcls.infer.errors import ConfigError, FclsError, ParityError, ProviderError
-from fcls.infer.files import OutputSet, atomic_write_text, fcls_version, output_errors
+from fcls.infer.common.errors import ConfigError, FclsError, ParityError, ProviderError
+from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
+from fcls.infer.common.system import fcls_version
 from fcls.train.checkpoint import Checkpoint
 
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from fcls.infer.clikit import CONTEXT, Run, standard
-from fcls.infer.errors import ConfigError
-from fcls.infer.extras import require
-from fcls.infer.modelfile import CHECKPOINT, check_checkpoint
+from fcls.infer.cli.kit import CONTEXT, Run, standard
+from fcls.infer.common.errors import ConfigError
+from fcls.infer.common.extras import require
+from fcls.infer.common.modelfile import CHECKPOINT, check_checkpoint
 
 from .config import ExportConfig
 
@@ -105,7 +105,7 @@ def main(
     )
     require("fcls-export", "torch", "onnx", "onnxscript")
     check_checkpoint(source)  # a missing file or an ONNX model: one line naming the command
-    from fcls.infer.files import file_sha256
+    from fcls.infer.common.system import file_sha256
 
     from .api import export_onnx
 

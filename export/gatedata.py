@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.csvio import CsvReader, read_header
-from fcls.infer.errors import DataError
-from fcls.infer.files import file_sha256
+from fcls.infer.common.errors import DataError
+from fcls.infer.common.system import file_sha256
+from fcls.infer.formats.csvfile import CsvReader, read_header
 from fcls.train.checkpoint import Checkpoint
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
 

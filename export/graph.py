@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 import torch
 
-from fcls.infer.errors import FclsError
+from fcls.infer.common.errors import FclsError
 from fcls.train.model import FinalCNNet
 
 INPUT = "pixels"

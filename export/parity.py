@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from fcls.infer.errors import ProviderError
+from fcls.infer.common.errors import ProviderError
 from fcls.train.model import to_input
 
 from .graph import INPUT

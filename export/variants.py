@@ -16,7 +16,7 @@ import onnxruntime as ort
 import torch
 from onnx import numpy_helper
 
-from fcls.infer.errors import ParityError
+from fcls.infer.common.errors import ParityError
 from fcls.train.model import FinalCNNet
 
 from .graph import INPUT, ServingModel

@@ -1,7 +1,13 @@
-"""fcls.infer: the torch-free deployment half of fcls (CSV reader, errors, ONNX inference).
+"""fcls.infer: the torch-free deployment half of fcls, in layers that import one way.
 
-Submodules load lazily so that `fcls.infer.csvio` and `fcls.infer.errors`, which training
-reuses, do not pull in onnxruntime.
+    common   errors, data spec, atomic output, system facts, extras, model-file sniffing
+    formats  CSV / Parquet / Arrow IPC readers, the input dispatcher, -o rule, results format
+    engine   onnxruntime sessions, Predictor, the local pipeline and resume, Ray
+    evaluate, convert   labelled evaluation and format conversion
+    cli      the command kit and fcls-infer, fcls-eval, fcls-convert
+
+`Predictor`, `predict_csv` and `Summary` load lazily so that training, which reuses `common`
+and `formats`, does not pull in onnxruntime.
 """
 
 from __future__ import annotations
@@ -9,19 +15,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .pipeline import Summary, predict_csv
-    from .predictor import Predictor
+    from .engine.pipeline import Summary, predict_csv
+    from .engine.predictor import Predictor
 
 __all__ = ["Predictor", "Summary", "predict_csv"]
 
 
 def __getattr__(name: str) -> Any:
     if name == "Predictor":
-        from .predictor import Predictor
+        from .engine.predictor import Predictor
 
         return Predictor
     if name in ("predict_csv", "Summary"):
-        from . import pipeline
+        from .engine import pipeline
 
         return getattr(pipeline, name)
     raise AttributeError(f"module 'fcls.infer' has no attribute {name!r}")

@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from .csvio import N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
-from .errors import ConfigError
-from .files import atomic_path, output_errors
-from .inputs import check_outputs
-from .parquetio import TableWriter, table_format
-from .pipeline import csv_field
-from .sources import id_type, input_kind, open_chunks
+from .common.errors import ConfigError
+from .common.output import atomic_path, output_errors
+from .common.spec import N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
+from .formats.paths import check_outputs
+from .formats.results import csv_field
+from .formats.sources import id_type, input_kind, open_chunks
+from .formats.tables import TableWriter, table_format
 
 PixelLayout = Literal["binary", "columns", "list"]
 LAYOUTS: tuple[str, ...] = ("binary", "columns", "list")

@@ -24,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from .csvio import N_CLASSES, CsvReader, read_header, source_name
-from .errors import ConfigError, DataError, ModelError, OutputError
-from .files import OutputSet, fcls_version, file_sha256, output_errors
-from .predictor import Predictor
+from .common.errors import ConfigError, DataError, ModelError, OutputError
+from .common.output import OutputSet, output_errors
+from .common.spec import N_CLASSES
+from .common.system import fcls_version, file_sha256
+from .engine.predictor import Predictor
+from .formats.csvfile import CsvReader, read_header, source_name
 
 Log = Callable[[str], None]
 REPORT = "report.json"

@@ -1,4 +1,4 @@
-"""The conventions every command shares (fcls.infer.clikit), fcls-infer's -o rule, the messages
+"""The conventions every command shares (fcls.infer.cli.kit), fcls-infer's -o rule, the messages
 that say what to do next, and the README's command lines checked against the CLIs."""
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from fcls.bench import runner as bench_runner
 from fcls.bench.cli import legacy_json
 from fcls.bench.cli import main as bench_main
 from fcls.export.cli import main as export_main
-from fcls.infer import cli as infer_cli
-from fcls.infer import clikit
-from fcls.infer.cli import main as infer_main
-from fcls.infer.convert_cli import main as convert_main
-from fcls.infer.csvio import write_eval_csv
-from fcls.infer.errors import (
+from fcls.infer.cli import infer as infer_cli
+from fcls.infer.cli import kit as clikit
+from fcls.infer.cli.convert import main as convert_main
+from fcls.infer.cli.eval import main as eval_main
+from fcls.infer.cli.infer import main as infer_main
+from fcls.infer.common.errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -34,10 +34,10 @@ from fcls.infer.errors import (
     ParityError,
     ProviderError,
 )
-from fcls.infer.eval_cli import main as eval_main
-from fcls.infer.extras import MissingExtraError
-from fcls.infer.files import file_sha256
-from fcls.infer.modelfile import looks_like_onnx, sniff
+from fcls.infer.common.extras import MissingExtraError
+from fcls.infer.common.modelfile import looks_like_onnx, sniff
+from fcls.infer.common.system import file_sha256
+from fcls.infer.formats.csvfile import write_eval_csv
 from fcls.train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,8 +258,8 @@ def test_help_and_version_import_neither_torch_nor_onnxruntime():
     code = (
         "import sys\n"
         "from fcls.train.cli import main as t\nfrom fcls.export.cli import main as e\n"
-        "from fcls.infer.cli import main as i\nfrom fcls.bench.cli import main as b\n"
-        "from fcls.infer.convert_cli import main as c\nfrom fcls.infer.eval_cli import main as v\n"
+        "from fcls.infer.cli.infer import main as i\nfrom fcls.bench.cli import main as b\n"
+        "from fcls.infer.cli.convert import main as c\nfrom fcls.infer.cli.eval import main as v\n"
         "for m in (t, e, i, b, c, v):\n"
         "    for arg in ('--help', '--version'):\n"
         "        try:\n            m([arg])\n        except SystemExit as x:\n"
@@ -429,7 +429,7 @@ def test_readme_synopses_match_the_options():
 def test_output_paths_str_and_path(tmp_path):
     """The CLI's -o is a string (a trailing '/' means a directory); a library caller's Path
     cannot carry the '/', so with several inputs it names a directory."""
-    from fcls.infer.inputs import output_paths
+    from fcls.infer.formats.paths import output_paths
 
     inputs = [tmp_path / "a.csv", tmp_path / "b.csv"]
     with pytest.raises(ConfigError, match="2 inputs need an output directory"):

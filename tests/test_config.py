@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import deadline
 
-from fcls.infer.errors import ConfigError
+from fcls.infer.common.errors import ConfigError
 from fcls.train.config import TrainConfig, check_class_names, parse_class_names
 
 TEN = tuple(f"c{i}" for i in range(10))
@@ -86,8 +86,8 @@ def test_names_flow_from_fcls_train_to_every_artefact(tmp_path: Path, trained: P
     """
     from fcls.export import ExportConfig, export_onnx
     from fcls.infer import Predictor
-    from fcls.infer.cli import main as infer
-    from fcls.infer.eval_cli import main as fcls_eval
+    from fcls.infer.cli.eval import main as fcls_eval
+    from fcls.infer.cli.infer import main as infer
     from fcls.train.checkpoint import Checkpoint
     from fcls.train.cli import main as fcls_train
 

@@ -15,11 +15,12 @@ from conftest import write_eval_csv, write_train_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fcls.infer.cli.convert import main
+from fcls.infer.common.errors import ConfigError, DataError
+from fcls.infer.common.spec import Chunk
 from fcls.infer.convert import ROW_GROUP_ROWS, convert, csv_header, csv_rows
-from fcls.infer.convert_cli import main
-from fcls.infer.csvio import Chunk, CsvReader
-from fcls.infer.errors import ConfigError, DataError
-from fcls.infer.sources import read_train
+from fcls.infer.formats.csvfile import CsvReader
+from fcls.infer.formats.sources import read_train
 
 N = 1200
 

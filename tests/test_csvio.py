@@ -10,14 +10,9 @@ import numpy as np
 import pytest
 from conftest import deadline, write_eval_csv, write_train_csv
 
-from fcls.infer.csvio import (
-    DEFAULT_CHUNK_BYTES,
-    MAX_LINE_BYTES,
-    CsvReader,
-    read_header,
-    read_train_csv,
-)
-from fcls.infer.errors import DataError
+from fcls.infer.common.errors import DataError
+from fcls.infer.formats.csvfile import DEFAULT_CHUNK_BYTES, CsvReader, read_header, read_train_csv
+from fcls.infer.formats.csvgrammar import MAX_LINE_BYTES
 
 PIX = ",".join(f"pix{i}" for i in range(1, 1025))
 
@@ -384,7 +379,7 @@ def test_a_block_of_whitespace_is_not_blank(body, line):
 def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monkeypatch):
     """The common shapes (LF or CRLF, IDs of any text, train with the label anywhere, pixel
     columns in another order) go through the numpy path; pyarrow is not called."""
-    from fcls.infer import csvio
+    from fcls.infer.formats import csvfile
 
     def no_arrow(self, buf, line):
         raise AssertionError(f"pyarrow path used for the block at line {line}")
@@ -401,7 +396,7 @@ def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monke
     rows = [r.split(b",") for r in body.splitlines()]
     moved = tmp_path / "moved.csv"
     moved.write_bytes(b"\n".join(b",".join(r[i] for i in order) for r in [cols, *rows]) + b"\n")
-    monkeypatch.setattr(csvio.BlockParser, "_parse_arrow", no_arrow)
+    monkeypatch.setattr(csvfile.BlockParser, "_parse_arrow", no_arrow)
     for src in (path, crlf):
         chunks = list(CsvReader(src, "eval", chunk_bytes=20_000))
         np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
@@ -416,12 +411,12 @@ def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monke
 def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatch):
     """The real Fashion-MNIST files (evaluate whole, train's first 10,000 rows): the numpy
     path's arrays are the pyarrow path's."""
-    from fcls.infer import csvio
+    from fcls.infer.formats import csvfile
 
     for name, kind, rows in (("evaluate.csv.gz", "eval", None), ("train.csv.gz", "train", 10_000)):
         fast = list(CsvReader(shared_data / name, kind, limit=rows))
         with monkeypatch.context() as m:
-            m.setattr(csvio, "_fast_layout", lambda header, kind: None)
+            m.setattr(csvfile, "fast_layout", lambda header, kind: None)
             slow = list(CsvReader(shared_data / name, kind, limit=rows))
         assert [len(c) for c in fast] == [len(c) for c in slow]
         for a, b in zip(fast, slow):

@@ -14,6 +14,7 @@ which pyproject's addopts leave out: run it with `pytest -m fuzz tests/test_csvi
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -27,12 +28,22 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from fcls.infer import csvio
-from fcls.infer.errors import DataError
+from fcls.infer.common.errors import DataError
+from fcls.infer.formats import csvfast, csvfile, csvgrammar
 
 PIXELS = [f"pix{i}" for i in range(1, 1025)]
 COLUMNS = {"eval": ["ID", *PIXELS], "train": [*PIXELS, "label"]}
-LIMIT = 20_000  # csvio.MAX_LINE_BYTES during these tests, so that overlong lines stay small
+LIMIT = 20_000  # MAX_LINE_BYTES during these tests, so that overlong lines stay small
+
+
+def _line_cap(limit: int) -> contextlib.ExitStack:
+    """MAX_LINE_BYTES set to `limit` in every CSV module that reads it."""
+    stack = contextlib.ExitStack()
+    for module in (csvgrammar, csvfast, csvfile):
+        stack.enter_context(mock.patch.object(module, "MAX_LINE_BYTES", limit))
+    return stack
+
+
 BOM = b"\xef\xbb\xbf"
 
 BAD_CELLS = [
@@ -270,7 +281,7 @@ def _read(case: Case, workdir: Path) -> Good:
         blob = gzip.compress(case.data, mtime=0)
         src = workdir / "case.csv.gz"
         src.write_bytes(blob[: case.cut] if case.gzip == "cut" else blob)
-    chunks = list(csvio.CsvReader(src, case.kind, chunk_bytes=case.chunk_bytes))  # type: ignore[arg-type]
+    chunks = list(csvfile.CsvReader(src, case.kind, chunk_bytes=case.chunk_bytes))  # type: ignore[arg-type]
     pixels = np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024))
     if case.kind == "eval":
         return Good(pixels, [s for c in chunks for s in c.ids.to_pylist()], None)
@@ -292,7 +303,7 @@ def check(case: Case, workdir: Path) -> None:
         expected = reference(prefix, case.kind, partial_tail=True)
     else:
         expected = reference(case.data, case.kind)
-    with mock.patch.object(csvio, "MAX_LINE_BYTES", LIMIT):
+    with _line_cap(LIMIT):
         try:
             got: Good | DataError = _read(case, workdir)
         except DataError as e:
@@ -362,20 +373,20 @@ def test_reference_agrees_with_hand_checked_lines() -> None:
 
 
 def check_fast_path(case: Case) -> None:
-    """`_fast_block` either declines a block or returns exactly what the pyarrow path returns
+    """`fast_block` either declines a block or returns exactly what the pyarrow path returns
     (which then must not refuse the block)."""
     head, newline, body = case.data.partition(b"\n")
     try:
-        header = csvio.parse_header_line(head, case.kind, "f.csv", bool(newline))  # type: ignore[arg-type]
+        header = csvgrammar.parse_header_line(head, case.kind, "f.csv", bool(newline))  # type: ignore[arg-type]
     except DataError:
         return
-    parser = csvio.BlockParser(header, case.kind, "f.csv")  # type: ignore[arg-type]
-    layout = csvio._fast_layout(header, case.kind)  # type: ignore[arg-type]
+    parser = csvfile.BlockParser(header, case.kind, "f.csv")  # type: ignore[arg-type]
+    layout = csvfast.fast_layout(header, case.kind)  # type: ignore[arg-type]
     if layout is None or not body:
         event("fast path: never applies (ID not first, or no rows)")
         return
-    with mock.patch.object(csvio, "MAX_LINE_BYTES", LIMIT):
-        fast = csvio._fast_block(body, layout, 2, csvio._Scratch())
+    with _line_cap(LIMIT):
+        fast = csvfast.fast_block(body, layout, 2, csvfast.Scratch())
         if fast is None:
             event("fast path: declined")
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import notebook_port as nb
 import numpy as np
 
-from fcls.infer.csvio import read_train_csv
+from fcls.infer.formats.csvfile import read_train_csv
 from fcls.train.data import augment, augment_labels, load_dataset, load_digits_32, split
 
 

@@ -22,16 +22,10 @@ from sklearn.metrics import (
 )
 
 from fcls.infer import Predictor
-from fcls.infer.errors import ConfigError, DataError, ModelError, OutputError
-from fcls.infer.eval_cli import main
-from fcls.infer.evaluate import (
-    PNG_HINT,
-    EvalConfig,
-    evaluate,
-    label_matrix,
-    metrics_from_confusion,
-)
-from fcls.infer.files import TEMP_SUFFIX
+from fcls.infer.cli.eval import main
+from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
+from fcls.infer.common.output import TEMP_SUFFIX
+from fcls.infer.evaluate import PNG_HINT, EvalConfig, evaluate, label_matrix, metrics_from_confusion
 
 K = 10
 LABELS = np.arange(K)
@@ -288,7 +282,7 @@ def test_one_model_stdin_and_no_png_without_matplotlib(
 
 
 def _fails(args: list[str], out: Path, match: str, code: int = 1) -> None:
-    """`code`: 1 for data and options, 3 for a model (fcls.infer.clikit.EXIT_CODES)."""
+    """`code`: 1 for data and options, 3 for a model (fcls.infer.cli.kit.EXIT_CODES)."""
     with deadline(60):
         result = CliRunner().invoke(main, [*args, "-o", str(out)])
     assert result.exit_code == code, result.output
@@ -401,7 +395,7 @@ def test_evaluation_needs_neither_torch_nor_sklearn(tmp_path: Path, data, models
     code = (
         "import sys\n"
         "sys.modules.update(torch=None, sklearn=None)  # any import of them would fail\n"
-        "from fcls.infer.eval_cli import main\n"
+        "from fcls.infer.cli.eval import main\n"
         f"main([{str(data)!r}, '-m', {str(models[0])!r}, '-o', {str(tmp_path / 'o')!r}, '-q'])\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -21,8 +21,8 @@ from fcls.export import api as export_api
 from fcls.export.cli import main
 from fcls.export.graph import LintError, io_signature, lint, read_metadata, set_metadata
 from fcls.export.parity import reference_logits
-from fcls.infer.csvio import read_train_csv
-from fcls.infer.errors import CheckpointError, ConfigError, OutputError, ParityError
+from fcls.infer.common.errors import CheckpointError, ConfigError, OutputError, ParityError
+from fcls.infer.formats.csvfile import read_train_csv
 from fcls.train.data import split
 
 pytestmark = pytest.mark.slow
@@ -271,7 +271,7 @@ def test_reexport_removes_stale_variants(tmp_path: Path, trained: Path, exported
 
 def test_infer_refuses_a_variant_of_another_checkpoint(tmp_path: Path, exported: Path):
     from fcls.infer import Predictor
-    from fcls.infer.errors import ModelError
+    from fcls.infer.common.errors import ModelError
 
     for name in ("model.onnx", "model.opt.onnx"):
         shutil.copy(exported.with_name(name), tmp_path / name)

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from fcls.bench.cli import main as bench_main
 from fcls.export.cli import main as export_main
-from fcls.infer.cli import main as infer_main
-from fcls.infer.extras import MissingExtraError, require
+from fcls.infer.cli.infer import main as infer_main
+from fcls.infer.common.extras import MissingExtraError, require
 from fcls.train.cli import main as train_main
 
 

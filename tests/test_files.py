@@ -1,4 +1,4 @@
-"""fcls.infer.files: atomic outputs under injected faults at every output step."""
+"""fcls.infer.common.output: atomic outputs under injected faults at every output step."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from conftest import dead_pid
 
-from fcls.infer import files
-from fcls.infer.errors import OutputError
-from fcls.infer.files import (
+from fcls.infer.common import output as files
+from fcls.infer.common.errors import OutputError
+from fcls.infer.common.output import (
     BACKUP_SUFFIX,
     TEMP_SUFFIX,
     OutputSet,

@@ -27,10 +27,10 @@ from fcls.export.variants import (
     check_fp16_ranges,
     cuda_available,
 )
-from fcls.infer import predictor as predictor_module
-from fcls.infer.cli import main as infer_main
-from fcls.infer.errors import ConfigError, ParityError, ProviderError
-from fcls.infer.predictor import Predictor
+from fcls.infer.cli.infer import main as infer_main
+from fcls.infer.common.errors import ConfigError, ParityError, ProviderError
+from fcls.infer.engine import session as predictor_module
+from fcls.infer.engine.predictor import Predictor
 from fcls.train import trainer
 
 pytestmark = pytest.mark.slow
@@ -302,7 +302,7 @@ def test_fp16_graph_through_io_binding_on_cpu(fp16_export: Path, digits):
 
 
 def test_ray_gpu_plan_is_accepted_by_ray(ray_local, exported: Path):
-    from fcls.infer.ray_engine import _Scorer, _scorer_stage
+    from fcls.infer.engine.ray import _Scorer, _scorer_stage
 
     ds = ray_local.data.from_items([{"x": 1}])
     stage = _scorer_stage(ray_local.put(b""), "cuda", 2, 0.5, 1, 1.0, 64, False, False)
@@ -325,7 +325,7 @@ def test_ray_gpu_plan_is_accepted_by_ray(ray_local, exported: Path):
 def test_ray_provider_contradictions_are_refused_up_front(
     provider, gpus, message, exported: Path, digits, tmp_path: Path
 ):
-    from fcls.infer.ray_engine import predict_csv_ray
+    from fcls.infer.engine.ray import predict_csv_ray
 
     src = write_eval_csv(tmp_path / "in.csv", digits[0][:5])
     with pytest.raises(ConfigError, match=message):
@@ -341,7 +341,7 @@ def test_ray_provider_contradictions_are_refused_up_front(
 @no_ort_cuda
 def test_ray_gpu_workers_are_checked_on_the_driver(exported: Path, digits, tmp_path: Path):
     """--gpus-per-worker without CUDA fails on the driver, before Ray starts."""
-    from fcls.infer.ray_engine import predict_csv_ray
+    from fcls.infer.engine.ray import predict_csv_ray
 
     src = write_eval_csv(tmp_path / "in.csv", digits[0][:5])
     ray = sys.modules.get("ray")
@@ -356,7 +356,7 @@ def test_ray_gpu_workers_are_checked_on_the_driver(exported: Path, digits, tmp_p
 
 
 def test_ray_gpu_request_beyond_the_cluster_is_refused():
-    from fcls.infer.ray_engine import _check_gpus
+    from fcls.infer.engine.ray import _check_gpus
 
     with pytest.raises(
         ConfigError, match=r"--workers 2 x --gpus-per-worker 1 = 2 GPUs, but the Ray cluster has 1"

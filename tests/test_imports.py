@@ -1,4 +1,5 @@
-"""The package's import structure: one-way layers and no cycles (lazy imports included)."""
+"""The package's import structure: one-way layers between and inside packages, no cycles
+(lazy imports included), and no torch in the deployment half."""
 
 from __future__ import annotations
 
@@ -14,21 +15,53 @@ PACKAGES = {
     "infer": "fcls.infer",
     "bench": "fcls.bench",
 }
-# who may import whom: the flow is one way (infer never sees torch, train or export)
+# Inside fcls.infer: each layer imports only the layers before it (and itself).
+INFER_LAYERS = (
+    ("fcls.infer.common",),
+    ("fcls.infer.formats",),
+    ("fcls.infer.engine",),
+    ("fcls.infer.evaluate", "fcls.infer.convert"),
+    ("fcls.infer.cli",),
+)
+# Between packages the flow is one way; what each may use of fcls.infer (prefixes).
 ALLOWED = {
     "fcls.infer": {"fcls.infer"},
-    "fcls.train": {"fcls.train", "fcls.infer"},
-    "fcls.export": {"fcls.export", "fcls.train", "fcls.infer"},
-    "fcls.bench": {"fcls.bench", "fcls.export", "fcls.train", "fcls.infer"},
+    "fcls.train": {"fcls.train", "fcls.infer.common", "fcls.infer.formats"},
+    "fcls.export": {
+        "fcls.export",
+        "fcls.train",
+        "fcls.infer.common",
+        "fcls.infer.formats",
+        "fcls.infer.engine.predictor",
+        "fcls.infer.engine.session",
+    },
+    "fcls.bench": {
+        "fcls.bench",
+        "fcls.export",
+        "fcls.train",
+        "fcls.infer.common",
+        "fcls.infer.formats",
+        "fcls.infer.engine",
+    },
 }
+CLI_KIT = "fcls.infer.cli.kit"  # every package's cli module shares the command conventions
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def _modules() -> dict[str, Path]:
+    """Every module of the four packages, sub-packages included, by its import name."""
     found = {}
     for folder, package in PACKAGES.items():
-        for path in sorted((ROOT / folder).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
-            found[name] = path
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[0] == "suite":  # bench/suite is a test suite, not a package
+                continue
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join((package, *parts))] = path
     return found
 
 
@@ -54,10 +87,23 @@ def _graph() -> dict[str, set[str]]:
     return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
 
 
+def _layer(name: str) -> int | None:
+    for rank, layer in enumerate(INFER_LAYERS):
+        if any(_within(name, unit) for unit in layer):
+            return rank
+    return None
+
+
+def test_every_infer_module_is_in_a_layer() -> None:
+    loose = [m for m in _modules() if _within(m, "fcls.infer") and m != "fcls.infer"]
+    assert [m for m in loose if _layer(m) is None] == []
+
+
 def test_no_import_cycles() -> None:
     graph = _graph()
     # a cycle through a package's own __init__ re-exports is not a module cycle
-    edges = {m: {t for t in ts if t not in PACKAGES.values()} for m, ts in graph.items()}
+    packages = {m for m, p in _modules().items() if p.stem == "__init__"}
+    edges = {m: {t for t in ts if t not in packages} for m, ts in graph.items()}
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
 
@@ -77,30 +123,47 @@ def test_no_import_cycles() -> None:
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
-def test_layers_import_one_way(package: str) -> None:
+def test_packages_import_one_way(package: str) -> None:
     graph = _graph()
     wrong = sorted(
         f"{m} imports {t}"
         for m, targets in graph.items()
-        if m.startswith(package)
+        if _within(m, package)
         for t in targets
-        if ".".join(t.split(".")[:2]) not in ALLOWED[package]
+        if not any(_within(t, allowed) for allowed in ALLOWED[package])
+        and not (m.endswith(".cli") and _within(t, CLI_KIT))
+        and package != "fcls.infer"  # inside infer: the layer test below
     )
     assert wrong == []
 
 
-def test_infer_never_names_torch() -> None:
-    for path in sorted((ROOT / "infer").glob("*.py")):
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
+def test_infer_layers_import_downwards() -> None:
+    """common <- formats <- engine <- evaluate, convert <- cli: never upwards."""
+    graph = _graph()
+    wrong = sorted(
+        f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
+        for m, targets in graph.items()
+        if _within(m, "fcls.infer") and m != "fcls.infer"
+        for t in targets
+        if _within(t, "fcls.infer") and t != "fcls.infer" and _layer(t) > _layer(m)  # type: ignore[operator]
+    )
+    assert wrong == []
+
+
+def test_infer_never_names_torch_or_click_below_cli() -> None:
+    for path in sorted((ROOT / "infer").rglob("*.py")):
+        banned = (
+            {"torch"} if "cli" in path.relative_to(ROOT / "infer").parts else {"torch", "click"}
+        )
+        for node in ast.walk(ast.parse(path.read_text())):
             names = (
                 [a.name for a in node.names]
                 if isinstance(node, ast.Import)
                 else [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
+                if isinstance(node, ast.ImportFrom) and not node.level
                 else []
             )
-            assert not any(n.split(".")[0] == "torch" for n in names), path
+            assert not any(n.split(".")[0] in banned for n in names), path
 
 
 def test_the_checker_sees_a_cycle(tmp_path: Path) -> None:
@@ -111,3 +174,13 @@ def test_the_checker_sees_a_cycle(tmp_path: Path) -> None:
     known = {"fcls.train.report", "fcls.train.trainer"}
     assert _imports("fcls.train.report", a, known) == {"fcls.train.trainer"}
     assert _imports("fcls.train.trainer", b, known) == {"fcls.train.report"}
+
+
+def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
+    """The layer rule is not vacuous: formats importing the engine is caught, with depth."""
+    src = tmp_path / "csvfile.py"
+    src.write_text("def f():\n    from ..engine.predictor import Predictor\n")
+    known = {"fcls.infer.formats.csvfile", "fcls.infer.engine.predictor"}
+    found = _imports("fcls.infer.formats.csvfile", src, known)
+    assert found == {"fcls.infer.engine.predictor"}
+    assert _layer("fcls.infer.engine.predictor") > _layer("fcls.infer.formats.csvfile")  # type: ignore[operator]

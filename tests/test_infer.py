@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from conftest import write_eval_csv
 
 from fcls.infer import Predictor, predict_csv
-from fcls.infer.cli import main
-from fcls.infer.errors import DataError, ProviderError
-from fcls.infer.predictor import available_cpus
+from fcls.infer.cli.infer import main
+from fcls.infer.common.errors import DataError, ProviderError
+from fcls.infer.common.system import available_cpus
 
 PIX = ",".join(f"pix{i}" for i in range(1, 1025))
 N_ROWS = 403  # not a multiple of any batch size used here
@@ -320,7 +320,7 @@ def test_threads_follow_the_cpu_quota(tmp_path, monkeypatch, files, quota):
 def test_infer_never_imports_torch(tmp_path, exported, eval_csv):
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import fcls.infer, fcls.infer.cli\n"
+        "import fcls.infer, fcls.infer.cli.infer\n"
         "from fcls.infer import predict_csv\n"
         f"s = predict_csv({str(eval_csv)!r}, {str(tmp_path / 'r.csv')!r}, {str(exported)!r})\n"
         "assert s.rows == %d, s\n"
@@ -342,7 +342,7 @@ def test_real_evaluate_csv_matches_independent_pytorch(tmp_path, fashion_trained
     import torch
 
     from fcls.export import export_onnx
-    from fcls.infer.csvio import CsvReader
+    from fcls.infer.formats.csvfile import CsvReader
 
     model_onnx = tmp_path / "model.onnx"
     export_onnx(fashion_trained, model_onnx, log=lambda s: None)

@@ -15,14 +15,15 @@ from click.testing import CliRunner
 from conftest import deadline, write_eval_csv, write_train_csv
 from test_pipeline import pixels, tiny_model
 
-from fcls.infer.cli import main
+from fcls.infer.cli.infer import main
+from fcls.infer.common.errors import ConfigError, DataError
+from fcls.infer.common.spec import PIXEL_COLUMNS
 from fcls.infer.convert import convert
-from fcls.infer.csvio import PIXEL_COLUMNS, CsvReader
-from fcls.infer.errors import ConfigError, DataError
-from fcls.infer.inputs import expand_inputs, output_stem
-from fcls.infer.parquetio import TableReader
-from fcls.infer.pipeline import predict_csv, predict_files
-from fcls.infer.sources import input_kind, open_chunks, read_train
+from fcls.infer.engine.pipeline import predict_csv, predict_files
+from fcls.infer.formats.csvfile import CsvReader
+from fcls.infer.formats.paths import expand_inputs, output_stem
+from fcls.infer.formats.sources import input_kind, open_chunks, read_train
+from fcls.infer.formats.tables import TableReader
 
 N = 1000
 
@@ -489,7 +490,7 @@ def test_dispatcher_chooses_by_extension(tmp_path, rows, csv_file):
 
 @pytest.mark.slow
 def test_ray_on_parquet_equals_single_process(tmp_path, tiny, csv_file, ray_local):
-    from fcls.infer.ray_engine import plan_blocks, predict_csv_ray
+    from fcls.infer.engine.ray import plan_blocks, predict_csv_ray
 
     src = tmp_path / "in.parquet"
     convert(csv_file, src, durable=False)

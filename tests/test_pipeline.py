@@ -1,4 +1,4 @@
-"""fcls.infer.pipeline: no hang on any worker failure, output faults, output = input, --resume."""
+"""fcls.infer.engine.pipeline: no hang on any worker failure, output faults, output = input, --resume."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ from conftest import sparse_pixels as pixels
 from onnx import TensorProto, helper, numpy_helper
 from test_files import ERRNOS, _oserror, inject
 
-from fcls.infer import Predictor, pipeline, predict_csv
-from fcls.infer.cli import main
-from fcls.infer.csvio import write_eval_csv
-from fcls.infer.errors import ConfigError, DataError, ModelError, OutputError
-from fcls.infer.files import TEMP_SUFFIX
-from fcls.infer.pipeline import predict_files
-from fcls.infer.resume import Journal, Position, resume_paths
+from fcls.infer import Predictor, predict_csv
+from fcls.infer.cli.infer import main
+from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
+from fcls.infer.common.output import TEMP_SUFFIX
+from fcls.infer.engine import pipeline
+from fcls.infer.engine.pipeline import predict_files
+from fcls.infer.engine.resume import Journal, Position, resume_paths
+from fcls.infer.formats.csvfile import write_eval_csv
 
 REPO = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT = 20.0  # seconds: a pipeline that has not stopped by then hangs
@@ -425,7 +426,7 @@ def test_resume_refuses_other_fcls_version_corrupt_journal_and_short_output(tmp_
     j = _journal(tmp_path, dest)
     j.temp.write_bytes(b"ID,label\n0,1\n")
     j.save(Position(1, 100, 13, 3))
-    monkeypatch.setattr("fcls.infer.resume.fcls_version", lambda: "0.0.0-other")
+    monkeypatch.setattr("fcls.infer.engine.resume.fcls_version", lambda: "0.0.0-other")
     with pytest.raises(ConfigError, match="fcls version differs"):
         _journal(tmp_path, dest).load()
     monkeypatch.undo()
@@ -546,7 +547,7 @@ def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
     # batch 2 keeps the tiny model's run past its first checkpoint (2 s) at any parse speed;
     # the output does not depend on the batch size
     args = [str(src), "--model", str(tiny), "-o", str(out), "--proba", "--resume"]
-    command = [sys.executable, "-m", "fcls.infer.cli", *args, "--batch-size", "2"]
+    command = [sys.executable, "-m", "fcls.infer.cli.infer", *args, "--batch-size", "2"]
     temp, journal = resume_paths(out)
     proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE)
     done = _kill_when(proc, journal, 1)

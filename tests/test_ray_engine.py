@@ -15,13 +15,14 @@ import pytest
 from click.testing import CliRunner
 from conftest import deadline, write_eval_csv
 
-from fcls.infer import ray_engine
-from fcls.infer.cli import main
-from fcls.infer.errors import ConfigError, DataError, OutputError
-from fcls.infer.inputs import expand_inputs, output_paths
-from fcls.infer.pipeline import header_line, predict_csv
-from fcls.infer.predictor import Predictor
-from fcls.infer.ray_engine import WorkerError, _OrderedWriter, plan_blocks
+from fcls.infer.cli.infer import main
+from fcls.infer.common.errors import ConfigError, DataError, OutputError
+from fcls.infer.engine import ray as ray_engine
+from fcls.infer.engine.pipeline import predict_csv
+from fcls.infer.engine.predictor import Predictor
+from fcls.infer.engine.ray import WorkerError, _OrderedWriter, plan_blocks
+from fcls.infer.formats.paths import expand_inputs, output_paths
+from fcls.infer.formats.results import header_line
 
 SIZES = (1200, 1000, 1300)  # 3,500 rows in all
 
@@ -202,7 +203,7 @@ def test_ordered_writer_names_the_destination_when_writing_fails(tmp_path):
 
 @pytest.mark.slow
 def test_ray_outputs_equal_single_process_bytes(tmp_path, parts, exported, ray_local):
-    from fcls.infer.ray_engine import predict_csv_ray
+    from fcls.infer.engine.ray import predict_csv_ray
 
     out = tmp_path / "out"
     out.mkdir()
@@ -414,7 +415,7 @@ def test_ray_reports_the_first_bad_row_in_input_order(tmp_path, parts, exported,
 def test_infer_without_ray_installed_never_imports_it(tmp_path, parts, exported):
     code = (
         "import sys; sys.modules['ray'] = None\n"
-        "import fcls.infer.cli, fcls.infer.inputs\n"
+        "import fcls.infer.cli.infer, fcls.infer.formats.paths\n"
         "from fcls.infer import predict_csv\n"
         f"assert predict_csv({str(parts[0])!r}, {str(tmp_path / 'r.csv')!r}, {str(exported)!r}).rows == {SIZES[0]}\n"
         "assert 'ray' not in [m.split('.')[0] for m in sys.modules if sys.modules[m] is not None]\n"

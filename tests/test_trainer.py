@@ -13,8 +13,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from fcls.infer.csvio import read_train_csv
-from fcls.infer.errors import CheckpointError, ConfigError
+from fcls.infer.common.errors import CheckpointError, ConfigError
+from fcls.infer.formats.csvfile import read_train_csv
 from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
 from fcls.train.config import DEFAULT_STAGES, TrainConfig
@@ -65,7 +65,7 @@ def test_every_artefact_is_written(trained: Path):
 
 
 def test_test_csv_holds_the_held_out_split(trained: Path, digits_csv: Path):
-    from fcls.infer.csvio import CsvReader
+    from fcls.infer.formats.csvfile import CsvReader
 
     chunks = list(CsvReader(trained / "test.csv"))
     pixels = np.concatenate([c.pixels for c in chunks])
@@ -259,7 +259,7 @@ def test_digits_default_trains(tmp_path: Path):
 def test_too_few_rows_per_class_is_refused(tmp_path: Path):
     from conftest import write_train_csv
 
-    from fcls.infer.errors import DataError
+    from fcls.infer.common.errors import DataError
 
     rng = np.random.default_rng(0)
     tiny = write_train_csv(tmp_path / "tiny.csv", rng.integers(0, 256, (3, 1024)), np.arange(3))

@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-from fcls.infer.errors import CheckpointError
-from fcls.infer.files import atomic_file, fcls_version, output_errors
-from fcls.infer.modelfile import check_checkpoint
+from fcls.infer.common.errors import CheckpointError
+from fcls.infer.common.modelfile import check_checkpoint
+from fcls.infer.common.output import atomic_file, output_errors
+from fcls.infer.common.system import fcls_version
 
 from .data import FASHION_CLASSES
 from .model import FinalCNNet

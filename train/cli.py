@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from fcls.infer.clikit import CONTEXT, Run, standard
-from fcls.infer.errors import FclsError
-from fcls.infer.extras import require
+from fcls.infer.cli.kit import CONTEXT, Run, standard
+from fcls.infer.common.errors import FclsError
+from fcls.infer.common.extras import require
 
 from .config import TrainConfig, parse_class_names
 
@@ -127,7 +127,7 @@ def main(
     if data is None:
         run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
     require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
-    from fcls.infer.files import file_sha256
+    from fcls.infer.common.system import file_sha256
 
     from .trainer import train
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fcls.infer.errors import ConfigError
+from fcls.infer.common.errors import ConfigError
 
 Optimizer = Literal["adam", "sgd"]
 
@@ -90,7 +90,7 @@ class TrainConfig:
 
 def check_class_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """Refuse names the model head and the output files cannot carry; return them as a tuple."""
-    from fcls.infer.csvio import N_CLASSES  # here: `fcls-train --help` must not load numpy
+    from fcls.infer.common.spec import N_CLASSES
 
     names = tuple(names)
     if len(names) != N_CLASSES:

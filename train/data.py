@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.csvio import N_PIXELS, read_train_csv
-from fcls.infer.errors import DataError
-from fcls.infer.sources import read_train
+from fcls.infer.common.errors import DataError
+from fcls.infer.common.spec import N_PIXELS
+from fcls.infer.formats.csvfile import read_train_csv
+from fcls.infer.formats.sources import read_train
 
 SIDE = 32
 FASHION_CLASSES: tuple[str, ...] = (

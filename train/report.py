@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fcls.infer.files import atomic_file, atomic_write_text
+from fcls.infer.common.output import atomic_file, atomic_write_text
 
 from .checkpoint import Checkpoint
 from .config import TrainConfig

@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from fcls.infer.csvio import write_eval_csv
-from fcls.infer.errors import CheckpointError, ConfigError, DataError, OutputError
-from fcls.infer.files import atomic_file, fcls_version, file_sha256, output_errors
+from fcls.infer.common.errors import CheckpointError, ConfigError, DataError, OutputError
+from fcls.infer.common.output import atomic_file, output_errors
+from fcls.infer.common.system import fcls_version, file_sha256
+from fcls.infer.formats.csvfile import write_eval_csv
 
 from . import data as fdata
 from .config import Stage, TrainConfig

@@ -7,7 +7,7 @@ import pytest
 from conftest import PARSE_ROWS, timings
 
 from fcls.bench.artifacts import eval_csv
-from fcls.infer.csvio import CsvReader
+from fcls.infer.formats.csvfile import CsvReader
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,9 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from .csvio import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
-from .errors import DataError
-from .files import output_errors
+from ..common.errors import DataError
+from ..common.output import output_errors
+from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".feather", ".ipc")

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,23 +23,6 @@ from .errors import OutputError
 
 TEMP_SUFFIX = ".fcls-tmp"
 BACKUP_SUFFIX = ".fcls-bak"
-
-
-def fcls_version() -> str:
-    """The installed fcls version, or 'unknown' when run from a bare checkout."""
-    try:
-        return version("fcls")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _parent(dest: Path) -> Path:

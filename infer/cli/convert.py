@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .clikit import CONTEXT, Run, standard
+from .kit import CONTEXT, Run, standard
 
 
 @click.command(context_settings=CONTEXT)
@@ -31,7 +31,7 @@ from .clikit import CONTEXT, Run, standard
 def main(source: Path, dest: Path, layout: str, compression: str, run: Run) -> None:
     """Convert SOURCE to DEST, the formats given by the extensions (.csv, .csv.gz, .parquet,
     .pq, .arrow, .feather, .ipc), eval (ID) or train (label) form kept, every cell validated."""
-    from .convert import convert
+    from ..convert import convert
 
     run.interrupt_note = f"nothing written to {dest}"
     summary = convert(source, dest, layout=layout, compression=compression)  # type: ignore[arg-type]
@@ -51,5 +51,5 @@ def main(source: Path, dest: Path, layout: str, compression: str, run: Run) -> N
     )
 
 
-if __name__ == "__main__":  # python -m fcls.infer.convert_cli
+if __name__ == "__main__":  # python -m fcls.infer.cli.convert
     main()

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import click
 
-from .errors import (
+from ..common.errors import (
     CheckpointError,
     FclsError,
     ModelError,
@@ -105,7 +105,7 @@ def _dist_version(*names: str) -> str | None:
 def versions(torch: bool = False) -> dict[str, str]:
     """fcls, onnxruntime and (when `torch`) torch versions, read from package metadata
     (nothing heavy is imported); a package that is not installed is 'not installed'."""
-    from .files import fcls_version
+    from ..common.system import fcls_version
 
     found = {"fcls": fcls_version()}
     found["onnxruntime"] = _dist_version("onnxruntime", "onnxruntime-gpu") or "not installed"
@@ -193,7 +193,7 @@ class Run:
         with --json the JSON object on stdout instead; with --summary-json also to that file."""
         record = {"command": self.command, "fcls_version": versions()["fcls"], **data}
         if self.summary_path is not None:
-            from .files import atomic_write_text
+            from ..common.output import atomic_write_text
 
             atomic_write_text(self.summary_path, dumps(record) + "\n")
         if self.json_stdout:

@@ -28,26 +28,32 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .csvio import (
+from ..common.errors import ConfigError, DataError, FclsError, ModelError
+from ..common.output import OutputSet, output_errors
+from ..common.spec import Chunk
+from ..common.system import available_cpus, file_sha256
+from ..formats.csvfile import (
     DEFAULT_CHUNK_BYTES,
-    MAX_LINE_BYTES,
     BlockParser,
-    Chunk,
     count_lines,
     open_source,
-    parse_header_line,
     read_block,
     source_name,
 )
-from .errors import ConfigError, DataError, FclsError, ModelError
-from .files import OutputSet, file_sha256, output_errors
-from .inputs import check_outputs
-from .parquetio import TableWriter, table_format
-from .predictor import Predictor, available_cpus
+from ..formats.csvgrammar import MAX_LINE_BYTES, parse_header_line
+from ..formats.paths import check_outputs
+from ..formats.results import (
+    RESULT_GROUP_ROWS,
+    format_rows,
+    header_line,
+    results_batch,
+    results_schema,
+)
+from ..formats.sources import id_type, is_table, open_chunks
+from ..formats.tables import TableWriter, table_format
+from .predictor import Predictor
 from .resume import Journal, Position, input_identity, leftovers
-from .sources import id_type, is_table, open_chunks
 
 _DONE = object()
 QUEUE_DEPTH = 2  # blocks in flight per queue: bounds memory at a few blocks of rows
@@ -64,7 +70,6 @@ JOIN_TIMEOUT = 5.0  # a worker still busy this long after a stop is stuck in I/O
 # 3.4% at a fixed 2 s). A killed run redoes the work since its last checkpoint.
 CHECKPOINT_SECONDS = 2.0
 CHECKPOINT_BUDGET = 0.01
-RESULT_GROUP_ROWS = 1 << 16  # rows per row group of a Parquet results file (~1 MB of ID,label)
 
 Log = Callable[[str], None]
 
@@ -145,74 +150,6 @@ def _get(q: queue.Queue[Any], halt: _Halt) -> Any:
         except queue.Empty:
             continue
     return _DONE
-
-
-def csv_field(values: pa.Array) -> pa.Array:
-    """Strings as CSV fields: quoted (quotes doubled) only where a comma, quote or newline needs it."""
-    if values.type != pa.string():  # integer IDs of a Parquet input, large strings
-        values = pc.cast(values, pa.string())
-    needs = pc.match_substring_regex(values, '[",\r\n]')
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(values, '"', '""'), '"', "")
-    return pc.if_else(needs, quoted, values)
-
-
-def format_rows(
-    ids: pa.Array, labels: np.ndarray, proba: np.ndarray | None, names: list[str] | None
-) -> bytes:
-    """CSV text of the rows, built column-wise by Arrow kernels (no Python loop over rows)."""
-    ids = csv_field(ids)
-    if names:
-        label = csv_field(pa.array(np.asarray(names, dtype=object)[labels], pa.string()))
-    else:
-        label = pc.cast(pa.array(labels), pa.string())
-    columns = [ids, label]
-    if proba is not None:
-        columns += [pc.cast(pa.array(proba[:, j]), pa.string()) for j in range(proba.shape[1])]
-    lines = pc.binary_join_element_wise(*columns, ",")
-    text = pc.binary_join(
-        pa.ListArray.from_arrays(pa.array([0, len(lines)], pa.int32()), lines), "\n"
-    )
-    return text[0].as_py().encode() + b"\n"
-
-
-def header_line(proba: bool, names: bool, classes: list[str]) -> bytes:
-    """The output header: ID,label and, with proba, one column per class."""
-    cols = ["ID", "label"]
-    if proba:
-        cols += [f"p_{c}" if names else f"p{j}" for j, c in enumerate(classes)]
-    return (",".join(csv_field(pa.array(cols)).to_pylist()) + "\n").encode()
-
-
-def results_schema(id_type: pa.DataType, proba: bool, names: bool, classes: list[str]) -> pa.Schema:
-    """Columns of a Parquet / IPC results file: ID as in the input, label (int64, or the class
-    name with `names`), and with `proba` one float32 probability column per class."""
-    fields = [pa.field("ID", id_type, nullable=False)]
-    fields.append(pa.field("label", pa.string() if names else pa.int64(), nullable=False))
-    if proba:
-        fields += [
-            pa.field(f"p_{c}" if names else f"p{j}", pa.float32(), nullable=False)
-            for j, c in enumerate(classes)
-        ]
-    return pa.schema(fields)
-
-
-def results_batch(
-    schema: pa.Schema,
-    ids: pa.Array,
-    labels: np.ndarray,
-    proba: np.ndarray | None,
-    names: list[str] | None,
-) -> pa.RecordBatch:
-    """One block of results as a record batch of `schema` (see `results_schema`)."""
-    label = (
-        pa.array(np.asarray(names, dtype=object)[labels], pa.string())
-        if names
-        else pa.array(labels.astype(np.int64, copy=False))
-    )
-    columns = [ids.cast(schema.field("ID").type), label]
-    if proba is not None:
-        columns += [pa.array(proba[:, j].astype(np.float32)) for j in range(proba.shape[1])]
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
 def predict_csv(

@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from .clikit import CONTEXT, PIPE, Run, scoring_options, standard, version_line
-from .errors import ConfigError, OutputError
-from .extras import require
+from ..common.errors import ConfigError, OutputError
+from ..common.extras import require
+from .kit import CONTEXT, PIPE, Run, scoring_options, standard, version_line
 
 
 @click.command(context_settings=CONTEXT)
@@ -86,8 +86,8 @@ def main(
     run: Run,
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
-    from .inputs import STDOUT, check_stdin, expand_inputs, output_paths
-    from .modelfile import find_onnx
+    from ..common.modelfile import find_onnx
+    from ..formats.paths import STDOUT, check_stdin, expand_inputs, output_paths
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
@@ -110,7 +110,7 @@ def main(
         raise ConfigError("-o - writes the results to stdout: use --summary-json FILE, not --json")
     run.stdout_taken = to_stdout
     if run.verbose or run.json_stdout or run.summary_path is not None:
-        from .files import file_sha256
+        from ..common.system import file_sha256
 
         model_sha = file_sha256(model_path)
         run.detail(f"model {model_path} sha256 {model_sha}")
@@ -175,7 +175,7 @@ def main(
         err=True,
     )
     if provider == "auto" and summaries:
-        from .predictor import auto_choice
+        from ..engine.session import auto_choice
 
         # the Ray engine's label is "<provider> (ray xN)"
         run.log(auto_choice(used.split()[0]))
@@ -198,7 +198,7 @@ def _predict(
 ) -> list[Any]:
     """Run one engine over the inputs; returns its per-file Summary list."""
     if engine == "ray":
-        from .ray_engine import predict_csv_ray
+        from ..engine.ray import predict_csv_ray
 
         # one input: the destination file itself; several: their common directory + '/'
         out = str(dests[0]) if len(dests) == 1 else f"{dests[0].parent}/"
@@ -211,7 +211,7 @@ def _predict(
             gpus_per_worker=gpus_per_worker,
             **options,
         )
-    from .pipeline import predict_files
+    from ..engine.pipeline import predict_files
 
     return predict_files(
         sources,
@@ -248,5 +248,5 @@ def _stream_to_stdout(path: Path) -> None:
         raise OutputError(f"<stdout>: cannot write ({e.strerror or type(e).__name__})") from None
 
 
-if __name__ == "__main__":  # python -m fcls.infer.cli
+if __name__ == "__main__":  # python -m fcls.infer.cli.infer
     main()

@@ -11,9 +11,10 @@ from typing import BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from .csvio import Chunk, CsvReader, Kind, read_header, source_name
-from .errors import DataError
-from .parquetio import TableReader, detect_kind, plan_layout, table_format, table_schema
+from ..common.errors import DataError
+from ..common.spec import Chunk, Kind
+from .csvfile import CsvReader, read_header, source_name
+from .tables import TableReader, detect_kind, plan_layout, table_format, table_schema
 
 Source = str | Path | BinaryIO
 

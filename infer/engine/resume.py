@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, OutputError
-from .files import atomic_write_text, fcls_version, leftover_temps
+from ..common.errors import ConfigError, OutputError
+from ..common.output import atomic_write_text, leftover_temps
+from ..common.system import fcls_version
 
 RESUME_SUFFIX = ".fcls-resume"
 JOURNAL_FORMAT = 1

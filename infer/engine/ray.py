@@ -29,13 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .csvio import CsvReader, read_header
-from .errors import ConfigError, DataError, FclsError
-from .files import OutputSet, output_errors
-from .inputs import expand_inputs, output_paths
-from .parquetio import TableReader, plan_layout, table_format, table_schema
-from .pipeline import Summary, format_rows, header_line
-from .predictor import Predictor, available_cpus
+from ..common.errors import ConfigError, DataError, FclsError
+from ..common.output import OutputSet, output_errors
+from ..common.system import available_cpus
+from ..formats.csvfile import CsvReader, read_header
+from ..formats.paths import expand_inputs, output_paths
+from ..formats.results import format_rows, header_line
+from ..formats.tables import TableReader, plan_layout, table_format, table_schema
+from .pipeline import Summary
+from .predictor import Predictor
 
 BLOCK_BYTES = 8 << 20  # one parse task: ~3,000 rows
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)

@@ -6,9 +6,9 @@ import glob
 import os
 from pathlib import Path
 
-from .errors import ConfigError, DataError, OutputError
-from .files import output_errors
-from .parquetio import TABLE_SUFFIXES
+from ..common.errors import ConfigError, DataError, OutputError
+from ..common.output import output_errors
+from .tables import TABLE_SUFFIXES
 
 INPUT_PATTERNS = ("*.csv", "*.csv.gz", *(f"*{s}" for s in TABLE_SUFFIXES))
 

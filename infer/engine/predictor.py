@@ -2,98 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from .csvio import N_PIXELS
-from .errors import ModelError, ProviderError
-from .modelfile import check_onnx
+from ..common.errors import ModelError, ProviderError
+from ..common.modelfile import check_onnx
+from ..common.numeric import softmax
+from ..common.spec import N_PIXELS
+from ..common.system import available_cpus
+from .session import CPU, CUDA, ORT_CPU_DIST, ORT_GPU_DIST, ort_conflict
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
 VARIANT_FILE_TAGS = {"optimized": "opt", "int8": "int8", "fp16": "fp16"}  # metadata -> file name
-# Both install into the same `onnxruntime` package folder: whichever was installed last wins
-# file by file, and the CPU build usually shadows the GPU one, so CUDA silently disappears.
-ORT_CPU_DIST, ORT_GPU_DIST = "onnxruntime", "onnxruntime-gpu"
-
-
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
-    """CPUs allowed by the cgroup quota (v2 `cpu.max`, else v1 `cpu.cfs_quota_us`); None if unlimited."""
-    try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    for v1 in (root / "cpu", root / "cpu,cpuacct", root):
-        try:
-            quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
-            period_us = int((v1 / "cpu.cfs_period_us").read_text())
-        except (OSError, ValueError):
-            continue
-        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
-    return None
-
-
-def available_cpus(root: Path = CGROUP_ROOT) -> int:
-    """CPUs this process may really use: affinity mask and cgroup quota, not the host's count."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    quota = cgroup_cpu_quota(root)
-    if quota is not None:
-        n = min(n, max(1, int(quota)))
-    return max(1, n)
-
-
-def installed_onnxruntimes() -> dict[str, str]:
-    """Installed onnxruntime distributions (CPU and GPU builds) and their versions."""
-    found = {}
-    for name in (ORT_CPU_DIST, ORT_GPU_DIST):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            found[name] = metadata.version(name)
-    return found
-
-
-def ort_conflict() -> str | None:
-    """Why CUDA may be missing when both onnxruntime builds are installed, and the fix; else None."""
-    found = installed_onnxruntimes()
-    if ORT_CPU_DIST not in found or ORT_GPU_DIST not in found:
-        return None
-    return (
-        f"both {ORT_CPU_DIST} {found[ORT_CPU_DIST]} and {ORT_GPU_DIST} {found[ORT_GPU_DIST]} "
-        "are installed and the CPU build shadows the GPU one; fix: pip uninstall -y "
-        f"{ORT_CPU_DIST} {ORT_GPU_DIST} && pip install {ORT_GPU_DIST}"
-    )
-
-
-def auto_choice(used: str) -> str:
-    """One line for --provider auto: the provider it used and, on CPU, why not CUDA."""
-    if used == "cuda":
-        return "--provider auto used cuda (onnxruntime CUDAExecutionProvider)"
-    available = ort.get_available_providers()
-    why = (
-        "CUDAExecutionProvider is listed but no GPU answered"
-        if CUDA in available
-        else f"onnxruntime {ort.__version__} offers no CUDAExecutionProvider"
-    )
-    conflict = ort_conflict()
-    return f"--provider auto used cpu ({why})" + (f"; warning: {conflict}" if conflict else "")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def check_sibling(path: Path, meta: dict[str, str]) -> None:
@@ -249,7 +172,7 @@ class Predictor:
             (out,) = self.session.run([want], {self.input_name: feed})
         if want == self.label_name:
             return out.astype(np.int64, copy=False), None
-        return out.argmax(axis=1).astype(np.int64), _softmax(out) if proba else None
+        return out.argmax(axis=1).astype(np.int64), softmax(out) if proba else None
 
     def _run_split(self, feed: np.ndarray, want: str) -> np.ndarray:
         """One slice of the batch per replica session, run concurrently (ORT releases the GIL)."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .clikit import CONTEXT, Run, scoring_options, standard
+from .kit import CONTEXT, Run, scoring_options, standard
 
 
 @click.command(context_settings=CONTEXT)
@@ -45,7 +45,7 @@ def main(
     confusion matrix per model; with several models, how often each pair gives the same label.
     Models must share their class names (fcls-export writes them into the ONNX metadata).
     """
-    from .evaluate import EvalConfig, evaluate
+    from ..evaluate import EvalConfig, evaluate
 
     config = EvalConfig(
         data=data,
@@ -86,5 +86,5 @@ def main(
     )
 
 
-if __name__ == "__main__":  # python -m fcls.infer.eval_cli
+if __name__ == "__main__":  # python -m fcls.infer.cli.eval
     main()
