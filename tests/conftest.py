@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_train_csv
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -20,64 +18,6 @@ SHARED_FILES = ("train.csv.gz", "evaluate.csv.gz")
 NO_SHARED = (
     "real data: the folder ../shared is absent (real data is never committed to the project)"
 )
-
-
-@contextlib.contextmanager
-def deadline(seconds: int) -> Iterator[None]:
-    """Fail (instead of hanging) when the block runs past `seconds` (SIGALRM, main thread)."""
-
-    def expire(*_: object) -> None:
-        pytest.fail(f"still running after {seconds} s: a hang")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-
-
-def dead_pid() -> int:
-    """The pid of a process that has already exited (for leftovers of killed runs)."""
-    import subprocess
-
-    done = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return int(done.stdout)
-
-
-def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
-    """Write rows in the notebook's train format (pix1..pix1024,label)."""
-    header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])
-    rows = np.column_stack([pixels, labels]).astype(np.int64)
-    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
-    return path
-
-
-def sparse_pixels(n: int, seed: int = 0) -> np.ndarray:
-    """(n, 1024) uint8, mostly zeros like real images (keeps generated files small)."""
-    rng = np.random.default_rng(seed)
-    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
-    out[rng.random((n, 1024)) < 0.7] = 0
-    return out
-
-
-def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None) -> Path:
-    """Write rows in the notebook's evaluate format (ID,pix1..pix1024)."""
-    ids = ids if ids is not None else [str(i) for i in range(len(pixels))]
-    header = ",".join(["ID", *(f"pix{i}" for i in range(1, 1025))])
-    with path.open("w") as f:
-        f.write(header + "\n")
-        for i, row in zip(ids, pixels):
-            if any(c in i for c in ',"\n'):
-                i = '"' + i.replace('"', '""') + '"'
-            f.write(i + "," + ",".join(map(str, row.tolist())) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 import pytest
 from click.testing import CliRunner
-from test_pipeline import pixels, tiny_model
+from helpers import sparse_pixels as pixels
+from helpers import tiny_model
 
 from fcls.bench import runner as bench_runner
 from fcls.bench.cli import legacy_json

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import deadline
+from helpers import deadline
 
 from fcls.infer.common.errors import ConfigError
 from fcls.train.config import TrainConfig, check_class_names, parse_class_names

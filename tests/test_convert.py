@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import sparse_pixels as _pixels
-from conftest import write_eval_csv, write_train_csv
+from helpers import sparse_pixels as _pixels
+from helpers import write_eval_csv, write_train_csv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

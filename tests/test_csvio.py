@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import deadline, write_eval_csv, write_train_csv
+from helpers import deadline, write_eval_csv, write_train_csv
 
 from fcls.infer.common.errors import DataError
 from fcls.infer.formats.csvfile import DEFAULT_CHUNK_BYTES, CsvReader, read_header, read_train_csv

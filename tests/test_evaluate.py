@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import deadline, write_eval_csv, write_train_csv
+from helpers import deadline, write_eval_csv, write_train_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper

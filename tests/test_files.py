@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
 import errno
 import os
 import stat
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import dead_pid
+from helpers import ERRNOS, dead_pid, inject, is_temp, oserror
 
 from fcls.infer.common import output as files
 from fcls.infer.common.errors import OutputError
@@ -25,80 +24,7 @@ from fcls.infer.common.output import (
     temp_name,
 )
 
-ERRNOS = [errno.ENOSPC, errno.EIO, errno.EACCES]
 POINTS = ["create", "open", "write", "close", "fsync", "replace", "fsync_dir"]
-
-
-def _oserror(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
-
-
-def _is_temp(path: Any) -> bool:
-    return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).endswith(TEMP_SUFFIX)
-
-
-class _Faulty:
-    """A file object whose `at`-th `write`, or whose `close`, fails (after really closing)."""
-
-    def __init__(self, f: Any, point: str, code: int, at: int) -> None:
-        self._f, self._point, self._code, self._left = f, point, code, at
-
-    def write(self, data: Any) -> int:
-        self._left -= 1
-        if self._point == "write" and self._left <= 0:
-            raise _oserror(self._code)
-        return self._f.write(data)
-
-    def close(self) -> None:
-        self._f.close()
-        if self._point == "close":
-            raise _oserror(self._code)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._f, name)
-
-
-def inject(monkeypatch: pytest.MonkeyPatch, point: str, code: int, at: int = 1) -> dict[str, int]:
-    """Make one output step fail with `code` (temp files only; `write`: the `at`-th write);
-    returns a counter of the calls that reached the fault."""
-    calls = {"n": 0}
-    real_open, real_os_open = builtins.open, os.open
-    real_fsync, real_replace = os.fsync, os.replace
-
-    def fake_os_open(path: Any, flags: int, *a: Any, **k: Any) -> int:
-        if point == "create" and _is_temp(path) and flags & os.O_CREAT:
-            calls["n"] += 1
-            raise _oserror(code)
-        return real_os_open(path, flags, *a, **k)
-
-    def fake_open(path: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
-        if _is_temp(path) and ("w" in mode or "+" in mode):
-            if point == "open":
-                calls["n"] += 1
-                raise _oserror(code)
-            if point in ("write", "close"):
-                calls["n"] += 1
-                return _Faulty(real_open(path, mode, *a, **k), point, code, at)
-        return real_open(path, mode, *a, **k)
-
-    def fake_fsync(fd: int) -> None:
-        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-        if (point == "fsync" and not is_dir) or (point == "fsync_dir" and is_dir):
-            calls["n"] += 1
-            raise _oserror(code)
-        real_fsync(fd)
-
-    def fake_replace(src: Any, dst: Any) -> None:
-        if point == "replace" and _is_temp(src):
-            calls["n"] += 1
-            raise _oserror(code)
-        real_replace(src, dst)
-
-    monkeypatch.setattr(os, "open", fake_os_open)
-    monkeypatch.setattr(builtins, "open", fake_open)
-    monkeypatch.setattr(os, "fsync", fake_fsync)
-    monkeypatch.setattr(os, "replace", fake_replace)
-    return calls
 
 
 @pytest.mark.parametrize("code", ERRNOS, ids=errno.errorcode.get)
@@ -181,9 +107,9 @@ def test_commit_all_rolls_back_when_a_rename_fails(tmp_path, monkeypatch, failin
     renames = {"n": 0}
 
     def replace(src: Any, dst: Any) -> None:
-        if _is_temp(src):
+        if is_temp(src):
             if renames["n"] == failing:  # 0-based: the second (1) or third (2) publish
-                raise _oserror(code)
+                raise oserror(code)
             renames["n"] += 1
         real_replace(src, dst)
 
@@ -240,6 +166,6 @@ def test_leftover_temps_are_those_of_dead_processes(tmp_path):
 def test_output_errors_names_the_destination(tmp_path):
     dest = tmp_path / "r.csv"
     with pytest.raises(OutputError) as info, output_errors(dest):
-        raise _oserror(errno.ENOSPC)
+        raise oserror(errno.ENOSPC)
     assert str(info.value) == f"{dest}: cannot write (No space left on device)"
     assert files.fsync_dir(tmp_path / "missing") is None  # nothing to sync: not an error

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import write_eval_csv
+from helpers import write_eval_csv
 
 from fcls.export import Checkpoint, ExportConfig, export_onnx, variants
 from fcls.export.cli import main as export_main

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from conftest import write_eval_csv
+from helpers import write_eval_csv
 
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main

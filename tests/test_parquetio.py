@@ -12,8 +12,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import deadline, write_eval_csv, write_train_csv
-from test_pipeline import pixels, tiny_model
+from helpers import deadline, tiny_model, write_eval_csv, write_train_csv
+from helpers import sparse_pixels as pixels
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError

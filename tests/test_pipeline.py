@@ -14,14 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import dead_pid
-from conftest import sparse_pixels as pixels
-from onnx import TensorProto, helper, numpy_helper
-from test_files import ERRNOS, _oserror, inject
+from helpers import dead_pid, tiny_model
+from helpers import sparse_pixels as pixels
+from test_files import ERRNOS, inject, oserror
 
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
@@ -34,29 +31,6 @@ from fcls.infer.formats.csvfile import write_eval_csv
 
 REPO = Path(__file__).resolve().parents[1]
 HANG_TIMEOUT = 20.0  # seconds: a pipeline that has not stopped by then hangs
-
-
-def tiny_model(path: Path) -> Path:
-    """A one-layer graph with fcls's interface: uint8 [batch,1024] -> logits, label."""
-    w = np.random.default_rng(0).normal(size=(1024, 10)).astype(np.float32) / 64
-    graph = helper.make_graph(
-        [
-            helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
-            helper.make_node("MatMul", ["x", "w"], ["logits"]),
-            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
-        ],
-        "tiny",
-        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 1024])],
-        [
-            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
-            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
-        ],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +88,7 @@ def _only(tmp_path: Path, *names: str) -> None:
 
 def test_writer_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
     # a slow writer: the scoring loop is waiting on a full queue when the writer dies
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, _oserror(errno.ENOSPC), delay=0.3)
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, oserror(errno.ENOSPC), delay=0.3)
     out = tmp_path / "r.csv"
     error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
     assert isinstance(error, OutputError), error
@@ -219,7 +193,7 @@ def test_output_fault_is_an_output_error_and_leaves_nothing(
 
 
 def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, _oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, oserror(errno.ENOSPC))
     out = tmp_path / "r.csv"
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
     assert result.exit_code == 4  # clikit.OUTPUT
@@ -442,7 +416,7 @@ def test_resume_refuses_a_changed_input(tmp_path, tiny, data, monkeypatch):
     src = tmp_path / "in.csv"
     src.write_bytes(data.read_bytes())
     out = tmp_path / "r.csv"
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, _oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(src, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -461,7 +435,7 @@ def test_resume_after_a_failure_continues(tmp_path, tiny, data, monkeypatch):
     out = tmp_path / "r.csv"
     expected = tmp_path / "e.csv"
     predict_csv(data, expected, tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, _oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(data, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -504,7 +478,7 @@ def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):
     write_eval_csv(b, pixels(500, seed=3))
     outdir = tmp_path / "out"
     expected = predict_files([a, b], [tmp_path / "ea.csv", tmp_path / "eb.csv"], tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 125, _oserror(errno.EIO))
+    _nth_call_fails(monkeypatch, pipeline, "format_rows", 125, oserror(errno.EIO))
     dests = [outdir / "a.results.csv", outdir / "b.results.csv"]
     outdir.mkdir()
     with pytest.raises(OutputError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import deadline, write_eval_csv
+from helpers import deadline, write_eval_csv
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, OutputError

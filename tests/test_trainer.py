@@ -257,7 +257,7 @@ def test_digits_default_trains(tmp_path: Path):
 
 
 def test_too_few_rows_per_class_is_refused(tmp_path: Path):
-    from conftest import write_train_csv
+    from helpers import write_train_csv
 
     from fcls.infer.common.errors import DataError
 
@@ -271,7 +271,7 @@ def test_too_few_rows_per_class_is_refused(tmp_path: Path):
 
 
 def test_thin_classes_are_warned_about(tmp_path: Path):
-    from conftest import write_train_csv
+    from helpers import write_train_csv
 
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 2  # two classes of 20 rows: about 4 test rows each

@@ -1,0 +1,180 @@
+"""Helpers the tests share: tiny data and models made here, fault injection, deadlines.
+
+Tests import from here (never from conftest or from one another); fixtures stay in conftest.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import os
+import signal
+import stat
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from fcls.infer.common.output import TEMP_SUFFIX
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging) when the block runs past `seconds` (SIGALRM, main thread)."""
+
+    def expire(*_: object) -> None:
+        pytest.fail(f"still running after {seconds} s: a hang")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def dead_pid() -> int:
+    """The pid of a process that has already exited (for leftovers of killed runs)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def write_train_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
+    """Write rows in the notebook's train format (pix1..pix1024,label)."""
+    header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])
+    rows = np.column_stack([pixels, labels]).astype(np.int64)
+    np.savetxt(path, rows, fmt="%d", delimiter=",", header=header, comments="")
+    return path
+
+
+def sparse_pixels(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 1024) uint8, mostly zeros like real images (keeps generated files small)."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 256, size=(n, 1024), dtype=np.uint8)
+    out[rng.random((n, 1024)) < 0.7] = 0
+    return out
+
+
+def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None) -> Path:
+    """Write rows in the notebook's evaluate format (ID,pix1..pix1024)."""
+    ids = ids if ids is not None else [str(i) for i in range(len(pixels))]
+    header = ",".join(["ID", *(f"pix{i}" for i in range(1, 1025))])
+    with path.open("w") as f:
+        f.write(header + "\n")
+        for i, row in zip(ids, pixels):
+            if any(c in i for c in ',"\n'):
+                i = '"' + i.replace('"', '""') + '"'
+            f.write(i + "," + ",".join(map(str, row.tolist())) + "\n")
+    return path
+
+
+def tiny_model(path: Path) -> Path:
+    """A one-layer graph with fcls's interface: uint8 [batch,1024] -> logits, label."""
+    w = np.random.default_rng(0).normal(size=(1024, 10)).astype(np.float32) / 64
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["x", "w"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 1024])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+ERRNOS = [errno.ENOSPC, errno.EIO, errno.EACCES]
+
+
+def oserror(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def is_temp(path: Any) -> bool:
+    return isinstance(path, (str, bytes, os.PathLike)) and os.fsdecode(path).endswith(TEMP_SUFFIX)
+
+
+class _Faulty:
+    """A file object whose `at`-th `write`, or whose `close`, fails (after really closing)."""
+
+    def __init__(self, f: Any, point: str, code: int, at: int) -> None:
+        self._f, self._point, self._code, self._left = f, point, code, at
+
+    def write(self, data: Any) -> int:
+        self._left -= 1
+        if self._point == "write" and self._left <= 0:
+            raise oserror(self._code)
+        return self._f.write(data)
+
+    def close(self) -> None:
+        self._f.close()
+        if self._point == "close":
+            raise oserror(self._code)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def inject(monkeypatch: pytest.MonkeyPatch, point: str, code: int, at: int = 1) -> dict[str, int]:
+    """Make one output step fail with `code` (temp files only; `write`: the `at`-th write);
+    returns a counter of the calls that reached the fault."""
+    calls = {"n": 0}
+    real_open, real_os_open = builtins.open, os.open
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fake_os_open(path: Any, flags: int, *a: Any, **k: Any) -> int:
+        if point == "create" and is_temp(path) and flags & os.O_CREAT:
+            calls["n"] += 1
+            raise oserror(code)
+        return real_os_open(path, flags, *a, **k)
+
+    def fake_open(path: Any, mode: str = "r", *a: Any, **k: Any) -> Any:
+        if is_temp(path) and ("w" in mode or "+" in mode):
+            if point == "open":
+                calls["n"] += 1
+                raise oserror(code)
+            if point in ("write", "close"):
+                calls["n"] += 1
+                return _Faulty(real_open(path, mode, *a, **k), point, code, at)
+        return real_open(path, mode, *a, **k)
+
+    def fake_fsync(fd: int) -> None:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if (point == "fsync" and not is_dir) or (point == "fsync_dir" and is_dir):
+            calls["n"] += 1
+            raise oserror(code)
+        real_fsync(fd)
+
+    def fake_replace(src: Any, dst: Any) -> None:
+        if point == "replace" and is_temp(src):
+            calls["n"] += 1
+            raise oserror(code)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "open", fake_os_open)
+    monkeypatch.setattr(builtins, "open", fake_open)
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    monkeypatch.setattr(os, "replace", fake_replace)
+    return calls
