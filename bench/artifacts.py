@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fcls.infer.common.errors import CheckpointError, DataError, ModelError
+from fcls.infer.common.modelfile import variant_path
 from fcls.infer.common.system import file_sha256
 from fcls.infer.formats.csvfile import CsvReader, write_eval_csv
 
@@ -64,10 +65,10 @@ def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:
     fp32 = workdir / "model.onnx"
     wanted = {
         "ort": fp32,
-        "ort-opt": workdir / "model.opt.onnx",
-        "ort-int8": workdir / "model.int8.onnx",
+        "ort-opt": variant_path(fp32, "opt"),
+        "ort-int8": variant_path(fp32, "int8"),
     }
-    fp16 = workdir / "model.fp16.onnx"
+    fp16 = variant_path(fp32, "fp16")
     cuda = cuda_available()
     if not all(p.is_file() for p in wanted.values()) or (cuda and not fp16.is_file()):
         log(
@@ -139,12 +140,12 @@ def models_from(model: Path, checkpoint: Path | None) -> Models:
         )
     onnx = {"ort": model}
     for tag, name in (("opt", "ort-opt"), ("int8", "ort-int8")):
-        sibling = model.with_name(f"{model.stem}.{tag}.onnx")
+        sibling = variant_path(model, tag)
         if sibling.is_file():
             onnx[name] = sibling
     if cuda_available():
         onnx["cuda"] = model
-        fp16 = model.with_name(f"{model.stem}.fp16.onnx")
+        fp16 = variant_path(model, "fp16")
         if fp16.is_file():
             onnx["cuda-fp16"] = fp16
     onnx.update(peer_models(onnx))
@@ -158,9 +159,9 @@ def image_pool(data: Path | None = None, rows: int = 5_000) -> np.ndarray:
 
         return load_digits_32()[0]
     try:
-        chunks = list(CsvReader(data, "train", limit=rows))
+        chunks = list(CsvReader(data, "labelled", limit=rows))
     except DataError:
-        chunks = list(CsvReader(data, "eval", limit=rows))
+        chunks = list(CsvReader(data, "unlabelled", limit=rows))
     if not chunks:
         raise DataError(str(data), "no data rows to draw benchmark images from")
     return np.concatenate([c.pixels for c in chunks])

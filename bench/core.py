@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from fcls.infer.engine.session import make_session
 from fcls.train.model import MACS_PER_IMAGE
 
 FLOPS_PER_IMAGE = 2 * MACS_PER_IMAGE
@@ -83,7 +84,6 @@ def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:
     """The machine's fp32 matrix-multiply rate (GFLOP/s): the best of torch.mm, numpy and
     onnxruntime's MatMul on n x n operands with all their threads, and which one it was."""
     import onnx
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
 
@@ -98,7 +98,7 @@ def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = make_session(model.SerializeToString(), threads=None)
     candidates = {
         "torch.mm": lambda: torch.mm(ta, tb),
         "numpy matmul": lambda: a @ b,

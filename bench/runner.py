@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from fcls.infer.common.spec import DEFAULT_BATCH_SIZE
+
 from .artifacts import (
     Models,
     build_models,
@@ -237,7 +239,7 @@ def _isolated(fn: Callable[..., Any], *args: Any) -> Any:
         return workers.submit(fn, *args).result()
 
 
-E2E_BATCH = 64  # fcls-infer's default --batch-size: the model-only row it is compared with
+E2E_BATCH = DEFAULT_BATCH_SIZE  # fcls-infer's: the model-only row it is compared with
 
 
 def _end_to_end(

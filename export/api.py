@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from fcls.infer.common.errors import ConfigError, FclsError, ParityError, ProviderError
+from fcls.infer.common.modelfile import VARIANT_TAGS, variant_path
 from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
 from fcls.infer.common.system import fcls_version
 from fcls.train.checkpoint import Checkpoint
@@ -48,19 +49,15 @@ class ExportResult:
     seconds: float = 0.0
 
 
-VARIANTS = ("opt", "int8", "fp16")
+VARIANTS = tuple(VARIANT_TAGS.values())
 # every sibling an export may leave: the variants and the models kept by --keep-failed
 SIBLING_TAGS = (*VARIANTS, "failed", *(f"{v}.failed" for v in VARIANTS))
-
-
-def _variant_path(dest: Path, tag: str) -> Path:
-    return dest.with_name(f"{dest.stem}.{tag}{dest.suffix or '.onnx'}")
 
 
 def _remove_stale_variants(dest: Path, log: Log) -> None:
     """A new fp32 model was published: variants of the model it replaced no longer belong."""
     for tag in SIBLING_TAGS:
-        stale = _variant_path(dest, tag)
+        stale = variant_path(dest, tag)
         if stale.is_file():
             with output_errors(stale, "cannot remove the stale variant"):
                 stale.unlink()
@@ -69,7 +66,7 @@ def _remove_stale_variants(dest: Path, log: Log) -> None:
 
 def _discard(staging: OutputSet, dest: Path, keep_failed: bool) -> Path | None:
     """Drop a model that failed its gate; with keep_failed move it to `<stem>.failed.onnx`."""
-    kept = _variant_path(dest, "failed") if keep_failed else None
+    kept = variant_path(dest, "failed") if keep_failed else None
     return staging.discard(dest, keep_as=kept)
 
 
@@ -229,7 +226,7 @@ def _variants(
     if acc is not None:
         result.accuracy["fp32"] = acc
     if config.optimize:
-        path = _variant_path(dest, "opt")
+        path = variant_path(dest, "opt")
         tmp = staging.stage(path)
         optimize_for_cpu(dest, tmp)
         parity = check_parity(
@@ -242,7 +239,7 @@ def _variants(
         )
         _publish(ckpt, result, "optimized", path, tmp, parity, staging, config, log)
     if config.int8:
-        path = _variant_path(dest, "int8")
+        path = variant_path(dest, "int8")
         tmp = staging.stage(path)
         quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
         parity = check_parity(
@@ -268,7 +265,7 @@ def _variants(
             config.int8_max_accuracy_drop,
         )
     if config.builds_fp16:
-        path = _variant_path(dest, "fp16")
+        path = variant_path(dest, "fp16")
         tmp = staging.stage(path)
         serving = ServingModel(ckpt.model, dtype=torch.float16)  # BatchNorm folded in fp32
         export_graph(serving, tmp, result.opset, result.exporter)

@@ -71,8 +71,8 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
         if recorded.get("sha256") and file_sha256(candidate) != recorded["sha256"]:
             return _random(f"{candidate} changed since training (sha256 differs)")
         data = candidate
-    if _kind(data) == "eval":
-        chunks = list(CsvReader(data, "eval", limit=eval_rows))
+    if _kind(data) == "unlabelled":
+        chunks = list(CsvReader(data, "unlabelled", limit=eval_rows))
         pixels = (
             np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024), np.uint8)
         )
@@ -86,7 +86,7 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
         # the checkpoint's own data: re-split exactly as training did, so held-out is held out
         rows = recorded.get("limit")
         note = "the training run's own test split"
-    chunks = list(CsvReader(data, "train", limit=rows))
+    chunks = list(CsvReader(data, "labelled", limit=rows))
     pixels = np.concatenate([c.pixels for c in chunks])
     labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
     gate = _from_labelled(pixels, labels, split_seed, str(data), note)
@@ -104,11 +104,11 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
 def _kind(path: Path) -> str:
     """'train' for a labelled file, 'eval' for an ID file; the train error if neither."""
     try:
-        read_header(path, "train")
-        return "train"
+        read_header(path, "labelled")
+        return "labelled"
     except DataError as train_error:
         try:
-            read_header(path, "eval")
-            return "eval"
+            read_header(path, "unlabelled")
+            return "unlabelled"
         except DataError:
             raise train_error from None

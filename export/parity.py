@@ -11,6 +11,8 @@ import onnxruntime as ort
 import torch
 
 from fcls.infer.common.errors import ProviderError
+from fcls.infer.common.numeric import softmax
+from fcls.infer.engine.session import CPU, CUDA, make_session
 from fcls.train.model import to_input
 
 from .graph import INPUT
@@ -63,13 +65,10 @@ def reference_logits(model: torch.nn.Module, pixels: np.ndarray, batch: int = 25
     return np.concatenate(out) if out else np.empty((0, 10), np.float32)
 
 
-def make_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSession:
-    """An onnxruntime session on exactly the provider asked for."""
-    name = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[provider]
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    source = path if isinstance(path, bytes) else str(path)
-    session = ort.InferenceSession(source, options, providers=[name])
+def exact_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSession:
+    """An onnxruntime session on exactly the provider asked for (no silent CPU fallback)."""
+    name = {"cpu": CPU, "cuda": CUDA}[provider]
+    session = make_session(path, (name,), optimization="all")
     if session.get_providers()[0] != name:
         raise ProviderError(f"{name} is not active (got {', '.join(session.get_providers())})")
     return session
@@ -85,11 +84,6 @@ def run_session(
         logits.append(lo)
         labels.append(la)
     return np.concatenate(logits), np.concatenate(labels)
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def check_parity(
@@ -113,7 +107,7 @@ def check_parity(
     `atol * max(1, max |reference logit|)`. `truth` adds the candidate's accuracy. Returns
     the figures with `passed`; raises only for a session that cannot run on `provider`.
     """
-    session = make_session(onnx_model, provider)
+    session = exact_session(onnx_model, provider)
     scale = float(max(1.0, np.abs(reference).max(initial=0.0)))
     worst_logit = worst_proba = 0.0
     agree = total = nonfinite = label_mismatch = 0
@@ -129,7 +123,7 @@ def check_parity(
             worst_logit, float(np.nanmax(diff, initial=0.0)) if finite.all() else np.inf
         )
         worst_proba = max(
-            worst_proba, float(np.abs(_softmax(logits) - _softmax(ref)).max(initial=0.0))
+            worst_proba, float(np.abs(softmax(logits) - softmax(ref)).max(initial=0.0))
         )
         agree += int((logits.argmax(1) == ref.argmax(1)).sum())
         label_mismatch += int((labels != logits.argmax(1)).sum())

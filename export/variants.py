@@ -17,6 +17,7 @@ import torch
 from onnx import numpy_helper
 
 from fcls.infer.common.errors import ParityError
+from fcls.infer.engine.session import CUDA, make_session
 from fcls.train.model import FinalCNNet
 
 from .graph import INPUT, ServingModel
@@ -29,11 +30,7 @@ FP16_HEADROOM = 8.0
 
 def optimize_for_cpu(src: Path, dst: Path) -> None:
     """Save onnxruntime's offline-optimized graph (extended level: portable across CPUs)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(dst)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    make_session(src, optimization="extended", optimized_copy=dst)
 
 
 class _Calibration:
@@ -175,17 +172,13 @@ def cuda_available() -> bool:
     onnxruntime-gpu lists CUDAExecutionProvider even with no usable GPU or missing CUDA
     libraries; the session then falls back to CPU or fails. So build one and run it.
     """
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if CUDA not in ort.get_available_providers():
         return False
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
     try:
         with warnings.catch_warnings():  # "not in available provider names": the answer is False
             warnings.simplefilter("ignore")
-            session = ort.InferenceSession(
-                _probe_model(), options, providers=["CUDAExecutionProvider"]
-            )
-        if session.get_providers()[0] != "CUDAExecutionProvider":
+            session = make_session(_probe_model(), (CUDA,), quiet=4)
+        if session.get_providers()[0] != CUDA:
             return False
         (y,) = session.run(None, {"x": np.ones(1, np.float32)})
         return bool(y[0] == 2.0)

@@ -1,7 +1,7 @@
 """`convert`: fcls data between CSV (.csv, .csv.gz), Parquet and Arrow IPC, in constant memory.
 
 The input is read by the same validating readers as fcls-infer and fcls-train (so a file that
-converts is a file they accept), eval (`ID`) or train (`label`) form detected from its header
+converts is a file they accept), unlabelled (`ID`) or labelled (`label`) form detected from its header
 or schema, and written block by block (Parquet: one row group per ~ROW_GROUP_ROWS rows) to a
 temp file renamed into place only on success (`fcls.infer.files`).
 
@@ -29,7 +29,8 @@ import pyarrow.csv as pacsv
 
 from .common.errors import ConfigError
 from .common.output import atomic_path, output_errors
-from .common.spec import N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
+from .common.spec import N_PIXELS, PIXEL_COLUMNS, Kind
+from .formats.chunk import Chunk
 from .formats.paths import check_outputs
 from .formats.results import csv_field
 from .formats.sources import id_type, input_kind, open_chunks
@@ -75,14 +76,14 @@ def output_format(dest: Path) -> Literal["csv", "parquet", "ipc"]:
 
 
 def data_schema(kind: Kind, ids: pa.DataType, layout: PixelLayout) -> pa.Schema:
-    """Columns of a Parquet / IPC data file: ID first (eval) or label last (train)."""
+    """Columns of a Parquet / IPC data file: ID first (unlabelled) or label last (labelled)."""
     if layout == "columns":
         pixels = [pa.field(c, pa.uint8(), nullable=False) for c in PIXEL_COLUMNS]
     elif layout == "binary":
         pixels = [pa.field("pixels", pa.binary(N_PIXELS), nullable=False)]
     else:
         pixels = [pa.field("pixels", pa.list_(pa.uint8(), N_PIXELS), nullable=False)]
-    if kind == "eval":
+    if kind == "unlabelled":
         return pa.schema([pa.field("ID", ids, nullable=False), *pixels])
     return pa.schema([*pixels, pa.field("label", pa.uint8(), nullable=False)])
 
@@ -111,8 +112,8 @@ def chunk_batch(chunk: Chunk, schema: pa.Schema, layout: PixelLayout) -> pa.Reco
 
 
 def csv_header(kind: Kind) -> bytes:
-    """The fcls CSV header of an eval or train file."""
-    cols = ["ID", *PIXEL_COLUMNS] if kind == "eval" else [*PIXEL_COLUMNS, "label"]
+    """The fcls CSV header of an unlabelled or labelled file."""
+    cols = ["ID", *PIXEL_COLUMNS] if kind == "unlabelled" else [*PIXEL_COLUMNS, "label"]
     return (",".join(cols) + "\n").encode()
 
 
@@ -166,7 +167,7 @@ def convert(
         if fmt == "csv":
             rows = _write_csv(src, kind, tmp, dest)
         else:
-            ids = id_type(src) if kind == "eval" else pa.string()
+            ids = id_type(src) if kind == "unlabelled" else pa.string()
             schema = data_schema(kind, ids, layout)
             writer = TableWriter(
                 tmp,

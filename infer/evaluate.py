@@ -1,4 +1,4 @@
-"""Labelled evaluation of exported models: a train-format file through one or more ONNX models.
+"""Labelled evaluation of exported models: a labelled file through one or more ONNX models.
 
 The file (`pix1..pix1024,label`) is streamed once in chunks; every batch goes through each model
 in turn, so all models see the same rows in the same batches. Per model only its (classes x
@@ -26,7 +26,7 @@ import numpy as np
 
 from .common.errors import ConfigError, DataError, ModelError, OutputError
 from .common.output import OutputSet, output_errors
-from .common.spec import N_CLASSES
+from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
 from .common.system import fcls_version, file_sha256
 from .engine.predictor import Predictor
 from .formats.csvfile import CsvReader, read_header, source_name
@@ -47,7 +47,7 @@ class EvalConfig:
     models: tuple[Path, ...]
     out: Path = Path("eval-report")  # directory for report.json and the PNGs
     provider: str = "auto"
-    batch_size: int = 64
+    batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
     png: bool = True  # confusion-matrix PNGs when matplotlib is importable
 
@@ -139,14 +139,14 @@ class Pair:
 
 
 def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(n, 1024) uint8 pixels and (n,) int64 labels of a train-format file, chunk by chunk.
+    """(n, 1024) uint8 pixels and (n,) int64 labels of a labelled file, chunk by chunk.
 
     The one place this module reads data (a reader for other formats plugs in here). An
     eval-format file (ID, no label) is refused with a message that says which command takes it.
     """
     try:
-        for chunk in CsvReader(src, "train"):
-            assert chunk.labels is not None  # train files always carry labels
+        for chunk in CsvReader(src, "labelled"):
+            assert chunk.labels is not None  # labelled files always carry labels
             yield chunk.pixels, chunk.labels
     except DataError as e:
         if e.line == 1 and str(src) != "-" and _is_unlabelled(src):
@@ -161,7 +161,7 @@ def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
 
 def _is_unlabelled(src: str | Path) -> bool:
     try:
-        read_header(src, "eval")
+        read_header(src, "unlabelled")
     except DataError:
         return False
     return True

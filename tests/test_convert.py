@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from fcls.infer.cli.convert import main
 from fcls.infer.common.errors import ConfigError, DataError
-from fcls.infer.common.spec import Chunk
 from fcls.infer.convert import ROW_GROUP_ROWS, convert, csv_header, csv_rows
+from fcls.infer.formats.chunk import Chunk
 from fcls.infer.formats.csvfile import CsvReader
 from fcls.infer.formats.sources import read_train
 
@@ -47,7 +47,7 @@ def test_cli_round_trip_is_byte_exact(tmp_path, eval_csv, eval_gz, layout):
     pq_path = tmp_path / "x.parquet"
     result = _cli(str(eval_gz), str(pq_path), "--layout", layout)
     assert result.exit_code == 0, result.output
-    assert f"{N} rows (eval)" in result.output and "bytes) ->" in result.output
+    assert f"{N} rows (unlabelled)" in result.output and "bytes) ->" in result.output
     schema = pq.read_schema(pq_path)
     assert schema.names[0] == "ID" and len(schema.names) == (1025 if layout == "columns" else 2)
     back = tmp_path / "back.csv"
@@ -80,7 +80,7 @@ def test_train_kind_is_detected_and_kept(tmp_path):
     px, labels = _pixels(300, 2), np.arange(300) % 10
     src = write_train_csv(tmp_path / "train.csv", px, labels)
     dest = tmp_path / "train.parquet"
-    assert convert(src, dest, durable=False).kind == "train"
+    assert convert(src, dest, durable=False).kind == "labelled"
     assert pq.read_schema(dest).names == ["pixels", "label"]
     got_px, got_labels = read_train(dest)
     assert np.array_equal(got_px, px) and np.array_equal(got_labels, labels)
@@ -145,7 +145,7 @@ def test_csv_rows_read_back_to_the_same_ids(tmp_path, ids):
     px = _pixels(len(ids), 5)
     chunk = Chunk(pixels=px, ids=pa.array(ids, pa.string()), labels=None, first_line=2)
     path = tmp_path / "h.csv"
-    path.write_bytes(csv_header("eval") + csv_rows(chunk))
+    path.write_bytes(csv_header("unlabelled") + csv_rows(chunk))
     parsed = list(CsvReader(path))
     got = pa.concat_arrays([c.ids for c in parsed]).to_pylist()
     assert got == ids

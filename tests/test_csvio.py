@@ -37,7 +37,7 @@ def test_train_roundtrip_and_limit(tmp_path, rng_pixels):
 def test_chunks_preserve_order_ids_and_lines(tmp_path, rng_pixels):
     ids = [f"id-{i}" for i in range(37)]
     path = write_eval_csv(tmp_path / "e.csv", rng_pixels, ids)
-    chunks = list(CsvReader(path, "eval", chunk_bytes=5000))  # ~1-2 rows per chunk
+    chunks = list(CsvReader(path, "unlabelled", chunk_bytes=5000))  # ~1-2 rows per chunk
     assert len(chunks) > 10
     np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
     assert [s for c in chunks for s in c.ids.to_pylist()] == ids
@@ -53,7 +53,7 @@ def test_first_line_counts_blank_lines_and_crlf(tmp_path, rng_pixels):
         out.append(b"\n" * (i % 3) + b"\r\n" * (i % 2))  # 0-3 empty lines, LF and CRLF
         line_of.append(sum(part.count(b"\n") for part in out) + 1)
         out.append(row + (b"\r\n" if i % 4 else b"\n"))
-    chunks = list(CsvReader(io.BytesIO(b"".join(out)), "eval", chunk_bytes=5000))
+    chunks = list(CsvReader(io.BytesIO(b"".join(out)), "unlabelled", chunk_bytes=5000))
     assert len(chunks) > 5
     first_row = np.cumsum([0] + [len(c) for c in chunks[:-1]])
     assert [c.first_line for c in chunks] == [line_of[i] for i in first_row]
@@ -62,7 +62,7 @@ def test_first_line_counts_blank_lines_and_crlf(tmp_path, rng_pixels):
 
 def test_error_in_third_chunk_names_its_line(tmp_path, rng_pixels):
     path = write_eval_csv(tmp_path / "e.csv", rng_pixels)
-    starts = [c.first_line for c in CsvReader(path, "eval", chunk_bytes=8000)]
+    starts = [c.first_line for c in CsvReader(path, "unlabelled", chunk_bytes=8000)]
     assert len(starts) > 4
     bad_line = starts[2] + 1  # the second row of the third chunk
     lines = path.read_bytes().split(b"\n")
@@ -70,7 +70,7 @@ def test_error_in_third_chunk_names_its_line(tmp_path, rng_pixels):
     path.write_bytes(b"\n".join(lines))
     seen = []
     with pytest.raises(DataError) as info:
-        for chunk in CsvReader(path, "eval", chunk_bytes=8000):
+        for chunk in CsvReader(path, "unlabelled", chunk_bytes=8000):
             seen.append(chunk.first_line)
     assert seen == starts[:2]
     assert (info.value.line, info.value.column) == (bad_line, "pix1")
@@ -83,7 +83,7 @@ def test_bom_crlf_gzip_and_stream(tmp_path, rng_pixels):
     gz = tmp_path / "e.csv.gz"
     gz.write_bytes(gzip.compress(crlf))
     for src in (gz, io.BytesIO(crlf)):
-        chunks = list(CsvReader(src, "eval"))
+        chunks = list(CsvReader(src, "unlabelled"))
         np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
         assert chunks[0].ids.to_pylist()[:2] == ["0", "1"]
 
@@ -91,7 +91,7 @@ def test_bom_crlf_gzip_and_stream(tmp_path, rng_pixels):
 def test_header_only_yields_nothing(tmp_path):
     path = tmp_path / "h.csv"
     path.write_text("ID," + PIX + "\n")
-    assert list(CsvReader(path, "eval")) == []
+    assert list(CsvReader(path, "unlabelled")) == []
     assert read_header(path)[0] == "ID"
 
 
@@ -99,7 +99,7 @@ def _bad(tmp_path: Path, text: str, name: str = "bad.csv") -> DataError:
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(DataError) as info:
-        for _ in CsvReader(path, "eval" if text.startswith("ID") else "train"):
+        for _ in CsvReader(path, "unlabelled" if text.startswith("ID") else "labelled"):
             pass
     return info.value
 
@@ -153,7 +153,7 @@ def test_ragged_row(tmp_path):
     ],
 )
 def test_bad_header(tmp_path, header, message):
-    kind = "eval" if "ID" in header.upper().split(",")[0] else "train"
+    kind = "unlabelled" if "ID" in header.upper().split(",")[0] else "labelled"
     path = tmp_path / "h.csv"
     path.write_text(header + "\n")
     with pytest.raises(DataError, match=message) as info:
@@ -183,7 +183,7 @@ def _header_only(tmp_path: Path) -> Path:
     return path
 
 
-def _errors(src: io.BytesIO | Path, kind: str = "eval", chunk_bytes: int = 5000) -> DataError:
+def _errors(src: io.BytesIO | Path, kind: str = "unlabelled", chunk_bytes: int = 5000) -> DataError:
     with deadline(20), pytest.raises(DataError) as info:
         for _ in CsvReader(src, kind, chunk_bytes=chunk_bytes):  # type: ignore[arg-type]
             pass
@@ -196,7 +196,7 @@ def test_random_bytes_give_a_one_line_data_error(tmp_path, seed, suffix):
     rng = np.random.default_rng(seed)
     path = tmp_path / f"random{suffix}"
     path.write_bytes(rng.integers(0, 256, size=int(rng.integers(1, 200_000)), dtype=np.uint8))
-    err = _errors(path, "eval" if seed % 2 else "train")
+    err = _errors(path, "unlabelled" if seed % 2 else "labelled")
     assert "\n" not in str(err) and str(err).startswith(str(path))
 
 
@@ -239,7 +239,7 @@ def test_grammar_accepts_spaces_tabs_leading_zeros_and_quotes():
     cells = [" 7", "7\t", "\t 007 ", '"8"', '" 9 "', "0000000000255", '"1"2']
     rows = [_with(c, col) for col, c in enumerate(cells)]
     ids = ['"q,""x"""', "0x1f", "a\x0bb", "\u2028", "\x1c", " sp ", "\ufeffbom"]
-    chunks = list(CsvReader(io.BytesIO(_eval_text(rows, ids)), "eval", chunk_bytes=3000))
+    chunks = list(CsvReader(io.BytesIO(_eval_text(rows, ids)), "unlabelled", chunk_bytes=3000))
     pixels = np.concatenate([c.pixels for c in chunks])
     assert [pixels[i, i] for i in range(len(cells))] == [7, 7, 7, 8, 9, 255, 12]
     assert [s for c in chunks for s in c.ids.to_pylist()] == [
@@ -290,7 +290,7 @@ def test_bom_at_the_start_of_a_block_stays_in_its_cell():
     bom = "\ufeff"
     train = PIX + ",label\n" + _row([*ZEROS, "1"], bom) + _row([*ZEROS, "1"]) * 3
     for chunk_bytes in (1000, 1 << 20):
-        err = _errors(io.BytesIO(train.encode()), "train", chunk_bytes)
+        err = _errors(io.BytesIO(train.encode()), "labelled", chunk_bytes)
         assert (err.line, err.column) == (2, "pix1")
     chunks = list(CsvReader(io.BytesIO(_eval_text([ZEROS, ZEROS], [bom + "a", "b"]))))
     assert chunks[0].ids.to_pylist() == [bom + "a", "b"]
@@ -340,7 +340,7 @@ def test_line_length_limit_is_exact():
     room = MAX_LINE_BYTES - len(row) + 1  # an ID of `room` bytes makes the line exactly the limit
     head = ("ID," + PIX + "\n").encode()
     ok = head + ("a" * room + row).encode()
-    assert [len(c) for c in CsvReader(io.BytesIO(ok), "eval", chunk_bytes=1 << 16)] == [1]
+    assert [len(c) for c in CsvReader(io.BytesIO(ok), "unlabelled", chunk_bytes=1 << 16)] == [1]
     for chunk_bytes in (1 << 16, DEFAULT_CHUNK_BYTES):
         data = head + ("a" + row).encode() + ("a" * (room + 1) + row).encode()
         err = _errors(io.BytesIO(data), chunk_bytes=chunk_bytes)
@@ -398,7 +398,7 @@ def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monke
     moved.write_bytes(b"\n".join(b",".join(r[i] for i in order) for r in [cols, *rows]) + b"\n")
     monkeypatch.setattr(csvfile.BlockParser, "_parse_arrow", no_arrow)
     for src in (path, crlf):
-        chunks = list(CsvReader(src, "eval", chunk_bytes=20_000))
+        chunks = list(CsvReader(src, "unlabelled", chunk_bytes=20_000))
         np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
         assert [s for c in chunks for s in c.ids.to_pylist()] == ids
     for src in (train, moved):
@@ -413,7 +413,10 @@ def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatc
     path's arrays are the pyarrow path's."""
     from fcls.infer.formats import csvfile
 
-    for name, kind, rows in (("evaluate.csv.gz", "eval", None), ("train.csv.gz", "train", 10_000)):
+    for name, kind, rows in (
+        ("evaluate.csv.gz", "unlabelled", None),
+        ("train.csv.gz", "labelled", 10_000),
+    ):
         fast = list(CsvReader(shared_data / name, kind, limit=rows))
         with monkeypatch.context() as m:
             m.setattr(csvfile, "fast_layout", lambda header, kind: None)
@@ -422,7 +425,7 @@ def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatc
         for a, b in zip(fast, slow):
             np.testing.assert_array_equal(a.pixels, b.pixels)
             assert a.first_line == b.first_line
-            if kind == "eval":
+            if kind == "unlabelled":
                 assert a.ids.equals(b.ids)
             else:
                 np.testing.assert_array_equal(a.labels, b.labels)

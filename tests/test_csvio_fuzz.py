@@ -32,7 +32,7 @@ from fcls.infer.common.errors import DataError
 from fcls.infer.formats import csvfast, csvfile, csvgrammar
 
 PIXELS = [f"pix{i}" for i in range(1, 1025)]
-COLUMNS = {"eval": ["ID", *PIXELS], "train": [*PIXELS, "label"]}
+COLUMNS = {"unlabelled": ["ID", *PIXELS], "labelled": [*PIXELS, "label"]}
 LIMIT = 20_000  # MAX_LINE_BYTES during these tests, so that overlong lines stay small
 
 
@@ -83,7 +83,7 @@ MUTATIONS = [
 
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
-    kind = draw(st.sampled_from(["eval", "train"]))
+    kind = draw(st.sampled_from(["unlabelled", "labelled"]))
     chunk_bytes = draw(st.sampled_from([256, 1000, 3000, 9000, 1 << 16, 1 << 20]))
     gz = draw(st.sampled_from(["no"] * 6 + ["ok", "cut"]))
     cut = draw(st.integers(0, 4000))
@@ -135,7 +135,7 @@ def cases(draw: st.DrawFn) -> Case:
             r = 0 if draw(st.booleans()) else r
             table[r][0] = "\ufeff" + table[r][0]
         elif what == "id":  # an ID the grammar refuses, or a label out of range
-            if kind == "eval":
+            if kind == "unlabelled":
                 bad_ids = ["a\x00b", "a\rb", '"open', '"a\nb"', "x\r"]
                 table[r][columns.index("ID")] = draw(st.sampled_from(bad_ids))
             else:
@@ -144,7 +144,7 @@ def cases(draw: st.DrawFn) -> Case:
         else:  # a huge field: digits or an ID (valid if the line is not too long), or junk
             size = draw(st.integers(1000, 2 * LIMIT))
             if draw(st.booleans()):
-                c = columns.index("ID") if kind == "eval" else c
+                c = columns.index("ID") if kind == "unlabelled" else c
                 table[r][c] = "0" * size + "7" if columns[c] != "ID" else "a" * size
             else:
                 table[r][c] = draw(st.sampled_from(["a" * size, "9" * size]))
@@ -248,12 +248,14 @@ def reference(data: bytes, kind: str, partial_tail: bool = False) -> Good | Bad 
             if name != "ID" and _number(value, 9 if name == "label" else 255) is None:
                 return Bad(i + 1, name)
         pixels.append([_number(values[p], 255) for p in PIXELS])
-        if kind == "eval":
+        if kind == "unlabelled":
             ids.append(values["ID"])
         else:
             labels.append(_number(values["label"], 9))
     array = np.array(pixels, np.uint8).reshape(-1, 1024)
-    return Good(array, ids if kind == "eval" else None, labels if kind == "train" else None)
+    return Good(
+        array, ids if kind == "unlabelled" else None, labels if kind == "labelled" else None
+    )
 
 
 # ---------------------------------------------------------------- the property
@@ -283,7 +285,7 @@ def _read(case: Case, workdir: Path) -> Good:
         src.write_bytes(blob[: case.cut] if case.gzip == "cut" else blob)
     chunks = list(csvfile.CsvReader(src, case.kind, chunk_bytes=case.chunk_bytes))  # type: ignore[arg-type]
     pixels = np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024))
-    if case.kind == "eval":
+    if case.kind == "unlabelled":
         return Good(pixels, [s for c in chunks for s in c.ids.to_pylist()], None)
     return Good(pixels, None, [int(v) for c in chunks for v in c.labels])
 
@@ -360,13 +362,13 @@ def test_reference_agrees_with_hand_checked_lines() -> None:
     """The reference itself: a few verdicts worked out by hand."""
     head = "ID," + ",".join(PIXELS)
     row = ",".join(["0"] * 1024)
-    good = reference(f'{head}\n"a,""b""",{row}\n\r\nz, 7,{row[2:]}\r\n'.encode(), "eval")
+    good = reference(f'{head}\n"a,""b""",{row}\n\r\nz, 7,{row[2:]}\r\n'.encode(), "unlabelled")
     assert isinstance(good, Good) and good.ids == ['a,"b"', "z"] and good.pixels[1, 0] == 7
-    assert reference(f"{head}\nq,0x1,{row[2:]}\n".encode(), "eval") == Bad(2, "pix1")
-    assert reference(f"{head}\nq,{row}\r\r\n".encode(), "eval") == Bad(2, None)
-    assert reference(f'{head}\n"q,{row}\n'.encode(), "eval") == Bad(2, None)
-    assert reference(f"{head}\n\nq,{row},0\n".encode(), "eval") == Bad(3, None)
-    assert reference(f"{head}\nq,{row[:-1]}256\n".encode(), "eval") == Bad(2, "pix1024")
+    assert reference(f"{head}\nq,0x1,{row[2:]}\n".encode(), "unlabelled") == Bad(2, "pix1")
+    assert reference(f"{head}\nq,{row}\r\r\n".encode(), "unlabelled") == Bad(2, None)
+    assert reference(f'{head}\n"q,{row}\n'.encode(), "unlabelled") == Bad(2, None)
+    assert reference(f"{head}\n\nq,{row},0\n".encode(), "unlabelled") == Bad(3, None)
+    assert reference(f"{head}\nq,{row[:-1]}256\n".encode(), "unlabelled") == Bad(2, "pix1024")
 
 
 # ------------------------------------------------- the fast path against the pyarrow path
@@ -394,7 +396,7 @@ def check_fast_path(case: Case) -> None:
         slow = parser._parse_arrow(body, 2)  # a DataError here fails the test
     np.testing.assert_array_equal(fast.pixels, slow.pixels)
     assert fast.pixels.dtype == np.uint8 and fast.first_line == slow.first_line
-    if case.kind == "eval":
+    if case.kind == "unlabelled":
         assert fast.ids is not None and slow.ids is not None
         assert fast.ids.type == slow.ids.type and fast.ids.to_pylist() == slow.ids.to_pylist()
     else:
@@ -419,11 +421,11 @@ EDGE_BYTES = [b"\xff", b"\xc3", b"\xed\xa0\x80", b"\r", b"\r\n", b"\n", b"\n\n",
 @st.composite
 def plain_cases(draw: st.DrawFn) -> Case:
     """Files of plain digit cells (the fast path's shape) with up to two edge edits."""
-    kind = draw(st.sampled_from(["eval", "train"]))
+    kind = draw(st.sampled_from(["unlabelled", "labelled"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     columns = list(COLUMNS[kind])
-    if kind == "train" or draw(st.booleans()):  # ID stays first: the fast path's layout
-        lo = 0 if kind == "train" else 1
+    if kind == "labelled" or draw(st.booleans()):  # ID stays first: the fast path's layout
+        lo = 0 if kind == "labelled" else 1
         for _ in range(draw(st.integers(0, 2))):
             i, j = draw(st.integers(lo, 1024)), draw(st.integers(lo, 1024))
             columns[i], columns[j] = columns[j], columns[i]

@@ -78,11 +78,11 @@ def write(table: pa.Table, path: Path, row_group_size: int = 300) -> Path:
     return path
 
 
-def _read(path: Path, kind: str = "eval", **kw) -> tuple[np.ndarray, list, np.ndarray | None]:
+def _read(path: Path, kind: str = "unlabelled", **kw) -> tuple[np.ndarray, list, np.ndarray | None]:
     chunks = list(TableReader(path, kind, **kw))  # type: ignore[arg-type]
     px = np.concatenate([c.pixels for c in chunks])
-    ids = [] if kind == "train" else pa.concat_arrays([c.ids for c in chunks]).to_pylist()
-    labels = np.concatenate([c.labels for c in chunks]) if kind == "train" else None
+    ids = [] if kind == "labelled" else pa.concat_arrays([c.ids for c in chunks]).to_pylist()
+    labels = np.concatenate([c.labels for c in chunks]) if kind == "labelled" else None
     return px, ids, labels
 
 
@@ -164,7 +164,7 @@ def test_train_form_and_fcls_train_data(tmp_path, rows):
         }
     )
     path = write(table, tmp_path / "train.parquet")
-    assert input_kind(path) == "train"
+    assert input_kind(path) == "labelled"
     px, got = read_train(path, limit=777)
     assert np.array_equal(px, rows[:777]) and np.array_equal(got, labels[:777])
     assert got.dtype == np.int64
@@ -215,33 +215,37 @@ def _bad_cases() -> dict[str, tuple[Callable[[np.ndarray], pa.Table], str, str]]
     return {
         "float column": (
             lambda px: columns_table(px, pa.float64()),
-            "eval",
+            "unlabelled",
             r"x\.parquet column pix1: type double: pixels must be integers",
         ),
         "out of range": (
             lambda px: spoil(px, 612, 4, 300, pa.int16()),
-            "eval",
+            "unlabelled",
             r"x\.parquet row 613 column pix5: pixel 300 is out of range 0\.\.255",
         ),
         "negative": (
             lambda px: spoil(px, 5, 1023, -1, pa.int32()),
-            "eval",
+            "unlabelled",
             r"row 6 column pix1024: pixel -1 is out of range",
         ),
         "null pixel": (
             lambda px: nulled(px, "pix7", 450),
-            "eval",
+            "unlabelled",
             r"row 451 column pix7: null pixel value",
         ),
-        "null ID": (lambda px: nulled(px, "ID", 333), "eval", r"row 334 column ID: null ID value"),
+        "null ID": (
+            lambda px: nulled(px, "ID", 333),
+            "unlabelled",
+            r"row 334 column ID: null ID value",
+        ),
         "short list": (
             lambda px: lists(px, 401),
-            "eval",
+            "unlabelled",
             r"row 402 column pixels: list of 1000 values, expected 1024",
         ),
         "short binary": (
             lambda px: blobs(px, 20),
-            "eval",
+            "unlabelled",
             r"row 21 column pixels: 1023 bytes, expected 1024",
         ),
         "fixed_size_binary(1000)": (
@@ -251,52 +255,52 @@ def _bad_cases() -> dict[str, tuple[Callable[[np.ndarray], pa.Table], str, str]]
                     "pixels": pa.array([r[:1000].tobytes() for r in px], pa.binary(1000)),
                 }
             ),
-            "eval",
+            "unlabelled",
             r"column pixels: fixed_size_binary\(1000\): expected 1024 bytes",
         ),
         "list of floats": (
             lambda px: pa.table(
                 {"ID": _ids(len(px)), "pixels": pa.array(list(px.astype(np.float32)))}
             ),
-            "eval",
+            "unlabelled",
             r"column pixels: list of float: pixels must be integers",
         ),
         "string pixels": (
             lambda px: pa.table({"ID": _ids(len(px)), "pixels": pa.array(["x"] * len(px))}),
-            "eval",
+            "unlabelled",
             r"column pixels: type string: expected a list of 1024 integers",
         ),
         "missing column": (
             lambda px: columns_table(px).drop_columns(["pix1024"]),
-            "eval",
+            "unlabelled",
             r"1023 of 1024 pixel columns \(missing pix1024\)",
         ),
         "missing ID": (
             lambda px: columns_table(px).drop_columns(["ID"]),
-            "eval",
+            "unlabelled",
             r"missing ID column",
         ),
         "float ID": (
             lambda px: columns_table(px).set_column(0, "ID", pa.array(np.zeros(len(px)))),
-            "eval",
+            "unlabelled",
             r"column ID: type double: IDs must be integers or strings",
         ),
         "both forms": (
             lambda px: columns_table(px, pixels=pa.array([b"x"] * len(px))),
-            "eval",
+            "unlabelled",
             r"both a pixels column and pix1\.\.pix1024",
         ),
         "label out of range": (
             lambda px: train(px, 777, 10),
-            "train",
+            "labelled",
             r"row 778 column label: label 10 is out of range 0\.\.9",
         ),
         "null label": (
             lambda px: train(px, 3, None),
-            "train",
+            "labelled",
             r"row 4 column label: null label value",
         ),
-        "missing label": (lambda px: columns_table(px), "train", r"missing label column"),
+        "missing label": (lambda px: columns_table(px), "labelled", r"missing label column"),
     }
 
 
@@ -485,7 +489,7 @@ def test_dispatcher_chooses_by_extension(tmp_path, rows, csv_file):
     assert isinstance(open_chunks(pq_path), TableReader)
     assert isinstance(open_chunks(csv_file), CsvReader)
     assert isinstance(open_chunks("-"), CsvReader)
-    assert input_kind(csv_file) == "eval" and input_kind(pq_path) == "eval"
+    assert input_kind(csv_file) == "unlabelled" and input_kind(pq_path) == "unlabelled"
 
 
 @pytest.mark.slow

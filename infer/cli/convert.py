@@ -30,7 +30,7 @@ from .kit import CONTEXT, Run, standard
 @standard("fcls-convert")
 def main(source: Path, dest: Path, layout: str, compression: str, run: Run) -> None:
     """Convert SOURCE to DEST, the formats given by the extensions (.csv, .csv.gz, .parquet,
-    .pq, .arrow, .feather, .ipc), eval (ID) or train (label) form kept, every cell validated."""
+    .pq, .arrow, .feather, .ipc), unlabelled (ID) or labelled (label) form kept, every cell validated."""
     from ..convert import convert
 
     run.interrupt_note = f"nothing written to {dest}"

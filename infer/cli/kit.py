@@ -37,6 +37,7 @@ from ..common.errors import (
     ParityError,
     ProviderError,
 )
+from ..common.spec import DEFAULT_BATCH_SIZE
 
 CONTEXT: dict[str, Any] = {"help_option_names": ["-h", "--help"]}
 
@@ -203,8 +204,6 @@ class Run:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-DEFAULT_BATCH_SIZE = 64  # rows per onnxruntime call (fcls.infer.pipeline's default too)
 
 
 def scoring_options(threads_help: str) -> Callable[[F], F]:

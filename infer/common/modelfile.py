@@ -15,6 +15,15 @@ from .errors import CheckpointError, ModelError
 CHECKPOINT = Path("artifacts/model.pt")  # what fcls-train writes with its default -o
 ONNX_DEFAULTS = (Path("model.onnx"), Path("artifacts/model.onnx"))  # fcls-infer looks here
 SNIFF_BYTES = 1 << 16
+# The variants fcls-export writes beside model.onnx: ONNX metadata "variant" -> file-name tag
+VARIANT_TAGS = {"optimized": "opt", "int8": "int8", "fp16": "fp16"}
+
+
+def variant_path(model: Path, tag: str) -> Path:
+    """The sibling of `model` that carries `tag`: model.onnx -> model.int8.onnx."""
+    model = Path(model)
+    return model.with_name(f"{model.stem}.{tag}{model.suffix or '.onnx'}")
+
 
 # ModelProto's top-level fields (onnx.proto3) and their wire types: 0 varint, 2 length-delimited
 _MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2}

@@ -31,8 +31,9 @@ import pyarrow as pa
 
 from ..common.errors import ConfigError, DataError, FclsError, ModelError
 from ..common.output import OutputSet, output_errors
-from ..common.spec import Chunk
+from ..common.spec import DEFAULT_BATCH_SIZE
 from ..common.system import available_cpus, file_sha256
+from ..formats.chunk import Chunk
 from ..formats.csvfile import (
     DEFAULT_CHUNK_BYTES,
     BlockParser,
@@ -158,7 +159,7 @@ def predict_csv(
     model: str | Path | Predictor = "model.onnx",
     *,
     provider: str = "auto",
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     proba: bool = False,
     class_names: bool = False,
@@ -364,7 +365,9 @@ def _read_blocks(
         header, sep, _ = buf.partition(b"\n")
         if not header.strip():
             raise DataError(name, "empty file (no header line)", 1)
-        parser = BlockParser(parse_header_line(header, "eval", name, bool(sep)), "eval", name)
+        parser = BlockParser(
+            parse_header_line(header, "unlabelled", name, bool(sep)), "unlabelled", name
+        )
         header += sep
         offset, line = len(header), 2
         if start is not None:
@@ -397,7 +400,7 @@ def _read_blocks(
 def _table_blocks(src: str | Path | BinaryIO) -> Iterator[tuple[Future[Chunk | None], int, int]]:
     """The chunks of a Parquet / Arrow IPC input, read here, in the form of parsed CSV blocks
     (never resumed: there are no byte offsets)."""
-    for chunk in open_chunks(src, "eval"):
+    for chunk in open_chunks(src, "unlabelled"):
         done: Future[Chunk | None] = Future()
         done.set_result(chunk)
         yield done, 0, chunk.first_line + len(chunk)
@@ -456,7 +459,7 @@ def _run(
     tmp: Path,
     dst: Path,
     predictor: Predictor,
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     proba: bool = False,
     class_names: bool = False,
     progress: bool | None = None,

@@ -10,29 +10,29 @@ import numpy as np
 import onnxruntime as ort
 
 from ..common.errors import ModelError, ProviderError
-from ..common.modelfile import check_onnx
+from ..common.modelfile import VARIANT_TAGS, check_onnx
 from ..common.numeric import softmax
 from ..common.spec import N_PIXELS
 from ..common.system import available_cpus
-from .session import CPU, CUDA, ORT_CPU_DIST, ORT_GPU_DIST, ort_conflict
-
-VARIANT_FILE_TAGS = {"optimized": "opt", "int8": "int8", "fp16": "fp16"}  # metadata -> file name
+from .session import (
+    active_provider,
+    make_session,
+    ort_conflict,
+    providers_for,
+)
 
 
 def check_sibling(path: Path, meta: dict[str, str]) -> None:
     """Refuse a variant (`m.int8.onnx`) exported from another checkpoint than its fp32 `m.onnx`."""
-    tag = VARIANT_FILE_TAGS.get(meta.get("variant", ""))
+    tag = VARIANT_TAGS.get(meta.get("variant", ""))
     if tag is None or not path.name.endswith(f".{tag}.onnx"):
         return
     sibling = path.with_name(path.name.removesuffix(f".{tag}.onnx") + ".onnx")
     if not sibling.is_file():
         return
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
     try:
-        theirs = ort.InferenceSession(str(sibling), options, providers=[CPU])
-    except Exception:
+        theirs = make_session(sibling, optimization="none")
+    except ModelError:
         return  # an unreadable sibling says nothing about this model
     ours = meta.get("source_sha256")
     fp32 = theirs.get_modelmeta().custom_metadata_map.get("source_sha256")
@@ -73,7 +73,7 @@ class Predictor:
         # so predict_csv turns it off (figures: bench/README.md).
         self.spinning = spinning
         self.session = self._session(provider, self.threads)
-        self.provider = "cuda" if self.session.get_providers()[0] == CUDA else "cpu"
+        self.provider = active_provider(self.session)
         # IO binding (None: on CUDA only) keeps the outputs not asked for on the device;
         # on CPU it is the same path with outputs bound to host memory, so tests cover it
         self.io_binding = self.provider == "cuda" if io_binding is None else io_binding
@@ -91,29 +91,10 @@ class Predictor:
         return self.session.get_modelmeta().custom_metadata_map.get("variant", "")
 
     def _session(self, provider: str, threads: int) -> ort.InferenceSession:
-        if provider not in ("auto", "cuda", "cpu"):
-            raise ProviderError(f"--provider {provider}: expected auto, cuda or cpu")
-        available = ort.get_available_providers()
-        if provider == "cuda" and CUDA not in available:
-            conflict = ort_conflict()
-            raise ProviderError(
-                f"--provider cuda: onnxruntime {ort.__version__} has no CUDAExecutionProvider "
-                f"(available: {', '.join(available)}); "
-                + (conflict or f"install {ORT_GPU_DIST} instead of {ORT_CPU_DIST}")
-            )
-        wanted = [CUDA, CPU] if provider != "cpu" and CUDA in available else [CPU]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", str(int(self.spinning)))
-        options.log_severity_level = 3
-        try:
-            session = ort.InferenceSession(str(self.path), options, providers=wanted)
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelError(f"{self.path}: not a loadable ONNX model ({first[:240]})") from None
-        if provider == "cuda" and session.get_providers()[0] != CUDA:
+        session = make_session(
+            self.path, providers_for(provider), threads=threads, spinning=self.spinning
+        )
+        if provider == "cuda" and active_provider(session) != "cuda":
             conflict = ort_conflict()
             raise ProviderError(
                 f"--provider cuda: the session fell back to {session.get_providers()[0]} "

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..common.errors import ConfigError, DataError, FclsError
 from ..common.output import OutputSet, output_errors
+from ..common.spec import DEFAULT_BATCH_SIZE
 from ..common.system import available_cpus
 from ..formats.csvfile import CsvReader, read_header
 from ..formats.paths import expand_inputs, output_paths
@@ -62,11 +63,11 @@ def plan_blocks(file: int, path: Path, block_bytes: int = BLOCK_BYTES) -> tuple[
     """The header line (validated) and the byte ranges (row groups) of one input."""
     fmt = table_format(path)
     if fmt != "csv":
-        plan_layout(table_schema(path), "eval", str(path))
+        plan_layout(table_schema(path), "unlabelled", str(path))
         if fmt == "ipc":
             return b"", [Block(file, 0, str(path), 0, -1, 1)]
         return b"", _row_group_blocks(file, path)
-    read_header(path, "eval")
+    read_header(path, "unlabelled")
     if path.suffix == ".gz":
         return b"", [Block(file, 0, str(path), 0, -1, 2)]
     blocks: list[Block] = []
@@ -145,12 +146,12 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
         if table_format(path) != "csv":
             groups = None if end < 0 else range(start, end)
             reader = TableReader(
-                path, "eval", row_groups=groups, first_row=int(block["first_line"])
+                path, "unlabelled", row_groups=groups, first_row=int(block["first_line"])
             )
         elif end < 0:
             reader = CsvReader(
                 path,
-                "eval",
+                "unlabelled",
                 chunk_bytes=BLOCK_BYTES,
                 name=path,
                 first_line=int(block["first_line"]),
@@ -162,7 +163,7 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
                 source = io.BytesIO(header + f.read(end - start))
             reader = CsvReader(
                 source,
-                "eval",
+                "unlabelled",
                 chunk_bytes=BLOCK_BYTES,
                 name=path,
                 first_line=int(block["first_line"]),
@@ -304,7 +305,7 @@ def predict_csv_ray(
     workers: int = 1,
     gpus_per_worker: float = 0.0,
     provider: str = "auto",
-    batch_size: int = 64,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     threads: int | None = None,
     proba: bool = False,
     class_names: bool = False,

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
+from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from .chunk import Chunk
 from .csvgrammar import MAX_LINE_BYTES
 
 
@@ -19,21 +20,21 @@ from .csvgrammar import MAX_LINE_BYTES
 class _Layout:
     """Where the fast path finds each value in a row of N_PIXELS + 1 fields."""
 
-    id_first: bool  # eval files: field 0 is the ID (the fast path needs it there)
+    id_first: bool  # unlabelled files: field 0 is the ID (the fast path needs it there)
     pixels: slice | np.ndarray  # fields of pix1..pix1024, in that order
-    label: int | None  # field of the label (train files)
+    label: int | None  # field of the label (labelled files)
 
 
 def fast_layout(header: list[str], kind: Kind) -> _Layout | None:
     """The fast path's layout for this header, or None when it never applies (ID not first)."""
-    if kind == "eval" and header[0] != "ID":
+    if kind == "unlabelled" and header[0] != "ID":
         return None
     where = {c: i for i, c in enumerate(header)}
     cols = np.array([where[c] for c in PIXEL_COLUMNS])
     first = int(cols[0])
     in_order = bool((cols == np.arange(first, first + N_PIXELS)).all())
     pixels: slice | np.ndarray = slice(first, first + N_PIXELS) if in_order else cols
-    return _Layout(kind == "eval", pixels, where.get("label"))
+    return _Layout(kind == "unlabelled", pixels, where.get("label"))
 
 
 _FIELDS = N_PIXELS + 1  # fields per row in both kinds

@@ -17,7 +17,8 @@ import pyarrow.csv as pacsv
 
 from ..common.errors import DataError
 from ..common.output import atomic_file, output_errors
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
+from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from .chunk import Chunk
 from .csvfast import Scratch, fast_block, fast_layout
 from .csvgrammar import (
     BOM,
@@ -81,7 +82,7 @@ class CsvReader:
     def __init__(
         self,
         src: str | Path | BinaryIO,
-        kind: Kind = "eval",
+        kind: Kind = "unlabelled",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         limit: int | None = None,
         use_threads: bool = True,
@@ -159,7 +160,7 @@ def _head(chunk: Chunk, n: int) -> Chunk:
     )
 
 
-def read_header(src: str | Path | BinaryIO, kind: Kind = "eval") -> list[str]:
+def read_header(src: str | Path | BinaryIO, kind: Kind = "unlabelled") -> list[str]:
     """Read and validate only the header of a CSV file."""
     reader = CsvReader(src, kind)
     stream, owned = open_source(src)
@@ -175,7 +176,7 @@ def read_train_csv(
     src: str | Path | BinaryIO, limit: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a whole `pix1..pix1024,label` file into (N, 1024) uint8 pixels and (N,) int64 labels."""
-    chunks = list(CsvReader(src, "train", limit=limit))
+    chunks = list(CsvReader(src, "labelled", limit=limit))
     if not chunks:
         raise DataError(source_name(src), "no data rows after the header", 2)
     pixels = np.concatenate([c.pixels for c in chunks])
@@ -202,7 +203,7 @@ class BlockParser:
         self._layout = fast_layout(header, kind)
         self._scratch = Scratch()
         types: dict[str, pa.DataType] = dict.fromkeys(PIXEL_COLUMNS, pa.uint8())
-        types.update({"ID": pa.string()} if kind == "eval" else {"label": pa.uint8()})
+        types.update({"ID": pa.string()} if kind == "unlabelled" else {"label": pa.uint8()})
         self._options = (
             pacsv.ReadOptions(column_names=header, use_threads=use_threads, block_size=4 << 20),
             pacsv.ParseOptions(newlines_in_values=False),
@@ -243,7 +244,7 @@ class BlockParser:
         if maybe_hex and self._has_hex_cell(data):
             raise reject("hexadecimal number")
         labels = ids = None
-        if self.kind == "train":
+        if self.kind == "labelled":
             labels = table.column("label").to_numpy().astype(np.int64)
             if labels.size and labels.max() >= N_CLASSES:
                 raise reject("label out of range")

@@ -61,13 +61,13 @@ def too_long() -> str:
 
 
 def _expected(kind: Kind) -> list[str]:
-    return ["ID", *PIXEL_COLUMNS] if kind == "eval" else [*PIXEL_COLUMNS, "label"]
+    return ["ID", *PIXEL_COLUMNS] if kind == "unlabelled" else [*PIXEL_COLUMNS, "label"]
 
 
 def _check_header(header: list[str], kind: Kind, name: str) -> None:
     """Every expected column exactly once, nothing else (order is free)."""
     expected = _expected(kind)
-    if kind == "eval" and "ID" not in header:
+    if kind == "unlabelled" and "ID" not in header:
         raise DataError(name, f"missing ID column (header starts {','.join(header[:3])}...)", 1)
     seen: set[str] = set()
     for i, col in enumerate(header, start=1):

@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.errors import DataError
-from ..common.spec import Chunk, Kind
+from ..common.spec import Kind
+from .chunk import Chunk
 from .csvfile import CsvReader, read_header, source_name
 from .tables import TableReader, detect_kind, plan_layout, table_format, table_schema
 
@@ -24,7 +25,9 @@ def is_table(src: Source) -> bool:
     return isinstance(src, (str, Path)) and str(src) != "-" and table_format(src) != "csv"
 
 
-def open_chunks(src: Source, kind: Kind = "eval", limit: int | None = None) -> Iterable[Chunk]:
+def open_chunks(
+    src: Source, kind: Kind = "unlabelled", limit: int | None = None
+) -> Iterable[Chunk]:
     """The validated chunks of any fcls input (CSV, .csv.gz, stdin, Parquet, Arrow IPC)."""
     if is_table(src):
         return TableReader(Path(src), kind, limit=limit)  # type: ignore[arg-type]
@@ -32,17 +35,17 @@ def open_chunks(src: Source, kind: Kind = "eval", limit: int | None = None) -> I
 
 
 def input_kind(src: str | Path) -> Kind:
-    """eval or train, from the CSV header or the table schema (ID: eval, label: train)."""
+    """unlabelled or labelled, from the CSV header or the table schema (ID, or label)."""
     if is_table(src):
         return detect_kind(table_schema(src).names)
     try:
-        read_header(src, "eval")
+        read_header(src, "unlabelled")
     except DataError as e:
         if "missing ID column" not in e.reason:
             raise
-        read_header(src, "train")  # a train file, or the train header's own error
-        return "train"
-    return "eval"
+        read_header(src, "labelled")  # a labelled file, or its header's own error
+        return "labelled"
+    return "unlabelled"
 
 
 def id_type(src: Source) -> pa.DataType:
@@ -50,14 +53,14 @@ def id_type(src: Source) -> pa.DataType:
     if not is_table(src):
         return pa.string()
     schema = table_schema(src)  # type: ignore[arg-type]
-    plan_layout(schema, "eval", str(src))  # a missing or mistyped ID column is a DataError
+    plan_layout(schema, "unlabelled", str(src))  # a missing or mistyped ID column is a DataError
     t = schema.field("ID").type
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
 def read_train(src: Source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A whole train-format input as (N, 1024) uint8 pixels and (N,) int64 labels."""
-    chunks = list(open_chunks(src, "train", limit))
+    """A whole labelled input as (N, 1024) uint8 pixels and (N,) int64 labels."""
+    chunks = list(open_chunks(src, "labelled", limit))
     if not chunks:
         raise DataError(source_name(src), "no data rows")
     pixels = np.concatenate([c.pixels for c in chunks])

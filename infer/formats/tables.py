@@ -2,9 +2,9 @@
 
 Accepted schemas (extra columns are ignored: a columnar file is read column by column):
 
-- `ID` + `pix1..pix1024` (eval) or `pix1..pix1024` + `label` (train): each pixel column of any
+- `ID` + `pix1..pix1024` (unlabelled) or `pix1..pix1024` + `label` (labelled): each pixel column of any
   integer type, every value in 0..255, no nulls;
-- `ID` + one `pixels` column (eval) or `pixels` + `label` (train), `pixels` being
+- `ID` + one `pixels` column (unlabelled) or `pixels` + `label` (labelled), `pixels` being
   fixed_size_list<integer>[1024], list<integer> of length 1024 per row, or 1024-byte
   binary / fixed_size_binary(1024) (one byte per pixel).
 
@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 from ..common.errors import DataError
 from ..common.output import output_errors
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Chunk, Kind
+from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from .chunk import Chunk
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
@@ -74,12 +75,12 @@ class Layout:
 
     @property
     def has_ids(self) -> bool:
-        return self.kind == "eval"
+        return self.kind == "unlabelled"
 
 
 def detect_kind(names: Sequence[str]) -> Kind:
     """eval when the schema has `ID`, train when it has `label` (and no `ID`)."""
-    return "train" if "label" in names and "ID" not in names else "eval"
+    return "labelled" if "label" in names and "ID" not in names else "unlabelled"
 
 
 def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
@@ -91,9 +92,9 @@ def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
             raise DataError(name, f"duplicate column {col!r}", None, col)
         seen.add(col)
     head = ",".join(names[:3]) + ("..." if len(names) > 3 else "")
-    if kind == "eval" and "ID" not in seen:
+    if kind == "unlabelled" and "ID" not in seen:
         raise DataError(name, f"missing ID column (columns: {head})")
-    if kind == "train" and "label" not in seen:
+    if kind == "labelled" and "label" not in seen:
         raise DataError(name, f"missing label column (columns: {head})")
     has_pix = [c for c in PIXEL_COLUMNS if c in seen]
     if "pixels" in seen and has_pix:
@@ -148,7 +149,7 @@ def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
                 raise DataError(name, f"type {t}: pixels must be integers 0..255", None, col)
         form, pixel_cols = "columns", PIXEL_COLUMNS
     extra: tuple[str, ...] = ()
-    if kind == "eval":
+    if kind == "unlabelled":
         t = schema.field("ID").type
         value = t.value_type if pa.types.is_dictionary(t) else t
         if not _is_id_type(value):
@@ -282,7 +283,7 @@ def batch_chunk(batch: pa.RecordBatch, layout: Layout, name: str, first_row: int
     else:
         pixels = _list_pixels(batch.column("pixels"), name, first_row)
     ids = labels = None
-    if layout.kind == "eval":
+    if layout.kind == "unlabelled":
         ids = _ids(batch.column("ID"), name, first_row)
     else:
         arr = batch.column("label")
@@ -360,7 +361,7 @@ class TableReader:
     def __init__(
         self,
         src: str | Path,
-        kind: Kind = "eval",
+        kind: Kind = "unlabelled",
         batch_rows: int = DEFAULT_BATCH_ROWS,
         limit: int | None = None,
         name: str | None = None,
