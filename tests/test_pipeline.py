@@ -24,7 +24,7 @@ from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.common.output import TEMP_SUFFIX
-from fcls.infer.engine import pipeline
+from fcls.infer.engine import stages
 from fcls.infer.engine.pipeline import predict_files
 from fcls.infer.engine.resume import Journal, Position, resume_paths
 from fcls.infer.formats.csvfile import write_eval_csv
@@ -88,7 +88,7 @@ def _only(tmp_path: Path, *names: str) -> None:
 
 def test_writer_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
     # a slow writer: the scoring loop is waiting on a full queue when the writer dies
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, oserror(errno.ENOSPC), delay=0.3)
+    _nth_call_fails(monkeypatch, stages, "format_rows", 3, oserror(errno.ENOSPC), delay=0.3)
     out = tmp_path / "r.csv"
     error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
     assert isinstance(error, OutputError), error
@@ -160,8 +160,8 @@ def test_model_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
 
 def test_reader_failure_while_the_writer_is_blocked(tmp_path, tiny, data, monkeypatch):
     """Writer slow, queues full, then the reader fails: still a prompt DataError."""
-    real = pipeline.format_rows
-    monkeypatch.setattr(pipeline, "format_rows", lambda *a: (time.sleep(0.05), real(*a))[1])
+    real = stages.format_rows
+    monkeypatch.setattr(stages, "format_rows", lambda *a: (time.sleep(0.05), real(*a))[1])
     lines = data.read_bytes().split(b"\n")
     lines[1500] = b"ragged"
     bad = tmp_path / "bad.csv"
@@ -193,7 +193,7 @@ def test_output_fault_is_an_output_error_and_leaves_nothing(
 
 
 def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 2, oserror(errno.ENOSPC))
     out = tmp_path / "r.csv"
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
     assert result.exit_code == 4  # clikit.OUTPUT
@@ -416,7 +416,7 @@ def test_resume_refuses_a_changed_input(tmp_path, tiny, data, monkeypatch):
     src = tmp_path / "in.csv"
     src.write_bytes(data.read_bytes())
     out = tmp_path / "r.csv"
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(src, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -435,7 +435,7 @@ def test_resume_after_a_failure_continues(tmp_path, tiny, data, monkeypatch):
     out = tmp_path / "r.csv"
     expected = tmp_path / "e.csv"
     predict_csv(data, expected, tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(data, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -478,7 +478,7 @@ def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):
     write_eval_csv(b, pixels(500, seed=3))
     outdir = tmp_path / "out"
     expected = predict_files([a, b], [tmp_path / "ea.csv", tmp_path / "eb.csv"], tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 125, oserror(errno.EIO))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 125, oserror(errno.EIO))
     dests = [outdir / "a.results.csv", outdir / "b.results.csv"]
     outdir.mkdir()
     with pytest.raises(OutputError):

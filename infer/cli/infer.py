@@ -87,7 +87,8 @@ def main(
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
     from ..common.modelfile import find_onnx
-    from ..formats.paths import STDOUT, check_stdin, expand_inputs, output_paths
+    from ..engine.options import ScoringOptions
+    from ..formats.paths import STDIN, STDOUT, check_stdin, expand_inputs, output_paths
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
@@ -100,8 +101,8 @@ def main(
         require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
     check_stdin(list(inputs))
     model_path = find_onnx(model)  # before -o creates any directory
-    stdin = inputs == ("-",)
-    paths = [Path(STDOUT)] if stdin else expand_inputs(list(inputs))
+    stdin = inputs == (STDIN,)
+    paths = [Path(STDIN)] if stdin else expand_inputs(list(inputs))
     dests = output_paths(paths, output)
     to_stdout = dests == [Path(STDOUT)] and output == STDOUT
     if to_stdout and resume:
@@ -117,6 +118,16 @@ def main(
     else:
         model_sha = None
     run.detail(version_line("fcls-infer"))
+    options = ScoringOptions(
+        provider=provider,
+        batch_size=batch_size,
+        threads=threads,
+        parse_threads=parse_threads,
+        proba=proba,
+        class_names=class_names,
+        progress=run.progress,
+        durable=not to_stdout,
+    )
     t0 = time.perf_counter()
     # -o -: the run writes a temp file, streamed to stdout only once the whole run succeeded
     scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if to_stdout else None
@@ -124,24 +135,14 @@ def main(
         if scratch is not None:
             dests = [Path(scratch.name) / "results.csv"]
         summaries = _predict(
-            paths if not stdin else ["-"],
+            [STDIN] if stdin else paths,
             dests,
             model_path,
+            options,
             engine,
             run,
             resume=resume,
-            address=address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            options={
-                "provider": provider,
-                "batch_size": batch_size,
-                "threads": threads,
-                "proba": proba,
-                "class_names": class_names,
-            },
-            durable=not to_stdout,
-            parse_threads=parse_threads,
+            ray_cluster=(address, workers, gpus_per_worker),
         )
         seconds = time.perf_counter() - t0
         if to_stdout:
@@ -168,7 +169,7 @@ def main(
                     "seconds": round(s.seconds, 4),
                     "rows_per_s": round(s.rows_per_s, 1),
                 }
-                for p, s in zip(["-"] if stdin else paths, summaries)
+                for p, s in zip([STDIN] if stdin else paths, summaries)
             ],
         },
         "\n".join(s.line() for s in summaries),
@@ -185,45 +186,33 @@ def _predict(
     sources: list[Any],
     dests: list[Path],
     model: Path,
+    options: Any,
     engine: str,
     run: Run,
     *,
     resume: bool,
-    address: str | None,
-    workers: int,
-    gpus_per_worker: float,
-    options: dict[str, Any],
-    durable: bool,
-    parse_threads: int | None = None,
+    ray_cluster: tuple[str | None, int, float],
 ) -> list[Any]:
-    """Run one engine over the inputs; returns its per-file Summary list."""
+    """Run one engine over the inputs; returns its per-file Summary list.
+    `ray_cluster`: address, workers and GPUs per worker of --engine ray."""
     if engine == "ray":
         from ..engine.ray import predict_csv_ray
 
+        address, workers, gpus_per_worker = ray_cluster
         # one input: the destination file itself; several: their common directory + '/'
         out = str(dests[0]) if len(dests) == 1 else f"{dests[0].parent}/"
         return predict_csv_ray(
             [str(s) for s in sources],
             out,
             model,
+            options,
             address=address,
             workers=workers,
             gpus_per_worker=gpus_per_worker,
-            **options,
         )
     from ..engine.pipeline import predict_files
 
-    return predict_files(
-        sources,
-        dests,
-        model,
-        progress=run.progress,
-        resume=resume,
-        log=run.log,
-        durable=durable,
-        parse_threads=parse_threads,
-        **options,
-    )
+    return predict_files(sources, dests, model, options, resume=resume, log=run.log)
 
 
 def _stdout() -> Any:

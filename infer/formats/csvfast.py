@@ -132,7 +132,7 @@ def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chun
         ids = _gather_ids(a, starts, ends[:, 0])
         if ids is None:
             return None
-    return Chunk(pixels=pixels.astype(np.uint8), ids=ids, labels=labels, first_line=line)
+    return Chunk(pixels=pixels.astype(np.uint8), ids=ids, labels=labels, start=line)
 
 
 def _gather_ids(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:
