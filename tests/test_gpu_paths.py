@@ -302,16 +302,19 @@ def test_fp16_graph_through_io_binding_on_cpu(fp16_export: Path, digits):
 
 
 def test_ray_gpu_plan_is_accepted_by_ray(ray_local, exported: Path):
-    from fcls.infer.engine.ray import _Scorer, _scorer_stage
+    from fcls.infer.engine.options import ScoringOptions
+    from fcls.infer.engine.ray import _Cluster, _Scorer, _scorer_stage
 
     ds = ray_local.data.from_items([{"x": 1}])
-    stage = _scorer_stage(ray_local.put(b""), "cuda", 2, 0.5, 1, 1.0, 64, False, False)
+    options = ScoringOptions(provider="cuda", threads=1, batch_size=64)
+    stage = _scorer_stage(ray_local.put(b""), _Cluster(None, 2, 1.0, "cuda"), 0.5, options)
     assert stage["num_gpus"] == 1.0 and stage["batch_size"] >= 64
     ds.map_batches(_Scorer, **stage)  # plan only: nothing runs without a GPU
     # what the plan used to be: Ray refuses it before any work
     with pytest.raises(ValueError, match="batch_size"):
         ds.map_batches(_Scorer, **{**stage, "batch_size": None})
-    cpu = _scorer_stage(ray_local.put(b""), "cpu", 2, 0.5, 1, 0.0, 64, False, False)
+    cpu_options = ScoringOptions(provider="cpu", threads=1, batch_size=64)
+    cpu = _scorer_stage(ray_local.put(b""), _Cluster(None, 2, 0.0, "cpu"), 0.5, cpu_options)
     assert cpu["num_gpus"] is None and cpu["batch_size"] is None  # CPU plan unchanged
 
 

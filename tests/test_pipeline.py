@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import dead_pid, tiny_model
@@ -24,7 +25,7 @@ from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.common.output import TEMP_SUFFIX
-from fcls.infer.engine import pipeline
+from fcls.infer.engine import stages
 from fcls.infer.engine.pipeline import predict_files
 from fcls.infer.engine.resume import Journal, Position, resume_paths
 from fcls.infer.formats.csvfile import write_eval_csv
@@ -88,7 +89,7 @@ def _only(tmp_path: Path, *names: str) -> None:
 
 def test_writer_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
     # a slow writer: the scoring loop is waiting on a full queue when the writer dies
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 3, oserror(errno.ENOSPC), delay=0.3)
+    _nth_call_fails(monkeypatch, stages, "format_rows", 3, oserror(errno.ENOSPC), delay=0.3)
     out = tmp_path / "r.csv"
     error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
     assert isinstance(error, OutputError), error
@@ -160,8 +161,8 @@ def test_model_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
 
 def test_reader_failure_while_the_writer_is_blocked(tmp_path, tiny, data, monkeypatch):
     """Writer slow, queues full, then the reader fails: still a prompt DataError."""
-    real = pipeline.format_rows
-    monkeypatch.setattr(pipeline, "format_rows", lambda *a: (time.sleep(0.05), real(*a))[1])
+    real = stages.format_rows
+    monkeypatch.setattr(stages, "format_rows", lambda *a: (time.sleep(0.05), real(*a))[1])
     lines = data.read_bytes().split(b"\n")
     lines[1500] = b"ragged"
     bad = tmp_path / "bad.csv"
@@ -193,7 +194,7 @@ def test_output_fault_is_an_output_error_and_leaves_nothing(
 
 
 def test_disk_full_in_the_cli_is_one_line(tmp_path, tiny, data, monkeypatch):
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 2, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 2, oserror(errno.ENOSPC))
     out = tmp_path / "r.csv"
     result = CliRunner().invoke(main, [str(data), "--model", str(tiny), "-o", str(out)])
     assert result.exit_code == 4  # clikit.OUTPUT
@@ -416,7 +417,7 @@ def test_resume_refuses_a_changed_input(tmp_path, tiny, data, monkeypatch):
     src = tmp_path / "in.csv"
     src.write_bytes(data.read_bytes())
     out = tmp_path / "r.csv"
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(src, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -435,7 +436,7 @@ def test_resume_after_a_failure_continues(tmp_path, tiny, data, monkeypatch):
     out = tmp_path / "r.csv"
     expected = tmp_path / "e.csv"
     predict_csv(data, expected, tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 40, oserror(errno.ENOSPC))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 40, oserror(errno.ENOSPC))
     with pytest.raises(OutputError):
         predict_csv(data, out, tiny, resume=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
     monkeypatch.undo()
@@ -478,7 +479,7 @@ def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):
     write_eval_csv(b, pixels(500, seed=3))
     outdir = tmp_path / "out"
     expected = predict_files([a, b], [tmp_path / "ea.csv", tmp_path / "eb.csv"], tiny)
-    _nth_call_fails(monkeypatch, pipeline, "format_rows", 125, oserror(errno.EIO))
+    _nth_call_fails(monkeypatch, stages, "format_rows", 125, oserror(errno.EIO))
     dests = [outdir / "a.results.csv", outdir / "b.results.csv"]
     outdir.mkdir()
     with pytest.raises(OutputError):
@@ -532,3 +533,98 @@ def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
     assert "200000 rows in" in resumed.stderr
     assert out.read_bytes() == expected.read_bytes()
     assert not temp.exists() and not journal.exists()
+
+
+# -- the stages alone, and the one block splitter -----------------------------------------
+
+
+def _drain(q: Any) -> list[Any]:
+    items = []
+    while (item := q.get(timeout=HANG_TIMEOUT)) is not stages.DONE:
+        items.append(item)
+        if isinstance(item, stages.Parsed) and item.future.exception() is not None:
+            break
+    return items
+
+
+def test_reader_alone_queues_blocks_in_order_and_the_first_error(tmp_path, data):
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        q: queue.Queue[Any] = queue.Queue()
+        stages.Reader(data, False, 1 << 16, None, pool)(q, stages.Halt())
+        items = _drain(q)
+        chunks = [item.future.result() for item in items]
+        assert len(items) > 10 and sum(len(c) for c in chunks) == 3000
+        assert [c.start for c in chunks] == [2] + [i.end_line for i in items[:-1]]
+        assert items[-1].end_offset == data.stat().st_size
+        lines = data.read_bytes().split(b"\n")
+        lines[1000] = lines[1000].replace(b",0,", b",x,", 1)
+        bad = tmp_path / "bad.csv"
+        bad.write_bytes(b"\n".join(lines))
+        q = queue.Queue()
+        stages.Reader(bad, False, 1 << 16, None, pool)(q, stages.Halt())
+        error = _drain(q)[-1].future.exception()
+        assert isinstance(error, DataError) and error.line == 1001
+
+
+def test_scorer_alone_counts_rows_and_names_a_model_failure(tiny, monkeypatch):
+    from fcls.infer.formats.chunk import Chunk
+
+    chunk = Chunk(pixels(50), None, None, start=7)
+    scorer = stages.Scorer(Predictor(tiny, "cpu", 1), 16, True, "in.csv", rows=10)
+    block = scorer(chunk, 123, 57)
+    assert block.labels is not None and block.labels.shape == (50,)
+    assert block.probs is not None and block.probs.shape == (50, 10)
+    assert block.end == Position(60, 123, 0, 57) and scorer.rows == 60
+    monkeypatch.setattr(Predictor, "run", lambda *a: 1 / 0)
+    with pytest.raises(ModelError, match=r"block of in\.csv starting at line 7"):
+        scorer(chunk, 0, 0)
+
+
+def test_csv_writer_alone_writes_header_rows_and_checkpoints(tmp_path, tiny):
+    import queue
+
+    import pyarrow as pa
+
+    from fcls.infer.formats.chunk import Chunk
+
+    dest = tmp_path / "r.csv"
+    journal = _journal(tmp_path, dest)
+    chunk = Chunk(pixels(3), pa.array(["a", "b", "c"]), None, start=2)
+    q: queue.Queue[Any] = queue.Queue()
+    labels = np.array([1, 2, 3])
+    q.put(stages.Scored(chunk, labels, None, Position(3, 99, 0, 5)))
+    q.put(stages.Scored(None, None, None, Position(3, 120, 0, 9)))  # blank lines
+    q.put(stages.DONE)
+    writer = stages.CsvResultWriter(journal.temp, dest, b"ID,label\n", None, journal, None, 0.0)
+    writer(q, stages.Halt())
+    assert journal.temp.read_bytes() == b"ID,label\na,1\nb,2\nc,3\n"
+    assert journal.load() == Position(3, 120, len(b"ID,label\na,1\nb,2\nc,3\n"), 9)
+
+
+def test_a_5mb_line_without_newline_fails_at_its_line_in_bounded_memory(tmp_path, tiny):
+    import io
+
+    from fcls.infer.formats.csvgrammar import MAX_LINE_BYTES
+
+    head = b"ID," + b",".join(f"pix{i}".encode() for i in range(1, 1025)) + b"\n"
+    row = b"1," + b",".join([b"0"] * 1024) + b"\n"
+    body = head + row + b"x" * (5 << 20)
+
+    class Counted(io.BytesIO):
+        served = 0
+
+        def read(self, n: int | None = -1) -> bytes:
+            out = super().read(n)
+            Counted.served += len(out)
+            return out
+
+    stream = Counted(body)
+    error = _in_thread(lambda: predict_csv(stream, tmp_path / "r.csv", tiny, progress=False))
+    assert isinstance(error, DataError), error
+    assert error.line == 3 and f"line longer than {MAX_LINE_BYTES} bytes" in str(error)
+    assert Counted.served <= len(head) + len(row) + MAX_LINE_BYTES + (2 << 20) + (1 << 16)
+    assert Counted.served < len(body)
+    _only(tmp_path)

@@ -18,9 +18,10 @@ from helpers import deadline, write_eval_csv
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, OutputError
 from fcls.infer.engine import ray as ray_engine
+from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_csv
 from fcls.infer.engine.predictor import Predictor
-from fcls.infer.engine.ray import WorkerError, _OrderedWriter, plan_blocks
+from fcls.infer.engine.ray import WorkerError, _OrderedWriter, plan_shards
 from fcls.infer.formats.paths import expand_inputs, output_paths
 from fcls.infer.formats.results import header_line
 
@@ -42,9 +43,9 @@ def parts(tmp_path_factory, digits) -> list[Path]:
     return paths
 
 
-def test_plan_blocks_cover_the_file_on_row_boundaries(parts):
+def test_plan_shards_cover_the_file_on_row_boundaries(parts):
     path = parts[2]
-    header, blocks = plan_blocks(0, path, block_bytes=100_000)
+    header, blocks = plan_shards(0, path, shard_bytes=100_000)
     data = path.read_bytes()
     assert len(blocks) > 5 and data.startswith(header)
     assert b"".join(data[b.start : b.end] for b in blocks) == data[len(header) :]
@@ -99,7 +100,7 @@ def _pieces(file: int, rows_per_part: list[list[int]], tag: str) -> list[dict]:
                     pieces.append(
                         {
                             "file": file,
-                            "block": block,
+                            "shard": block,
                             "part": part,
                             "row": lo,
                             "rows": hi - lo,
@@ -118,7 +119,7 @@ def _error(file: int, block: int, part: int, line: int) -> dict:
     fields = {"source": f"in{file}.csv", "message": "bad", "line": line, "column": "pix1"}
     return {
         "file": file,
-        "block": block,
+        "shard": block,
         "part": part,
         "row": 0,
         "rows": 0,
@@ -152,7 +153,7 @@ def test_ordered_writer_puts_shuffled_pieces_back_in_input_order(tmp_path):
         assert writer.rows == [12, 10, 0] and writer.buffered == 0
     # pieces in input order never wait
     with _writer(tmp_path, [len(b) for b in layout]) as writer:
-        for piece in sorted(pieces, key=lambda p: (p["file"], p["block"], p["part"], p["row"])):
+        for piece in sorted(pieces, key=lambda p: (p["file"], p["shard"], p["part"], p["row"])):
             writer.add(piece)
         writer.finish()
     assert writer.peak == 1
@@ -168,7 +169,7 @@ def test_ordered_writer_reports_the_first_bad_row_in_input_order(tmp_path):
         for piece in [p for p in good if p["file"] == 1] + [late]:
             writer.add(piece)
         assert writer.first_error() is None  # blocks 0-1 of file 0 have not arrived
-        for piece in [p for p in good if p["file"] == 0 and p["block"] < 2]:
+        for piece in [p for p in good if p["file"] == 0 and p["shard"] < 2]:
             writer.add(piece)
         error = writer.first_error()
     assert isinstance(error, DataError) and str(error) == "in0.csv:20 column pix1: bad"
@@ -186,7 +187,7 @@ def test_ordered_writer_refuses_a_missing_piece(tmp_path):
         for piece in pieces[:-1]:
             writer.add(piece)
         with pytest.raises(
-            WorkerError, match=r"d0.csv: Ray returned no result for block 1 part 0 row 3"
+            WorkerError, match=r"d0.csv: Ray returned no result for shard 1 part 0 row 3"
         ):
             writer.finish()
 
@@ -208,7 +209,7 @@ def test_ray_outputs_equal_single_process_bytes(tmp_path, parts, exported, ray_l
     out = tmp_path / "out"
     out.mkdir()
     summaries = predict_csv_ray(
-        [str(p) for p in parts], out, exported, workers=2, block_bytes=150_000
+        [str(p) for p in parts], out, exported, workers=2, shard_bytes=150_000
     )
     assert [s.rows for s in summaries] == list(SIZES)
     for p in parts:
@@ -262,7 +263,7 @@ def test_scored_pieces_rebuild_the_file_however_ray_batches_them(
     lines = parts[0].read_text().splitlines(keepends=True)
     src = tmp_path / "gaps.csv"
     src.write_text("".join(lines[:600]) + "\n" * 250_000 + "".join(lines[600:]))
-    _, blocks = plan_blocks(0, src, block_bytes=100_000)
+    _, blocks = plan_shards(0, src, shard_bytes=100_000)
     parsed = [
         part
         for b in blocks
@@ -271,7 +272,9 @@ def test_scored_pieces_rebuild_the_file_however_ray_batches_them(
     assert any(int(p["part_rows"][0]) == 0 for p in parsed)  # a block of blank lines only
     columns = {k: np.concatenate([p[k] for p in parsed]) for k in parsed[0]}
     model = [ray_local.put(exported.read_bytes())]
-    scorer = ray_engine._Scorer(model, "cpu", 1, 64, True, False)
+    scorer = ray_engine._Scorer(
+        model, ScoringOptions(provider="cpu", threads=1, batch_size=64, proba=True)
+    )
     pieces = []
     for lo in range(0, len(columns["file"]), 170):  # batches cut across parts and blocks
         out = scorer({k: v[lo : lo + 170] for k, v in columns.items()})
@@ -346,7 +349,7 @@ def test_ray_survives_a_killed_worker(stage, tmp_path, parts, exported, ray_loca
     inputs = parts[:2]
     with deadline(240):
         summaries = ray_engine.predict_csv_ray(
-            [str(p) for p in inputs], out, exported, workers=2, block_bytes=150_000, proba=True
+            [str(p) for p in inputs], out, exported, workers=2, shard_bytes=150_000, proba=True
         )
     assert marker.exists()  # the kill did happen
     assert [s.rows for s in summaries] == list(SIZES[:2])
@@ -403,7 +406,7 @@ def test_ray_reports_the_first_bad_row_in_input_order(tmp_path, parts, exported,
             out,
             exported,
             workers=2,
-            block_bytes=150_000,
+            shard_bytes=150_000,
         )
     with pytest.raises(DataError) as single:
         predict_csv(first, tmp_path / "single.csv", exported)

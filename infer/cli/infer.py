@@ -87,69 +87,115 @@ def main(
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
     from ..common.modelfile import find_onnx
-    from ..formats.paths import STDOUT, check_stdin, expand_inputs, output_paths
+    from ..engine.options import ScoringOptions
+    from ..formats.paths import STDIN, STDOUT, check_stdin, expand_inputs, output_paths
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
     )
-    if engine == "ray" and resume:
-        raise ConfigError("--resume works with --engine local only")
-    if engine == "ray" and parse_threads is not None:
-        raise ConfigError("--parse-threads works with --engine local only")
     if engine == "ray":
-        require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
+        _check_ray_options(resume, parse_threads)
     check_stdin(list(inputs))
     model_path = find_onnx(model)  # before -o creates any directory
-    stdin = inputs == ("-",)
-    paths = [Path(STDOUT)] if stdin else expand_inputs(list(inputs))
+    stdin = inputs == (STDIN,)
+    paths = [Path(STDIN)] if stdin else expand_inputs(list(inputs))
     dests = output_paths(paths, output)
     to_stdout = dests == [Path(STDOUT)] and output == STDOUT
-    if to_stdout and resume:
-        raise ConfigError("--resume needs an output file, not -o - (stdout)")
-    if to_stdout and run.json_stdout:
-        raise ConfigError("-o - writes the results to stdout: use --summary-json FILE, not --json")
-    run.stdout_taken = to_stdout
-    if run.verbose or run.json_stdout or run.summary_path is not None:
-        from ..common.system import file_sha256
-
-        model_sha = file_sha256(model_path)
-        run.detail(f"model {model_path} sha256 {model_sha}")
-    else:
-        model_sha = None
+    if to_stdout:
+        _check_stdout(run, resume)
+    model_sha = _model_sha(run, model_path)
     run.detail(version_line("fcls-infer"))
+    options = ScoringOptions(
+        provider=provider,
+        batch_size=batch_size,
+        threads=threads,
+        parse_threads=parse_threads,
+        proba=proba,
+        class_names=class_names,
+        progress=run.progress,
+        durable=not to_stdout,
+    )
+    sources = [STDIN] if stdin else paths
+    cluster = (address, workers, gpus_per_worker)
+    summaries, seconds = _score(sources, dests, model_path, options, engine, run, resume, cluster)
+    used = _report(run, sources, summaries, seconds, model_path, model_sha, output, provider)
+    if provider == "auto" and summaries:
+        from ..engine.session import auto_choice
+
+        # the Ray engine's label is "<provider> (ray xN)"
+        run.log(auto_choice(used.split()[0]))
+
+
+def _score(
+    sources: list[Any],
+    dests: list[Path],
+    model: Path,
+    options: Any,
+    engine: str,
+    run: Run,
+    resume: bool,
+    cluster: tuple[str | None, int, float],
+) -> tuple[list[Any], float]:
+    """Run the engine; with -o - (`run.stdout_taken`) into a temp file that is streamed to
+    stdout once the whole run succeeded. Returns the summaries and the seconds it took."""
     t0 = time.perf_counter()
     # -o -: the run writes a temp file, streamed to stdout only once the whole run succeeded
-    scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if to_stdout else None
+    scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if run.stdout_taken else None
     with scratch or contextlib.nullcontext():
         if scratch is not None:
             dests = [Path(scratch.name) / "results.csv"]
         summaries = _predict(
-            paths if not stdin else ["-"],
-            dests,
-            model_path,
-            engine,
-            run,
-            resume=resume,
-            address=address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            options={
-                "provider": provider,
-                "batch_size": batch_size,
-                "threads": threads,
-                "proba": proba,
-                "class_names": class_names,
-            },
-            durable=not to_stdout,
-            parse_threads=parse_threads,
+            sources, dests, model, options, engine, run, resume=resume, ray_cluster=cluster
         )
         seconds = time.perf_counter() - t0
-        if to_stdout:
+        if scratch is not None:
             _stream_to_stdout(dests[0])
             summaries = [replace(s, output="<stdout>") for s in summaries]
+    return summaries, seconds
+
+
+def _check_ray_options(resume: bool, parse_threads: int | None) -> None:
+    if resume:
+        raise ConfigError("--resume works with --engine local only")
+    if parse_threads is not None:
+        raise ConfigError("--parse-threads works with --engine local only")
+    require("fcls-infer --engine ray", "ray")  # a missing extra first: nothing else helps
+
+
+def _check_stdout(run: Run, resume: bool) -> None:
+    """-o -: the results take stdout."""
+    if resume:
+        raise ConfigError("--resume needs an output file, not -o - (stdout)")
+    if run.json_stdout:
+        raise ConfigError("-o - writes the results to stdout: use --summary-json FILE, not --json")
+    run.stdout_taken = True
+
+
+def _model_sha(run: Run, model_path: Path) -> str | None:
+    """The model's sha256 when a summary or -v reports it (hashing costs a read)."""
+    if not (run.verbose or run.json_stdout or run.summary_path is not None):
+        return None
+    from ..common.system import file_sha256
+
+    model_sha = file_sha256(model_path)
+    run.detail(f"model {model_path} sha256 {model_sha}")
+    return model_sha
+
+
+def _report(
+    run: Run,
+    sources: list[Any],
+    summaries: list[Any],
+    seconds: float,
+    model_path: Path,
+    model_sha: str | None,
+    output: str | None,
+    provider: str,
+) -> str:
+    """Print the run's summary (line or JSON); returns the provider label used."""
     rows = sum(s.rows for s in summaries)
     fresh = rows - sum(s.resumed for s in summaries)
-    used = summaries[0].provider if summaries else provider
+    used: str = summaries[0].provider if summaries else provider
     run.summary(
         {
             "rows": rows,
@@ -168,62 +214,46 @@ def main(
                     "seconds": round(s.seconds, 4),
                     "rows_per_s": round(s.rows_per_s, 1),
                 }
-                for p, s in zip(["-"] if stdin else paths, summaries)
+                for p, s in zip(sources, summaries)
             ],
         },
         "\n".join(s.line() for s in summaries),
         err=True,
     )
-    if provider == "auto" and summaries:
-        from ..engine.session import auto_choice
-
-        # the Ray engine's label is "<provider> (ray xN)"
-        run.log(auto_choice(used.split()[0]))
+    return used
 
 
 def _predict(
     sources: list[Any],
     dests: list[Path],
     model: Path,
+    options: Any,
     engine: str,
     run: Run,
     *,
     resume: bool,
-    address: str | None,
-    workers: int,
-    gpus_per_worker: float,
-    options: dict[str, Any],
-    durable: bool,
-    parse_threads: int | None = None,
+    ray_cluster: tuple[str | None, int, float],
 ) -> list[Any]:
-    """Run one engine over the inputs; returns its per-file Summary list."""
+    """Run one engine over the inputs; returns its per-file Summary list.
+    `ray_cluster`: address, workers and GPUs per worker of --engine ray."""
     if engine == "ray":
         from ..engine.ray import predict_csv_ray
 
+        address, workers, gpus_per_worker = ray_cluster
         # one input: the destination file itself; several: their common directory + '/'
         out = str(dests[0]) if len(dests) == 1 else f"{dests[0].parent}/"
         return predict_csv_ray(
             [str(s) for s in sources],
             out,
             model,
+            options,
             address=address,
             workers=workers,
             gpus_per_worker=gpus_per_worker,
-            **options,
         )
     from ..engine.pipeline import predict_files
 
-    return predict_files(
-        sources,
-        dests,
-        model,
-        progress=run.progress,
-        resume=resume,
-        log=run.log,
-        durable=durable,
-        parse_threads=parse_threads,
-        **options,
-    )
+    return predict_files(sources, dests, model, options, resume=resume, log=run.log)
 
 
 def _stdout() -> Any:

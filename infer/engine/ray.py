@@ -1,11 +1,13 @@
 """Scale-out scoring on Ray Data: many CSV files, many workers, same bytes as one process.
 
-Plan (driver): each CSV input is cut into byte ranges that end on a line break, with the file
-line each range starts on; each Parquet input into its row groups, with the row each starts
-on (an Arrow IPC input is one block). Ray Data maps the ranges through the fcls parser (so errors name
-the same file, line and column as the single-process path) and then through an actor pool,
-each actor holding one onnxruntime session built from model bytes in the object store. Every
-result piece carries (file, range, part, row); the driver streams them back in input order
+Plan (driver): each input is cut into shards, one parse task each: a plain CSV file into byte
+ranges of whole lines (by the same splitter as the local pipeline, `formats.csvfile.LineInput`)
+with the file line each starts on, a Parquet file into its row groups with the row each starts
+on, a .gz or Arrow IPC file is one shard. Ray Data maps the shards through the fcls parser (so
+errors name the same file, line and column as the single-process path) and then through an
+actor pool, each actor holding one onnxruntime session built from model bytes in the object
+store. A shard's parsed rows travel as parts; every scored piece carries (file, shard, part,
+row); the driver streams them back in input order
 and writes each as soon as it is the next one of its file, into temp files that are renamed
 into place only when the whole run succeeded. Killed workers are restarted and their work
 redone by Ray, a bounded number of times; beyond that the run fails with a WorkerError.
@@ -15,13 +17,12 @@ Ray is imported only here, and only when this engine is used.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,95 +32,103 @@ import pyarrow.parquet as pq
 
 from ..common.errors import ConfigError, DataError, FclsError
 from ..common.output import OutputSet, output_errors
-from ..common.spec import DEFAULT_BATCH_SIZE
 from ..common.system import available_cpus
-from ..formats.csvfile import CsvReader, read_header
+from ..formats.csvfile import CsvReader, LineInput, read_header
+from ..formats.csvgrammar import parse_header_line
 from ..formats.paths import expand_inputs, output_paths
 from ..formats.results import format_rows, header_line
 from ..formats.tables import TableReader, plan_layout, table_format, table_schema
+from .options import ScoringOptions
 from .pipeline import Summary
 from .predictor import Predictor
 
-BLOCK_BYTES = 8 << 20  # one parse task: ~3,000 rows
+SHARD_BYTES = 8 << 20  # input bytes of one parse task
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
-SCAN_BYTES = 16 << 20
 MAX_RESTARTS = 3  # per scoring actor
 MAX_RETRIES = 3  # per parse task and per actor call
 
 
 @dataclass(frozen=True)
-class Block:
-    """A byte range of one input file that starts at a row."""
+class Shard:
+    """A shard of one input file, parsed by one Ray task: a byte range of whole lines (CSV),
+    a range of row groups (Parquet), or the whole file (.gz, Arrow IPC)."""
 
     file: int
     index: int
     path: str
-    start: int  # Parquet: the first row group
-    end: int  # -1: to the end (gzip and IPC files are one block); Parquet: row group after
-    first_line: int  # Parquet and IPC: the data row (from 1) the block starts on
+    start: int  # CSV: the byte offset it starts at; Parquet: its first row group
+    end: int  # -1: to the end (gzip and IPC files are one shard); Parquet: row group after
+    first_line: int  # CSV: file line it starts on; Parquet and IPC: its first data row, from 1
 
 
-def plan_blocks(file: int, path: Path, block_bytes: int = BLOCK_BYTES) -> tuple[bytes, list[Block]]:
-    """The header line (validated) and the byte ranges (row groups) of one input."""
+def plan_shards(file: int, path: Path, shard_bytes: int = SHARD_BYTES) -> tuple[bytes, list[Shard]]:
+    """The header line (validated; b"" but for plain CSV) and the shards of one input."""
     fmt = table_format(path)
     if fmt != "csv":
         plan_layout(table_schema(path), "unlabelled", str(path))
         if fmt == "ipc":
-            return b"", [Block(file, 0, str(path), 0, -1, 1)]
-        return b"", _row_group_blocks(file, path)
-    read_header(path, "unlabelled")
+            return b"", [Shard(file, 0, str(path), 0, -1, 1)]
+        return b"", _row_group_shards(file, path)
     if path.suffix == ".gz":
-        return b"", [Block(file, 0, str(path), 0, -1, 2)]
-    blocks: list[Block] = []
+        read_header(path, "unlabelled")
+        return b"", [Shard(file, 0, str(path), 0, -1, 2)]
+    return _line_shards(file, path, shard_bytes)
+
+
+def _line_shards(file: int, path: Path, shard_bytes: int) -> tuple[bytes, list[Shard]]:
+    """Byte ranges of whole lines, cut by the same splitter as the local pipeline."""
+    shards: list[Shard] = []
     with path.open("rb") as f:
-        header = f.readline()
-        start, line, pos = f.tell(), 2, f.tell()
-        newlines = 0  # since `start`
-        while data := f.read(SCAN_BYTES):
-            offset = 0
-            while pos + len(data) - start >= block_bytes:
-                cut = data.find(b"\n", max(offset, start + block_bytes - pos - 1))
-                if cut < 0:
-                    break
-                newlines += data.count(b"\n", offset, cut + 1)
-                blocks.append(Block(file, len(blocks), str(path), start, pos + cut + 1, line))
-                line += newlines
-                newlines, offset, start = 0, cut + 1, pos + cut + 1
-            newlines += data.count(b"\n", offset)
-            pos += len(data)
-        if pos > start:
-            blocks.append(Block(file, len(blocks), str(path), start, pos, line))
-    return header, blocks
+        lines = LineInput(f, str(path))
+        raw, terminated = lines.header_line()
+        parse_header_line(raw, "unlabelled", str(path), terminated)
+        header = raw + b"\n" * terminated
+        start, line = lines.offset, 2
+        try:
+            for block in lines.blocks(shard_bytes, line):
+                shards.append(Shard(file, len(shards), str(path), start, block.end_offset, line))
+                start, line = block.end_offset, block.end_line
+        except DataError:
+            # a line too long to end a shard: the rest is one shard whose parse reports it,
+            # in input order with the other files' errors
+            end = os.fstat(f.fileno()).st_size
+            shards.append(Shard(file, len(shards), str(path), start, end, line))
+    return header, shards
 
 
-def _row_group_blocks(file: int, path: Path) -> list[Block]:
-    """One block per row group of a Parquet file, with the data row each starts on."""
+def plan_blocks(file: int, path: Path, block_bytes: int = SHARD_BYTES) -> tuple[bytes, list[Shard]]:
+    """The former name of `plan_shards`."""
+    return plan_shards(file, path, block_bytes)
+
+
+def _row_group_shards(file: int, path: Path) -> list[Shard]:
+    """One shard per row group of a Parquet file, with the data row each starts on."""
     meta = pq.read_metadata(path)
-    blocks, row = [], 1
+    shards, row = [], 1
     for g in range(meta.num_row_groups):
-        blocks.append(Block(file, g, str(path), g, g + 1, row))
+        shards.append(Shard(file, g, str(path), g, g + 1, row))
         row += meta.row_group(g).num_rows
-    return blocks
+    return shards
 
 
-# One part: consecutive rows of one block, as a dict of columns. Every row carries where it
-# belongs: file, block, part (the parser's chunk within the block), row (within the part),
-# part_rows and last (whether the part ends its block), so the driver can put the pieces
+# One part: consecutive rows of one shard, as a dict of columns. Every row carries where it
+# belongs: file, shard, part (the parser's chunk within the shard), row (within the part),
+# part_rows and last (whether the part ends its shard), so the driver can put the pieces
 # back in input order however Ray batches them. A part with no rows to score (a parse
-# error, or a block of blank lines) is one marker row with part_rows 0.
+# error, or a shard of blank lines) is one marker row with part_rows 0.
 Part = dict[str, np.ndarray]
 
 
 def _part(
-    block: dict[str, Any], part: int, ids: np.ndarray, pixels: np.ndarray, last: bool, error: str
+    shard: dict[str, Any], part: int, ids: np.ndarray, pixels: np.ndarray, last: bool, error: str
 ) -> Part:
     n = len(pixels)
     rows = 0 if error else n
     if n == 0:  # a marker row: nothing to score, but the driver must hear of this part
         n, ids, pixels = 1, np.array([""], object), np.zeros((1, 1024), np.uint8)
     return {
-        "file": np.full(n, int(block["file"]), np.int64),
-        "block": np.full(n, int(block["index"]), np.int64),
+        "file": np.full(n, int(shard["file"]), np.int64),
+        "shard": np.full(n, int(shard["index"]), np.int64),
         "part": np.full(n, part, np.int64),
         "row": np.arange(n, dtype=np.int64),
         "part_rows": np.full(n, rows, np.int64),
@@ -130,14 +139,14 @@ def _part(
     }
 
 
-def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
+def _parse_shard(shard: dict[str, Any]) -> Iterator[Part]:
     """Parse one byte range with the fcls reader, one part per reader chunk.
 
-    A bad row ends the block with an error part. Ray re-raises task exceptions without their
+    A bad row ends the shard with an error part. Ray re-raises task exceptions without their
     original type, so a DataError travels as data (its fields as JSON) and the driver raises
     it again, exactly as one process would.
     """
-    path, start, end = str(block["path"]), int(block["start"]), int(block["end"])
+    path, start, end = str(shard["path"]), int(shard["start"]), int(shard["end"])
     part = 0
     # a part is sent once the next one shows whether it is the last
     pending: tuple[np.ndarray, np.ndarray] | None = None  # (ids, pixels)
@@ -146,43 +155,28 @@ def _parse_block(block: dict[str, Any]) -> Iterator[Part]:
         if table_format(path) != "csv":
             groups = None if end < 0 else range(start, end)
             reader = TableReader(
-                path, "unlabelled", row_groups=groups, first_row=int(block["first_line"])
+                path, "unlabelled", row_groups=groups, first_row=int(shard["first_line"])
             )
-        elif end < 0:
+        else:  # a .gz file is one shard (end -1): all of it
+            where = None if end < 0 else (start, int(shard["first_line"]))
             reader = CsvReader(
-                path,
-                "unlabelled",
-                chunk_bytes=BLOCK_BYTES,
-                name=path,
-                first_line=int(block["first_line"]),
-            )
-        else:
-            with open(path, "rb") as f:
-                header = f.readline()
-                f.seek(start)
-                source = io.BytesIO(header + f.read(end - start))
-            reader = CsvReader(
-                source,
-                "unlabelled",
-                chunk_bytes=BLOCK_BYTES,
-                name=path,
-                first_line=int(block["first_line"]),
+                path, "unlabelled", SHARD_BYTES, start=where, end=None if end < 0 else end
             )
         for chunk in reader:
             if pending is not None:
-                yield _part(block, part, *pending, False, "")
+                yield _part(shard, part, *pending, False, "")
                 part += 1
             ids = [] if chunk.ids is None else chunk.ids.cast(pa.string()).to_pylist()
             pending = (np.array(ids, dtype=np.object_), chunk.pixels)
     except DataError as e:
         if pending is not None:
-            yield _part(block, part, *pending, False, "")
+            yield _part(shard, part, *pending, False, "")
             part += 1
         fields = {"source": e.source, "message": e.reason, "line": e.line, "column": e.column}
-        yield _part(block, part, np.empty(0, object), _NO_PIXELS, True, json.dumps(fields))
+        yield _part(shard, part, np.empty(0, object), _NO_PIXELS, True, json.dumps(fields))
         return
     ids, pixels = pending or (np.empty(0, object), _NO_PIXELS)
-    yield _part(block, part, ids, pixels, True, "")
+    yield _part(shard, part, ids, pixels, True, "")
 
 
 _NO_PIXELS = np.empty((0, 1024), np.uint8)
@@ -191,24 +185,17 @@ _NO_PIXELS = np.empty((0, 1024), np.uint8)
 def _parse(batch: dict[str, np.ndarray]) -> Iterator[Part]:
     """Ray task: parse the byte ranges of `batch`, yielding one part at a time."""
     for i in range(len(batch["path"])):
-        yield from _parse_block({k: v[i] for k, v in batch.items()})
+        yield from _parse_shard({k: v[i] for k, v in batch.items()})
 
 
-PIECE_KEYS = ("file", "block", "part", "row", "rows", "part_rows", "last")
+PIECE_KEYS = ("file", "shard", "part", "row", "rows", "part_rows", "last")
 
 
 class _Scorer:
     """Ray actor: one onnxruntime session; scores rows and formats them as output CSV text."""
 
-    def __init__(
-        self,
-        model: list[Any],
-        provider: str,
-        threads: int,
-        batch_size: int,
-        proba: bool,
-        class_names: bool,
-    ) -> None:
+    def __init__(self, model: list[Any], options: ScoringOptions) -> None:
+        """`options`: with the provider and threads this actor runs (not auto)."""
         import tempfile
 
         import ray
@@ -219,30 +206,31 @@ class _Scorer:
         handle, path = tempfile.mkstemp(suffix=".onnx")
         with os.fdopen(handle, "wb") as f:
             f.write(blob)
-        self.predictor = Predictor(path, provider, threads, spinning=False)  # shares CPUs
+        # spinning off: the actor shares CPUs with the parse tasks
+        self.predictor = Predictor(path, options.provider, options.threads, spinning=False)
         os.unlink(path)  # the session has read it
-        self.batch_size, self.proba = batch_size, proba
-        self.names = self.predictor.class_names if class_names else None
+        self.batch_size, self.proba = options.batch_size, options.proba
+        self.names = self.predictor.class_names if options.class_names else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One piece per contiguous run of rows of one part: its place and its CSV text."""
         import pyarrow as pa
 
-        keys = {k: np.asarray(batch[k]) for k in ("file", "block", "part", "row")}
+        keys = {k: np.asarray(batch[k]) for k in ("file", "shard", "part", "row")}
         part_rows, last = np.asarray(batch["part_rows"]), np.asarray(batch["last"])
         errors = np.asarray(batch["error"], dtype=object)
         pixels = np.asarray(batch["pixels"], dtype=np.uint8).reshape(-1, 1024)  # (n, 1024)
         n = len(pixels)
         # Ray may merge or split parse outputs: score each contiguous run of one part
         same = np.ones(max(n - 1, 0), bool)
-        for k in ("file", "block", "part"):
+        for k in ("file", "shard", "part"):
             same &= np.diff(keys[k]) == 0
         breaks = np.flatnonzero(~same | (np.diff(keys["row"]) != 1)) + 1
         out: dict[str, list[Any]] = {k: [] for k in (*PIECE_KEYS, "text", "error")}
         for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), n]):
-            marker = part_rows[lo] == 0  # an error or an empty block: nothing to score
+            marker = part_rows[lo] == 0  # an error or an empty shard: nothing to score
             text = b"" if marker else self._score(batch["id"][lo:hi], pixels[lo:hi], pa)
-            for k in ("file", "block", "part", "row"):
+            for k in ("file", "shard", "part", "row"):
                 out[k].append(keys[k][lo])
             out["rows"].append(0 if marker else hi - lo)
             out["part_rows"].append(part_rows[lo])
@@ -300,20 +288,24 @@ def predict_csv_ray(
     inputs: list[str],
     out: str | Path | None,
     model: Path,
+    options: ScoringOptions | None = None,
     *,
     address: str | None = None,
     workers: int = 1,
     gpus_per_worker: float = 0.0,
-    provider: str = "auto",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    threads: int | None = None,
-    proba: bool = False,
-    class_names: bool = False,
-    block_bytes: int = BLOCK_BYTES,
+    shard_bytes: int = SHARD_BYTES,
+    **fields: Any,
 ) -> list[Summary]:
-    """Score every input on Ray Data; one Summary per input (seconds: the whole run)."""
+    """Score every input on Ray Data; one Summary per input (seconds: the whole run).
+
+    `options` (or its fields as keywords: provider, batch_size, threads, proba, class_names)
+    as for the local pipeline; `address`: the Ray cluster (None: a private local one);
+    `workers`: scoring actors, each with `gpus_per_worker` GPUs; `shard_bytes`: input bytes
+    per parse task.
+    """
     t0 = time.perf_counter()
-    use = _worker_provider(provider, gpus_per_worker)
+    opts = ScoringOptions.of(options, **fields)
+    use = _worker_provider(opts.provider, gpus_per_worker)
     paths = expand_inputs(inputs)
     dests = output_paths(paths, out)
     tables = [d for d in dests if table_format(d) != "csv"]
@@ -324,51 +316,41 @@ def predict_csv_ray(
         )
     # fail fast on a bad model, and on a provider the driver cannot run
     names = Predictor(model, use, 1).class_names
-    plans = [plan_blocks(i, p, block_bytes)[1] for i, p in enumerate(paths)]
+    plans = [plan_shards(i, p, shard_bytes)[1] for i, p in enumerate(paths)]
+    cluster = _Cluster(address, workers, gpus_per_worker, use)
     with OutputSet() as outputs:
         temps = [outputs.stage(d) for d in dests]
-        header = header_line(proba, class_names, names)
+        header = header_line(opts.proba, opts.class_names, names)
         with _OrderedWriter(temps, dests, [len(p) for p in plans], header) as writer:
-            _run(
-                [b for plan in plans for b in plan],
-                writer,
-                model,
-                address,
-                workers,
-                gpus_per_worker,
-                use,
-                batch_size,
-                threads,
-                proba,
-                class_names,
-            )
+            _run([s for plan in plans for s in plan], writer, model, cluster, opts)
         outputs.commit_all()
     seconds = time.perf_counter() - t0
     engine = f"{use} (ray x{workers})"
     return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(writer.rows, dests)]
 
 
-Position = tuple[int, int, int]  # (block, part, row) within one file
+Place = tuple[int, int, int]  # (shard, part, row): where a piece goes in its file
 
 
 class _OrderedWriter:
     """Writes each file's pieces in input order, as soon as the next expected one is there.
 
     Pieces that arrive early wait in a per-file buffer; `peak` is the most pieces ever held
-    at once (1: none ever waited, as with Ray's preserve_order). A parse error is reported only once every piece before it in input order has
-    arrived, so it is the first bad row, as the single-process path would report it.
+    at once (1: none ever waited, as with Ray's preserve_order). A parse error is reported only
+    once every piece before it in input order has arrived, so it is the first bad row, as the
+    single-process path would report it.
     """
 
     def __init__(
-        self, temps: list[Path], dests: list[Path], blocks: list[int], header: bytes
+        self, temps: list[Path], dests: list[Path], shards: list[int], header: bytes
     ) -> None:
-        self.temps, self.dests, self.blocks, self.header = temps, dests, blocks, header
-        self.heads: list[Position] = [(0, 0, 0)] * len(temps)
-        self.waiting: list[dict[Position, dict[str, Any]]] = [{} for _ in temps]
+        self.temps, self.dests, self.shards, self.header = temps, dests, shards, header
+        self.heads: list[Place] = [(0, 0, 0)] * len(temps)
+        self.waiting: list[dict[Place, dict[str, Any]]] = [{} for _ in temps]
         self.rows = [0] * len(temps)
         self.open: dict[int, BinaryIO] = {}
         self.buffered = self.peak = 0
-        self.error: tuple[int, Position, str] | None = None  # the first bad row seen so far
+        self.error: tuple[int, Place, str] | None = None  # the first bad row seen so far
 
     def __enter__(self) -> _OrderedWriter:
         return self
@@ -380,7 +362,7 @@ class _OrderedWriter:
     def add(self, piece: dict[str, Any]) -> None:
         """Take one piece (a row of the scoring stage's output); write what is now in order."""
         file = int(piece["file"])
-        pos = (int(piece["block"]), int(piece["part"]), int(piece["row"]))
+        pos = (int(piece["shard"]), int(piece["part"]), int(piece["row"]))
         if self.error is not None and (file, pos) > self.error[:2]:
             return  # past a bad row: never written
         if piece["error"]:
@@ -406,18 +388,18 @@ class _OrderedWriter:
             raise _data_error(self.error[2])
         for i, dest in enumerate(self.dests):
             if not self.complete(i):
-                block, part, row = self.heads[i]
+                shard, part, row = self.heads[i]
                 raise WorkerError(
-                    f"{dest}: Ray returned no result for block {block} part {part} row {row} "
-                    f"of {self.blocks[i]} blocks; nothing was written"
+                    f"{dest}: Ray returned no result for shard {shard} part {part} row {row} "
+                    f"of {self.shards[i]} shards; nothing was written"
                 )
-            if i not in self.open and self.blocks[i] == 0:  # a file with a header only
+            if i not in self.open and self.shards[i] == 0:  # a file with a header only
                 self._file(i)
             self._close(i)
 
     def complete(self, file: int) -> bool:
-        """Whether every block of `file` has been written."""
-        return self.heads[file][0] >= self.blocks[file]
+        """Whether every shard of `file` has been written."""
+        return self.heads[file][0] >= self.shards[file]
 
     def _drain(self, file: int) -> None:
         waiting = self.waiting[file]
@@ -426,7 +408,7 @@ class _OrderedWriter:
                 return  # stays at the head: first_error reports it
             del waiting[self.heads[file]]
             self.buffered -= 1
-            block, part, row = self.heads[file]
+            shard, part, row = self.heads[file]
             rows = int(piece["rows"])
             if rows:
                 with output_errors(self.dests[file]):
@@ -434,12 +416,12 @@ class _OrderedWriter:
                 self.rows[file] += rows
             row += rows
             if row >= int(piece["part_rows"]):
-                block, part, row = (block + 1, 0, 0) if piece["last"] else (block, part + 1, 0)
-            self.heads[file] = (block, part, row)
+                shard, part, row = (shard + 1, 0, 0) if piece["last"] else (shard, part + 1, 0)
+            self.heads[file] = (shard, part, row)
         if self.complete(file) and self.error is None:
             self._close(file)
 
-    def _drop_after(self, file: int, pos: Position) -> None:
+    def _drop_after(self, file: int, pos: Place) -> None:
         for i in range(file, len(self.waiting)):
             for key in [k for k in self.waiting[i] if (i, k) > (file, pos)]:
                 del self.waiting[i][key]
@@ -489,25 +471,28 @@ def _check_gpus(resources: dict[str, float], workers: int, gpus_per_worker: floa
         )
 
 
+@dataclass(frozen=True)
+class _Cluster:
+    """Where and how wide the Ray run goes; `use`: the provider the actors run."""
+
+    address: str | None
+    workers: int
+    gpus_per_worker: float
+    use: str
+
+
 def _scorer_stage(
-    model_ref: Any,
-    use: str,
-    workers: int,
-    actor_cpus: float,
-    actor_threads: int,
-    gpus_per_worker: float,
-    batch_size: int,
-    proba: bool,
-    class_names: bool,
+    model_ref: Any, cluster: _Cluster, actor_cpus: float, options: ScoringOptions
 ) -> dict[str, Any]:
     """map_batches arguments of the scoring stage (an actor pool of `_Scorer`)."""
+    gpus = cluster.gpus_per_worker
     return {
-        "fn_constructor_args": ([model_ref], use, actor_threads, batch_size, proba, class_names),
-        "concurrency": workers,
+        "fn_constructor_args": ([model_ref], options),
+        "concurrency": cluster.workers,
         "num_cpus": actor_cpus,
-        "num_gpus": gpus_per_worker or None,
+        "num_gpus": gpus or None,
         # CPU actors take whole parse outputs; Ray insists on a batch size with GPUs
-        "batch_size": max(batch_size, GPU_BATCH_ROWS) if gpus_per_worker else None,
+        "batch_size": max(options.batch_size, GPU_BATCH_ROWS) if gpus else None,
         # a killed actor is restarted (its constructor fetches the model again) and the
         # calls it had in flight run again there; finite, so a worker that keeps dying
         # fails the run instead of retrying forever
@@ -516,61 +501,50 @@ def _scorer_stage(
     }
 
 
-def _run(
-    blocks: list[Block],
-    writer: _OrderedWriter,
-    model: Path,
-    address: str | None,
-    workers: int,
-    gpus_per_worker: float,
-    use: str,
-    batch_size: int,
-    threads: int | None,
-    proba: bool,
-    class_names: bool,
-) -> None:
-    """Run the Ray pipeline, handing each result piece to `writer` as it arrives."""
-    ray = _init_ray(address)
-    _check_gpus(ray.cluster_resources(), workers, gpus_per_worker)
+def _dataset(
+    ray: Any, shards: list[Shard], model_ref: Any, cluster: _Cluster, options: ScoringOptions
+) -> Any:
+    """The Ray Data pipeline: shards -> parse tasks -> scoring actors, in input order."""
     cpus = float(ray.cluster_resources().get("CPU", 1))
-    # On a 2-CPU box, actors asking for a whole CPU each would leave parse tasks no slot and
+    # With few CPUs, actors asking for a whole CPU each would leave parse tasks no slot and
     # the pipeline would stall: actors take what is left after one CPU's worth of reading.
-    actor_cpus = max(0.1, min(1.0, (cpus - 1) / workers))
-    actor_threads = threads or max(1, int(cpus // workers))
-    # held until the run ends: a restarted actor fetches the model bytes again
-    model_ref = ray.put(model.read_bytes())
-    items = [b.__dict__ for b in blocks]
+    actor_cpus = max(0.1, min(1.0, (cpus - 1) / cluster.workers))
+    threads = options.threads or max(1, int(cpus // cluster.workers))
+    actor_options = replace(options, provider=cluster.use, threads=threads)
     with warnings.catch_warnings():
         # max_restarts goes through ray_remote_args, deprecated in favour of names that
         # do not cover it yet
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = (
-            ray.data.from_items(items)
+            ray.data.from_items([s.__dict__ for s in shards])
             .map_batches(
                 _parse,
                 batch_size=1,
-                num_cpus=min(1.0, max(0.25, cpus - workers * actor_cpus)),
+                num_cpus=min(1.0, max(0.25, cpus - cluster.workers * actor_cpus)),
                 max_retries=MAX_RETRIES,  # a killed parse worker: the task runs again
             )
-            .map_batches(
-                _Scorer,
-                **_scorer_stage(
-                    model_ref,
-                    use,
-                    workers,
-                    actor_cpus,
-                    actor_threads,
-                    gpus_per_worker,
-                    batch_size,
-                    proba,
-                    class_names,
-                ),
-            )
+            .map_batches(_Scorer, **_scorer_stage(model_ref, cluster, actor_cpus, actor_options))
         )
-    # Results come back in input order: Ray holds early blocks in its object store (where
+    # Results come back in input order: Ray holds early shards in its object store (where
     # its backpressure applies), so the driver's buffer stays one piece whatever the input,
-    # a killed worker's redone block included (measured: no throughput cost at 20,000 rows)
+    # a killed worker's redone shard included, at no throughput cost (bench/README.md)
     ds.context.execution_options.preserve_order = True  # this dataset's copy of the context
+    return ds
+
+
+def _run(
+    shards: list[Shard],
+    writer: _OrderedWriter,
+    model: Path,
+    cluster: _Cluster,
+    options: ScoringOptions,
+) -> None:
+    """Run the Ray pipeline, handing each result piece to `writer` as it arrives."""
+    ray = _init_ray(cluster.address)
+    _check_gpus(ray.cluster_resources(), cluster.workers, cluster.gpus_per_worker)
+    # held until the run ends: a restarted actor fetches the model bytes again
+    model_ref = ray.put(model.read_bytes())
+    ds = _dataset(ray, shards, model_ref, cluster, options)
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for i in range(len(batch["file"])):

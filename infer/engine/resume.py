@@ -22,6 +22,7 @@ from typing import Any
 from ..common.errors import ConfigError, OutputError
 from ..common.output import atomic_write_text, leftover_temps
 from ..common.system import fcls_version
+from .options import refusal_words
 
 RESUME_SUFFIX = ".fcls-resume"
 JOURNAL_FORMAT = 1
@@ -62,7 +63,7 @@ class Position:
     line: int  # file line of the next input row
 
 
-# journal key -> the words a refusal uses for it
+# journal key -> the words a refusal uses for it (the options': from ScoringOptions' fields)
 _ITEMS = {
     "format": "journal format",
     "fcls": "fcls version",
@@ -72,9 +73,7 @@ _ITEMS = {
     "input.head_sha256": "input content (sha256 of the first MiB)",
     "input.tail_sha256": "input content (sha256 of the last MiB)",
     "model_sha256": "model (sha256)",
-    "options.proba": "option --proba",
-    "options.class_names": "option --class-names",
-    "options.provider": "execution provider",
+    **refusal_words(),
 }
 
 

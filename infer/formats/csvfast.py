@@ -44,8 +44,8 @@ class Scratch(threading.local):
     """Per-thread work arrays of `fast_block`, kept between blocks.
 
     A block needs eight byte-sized temporaries; allocating them afresh made the kernel
-    fault in ~8 MB of pages per 2 MiB block when two threads parse (3x the page faults
-    of one thread, measured), so each thread reuses its own.
+    fault in fresh pages for every block, far more so when two threads parse, so each
+    thread reuses its own (figures: bench/README.md).
     """
 
     def __init__(self) -> None:
@@ -95,31 +95,9 @@ def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chun
         return None  # an empty field or an empty line
     np.subtract(a, 48, out=d)  # digits become 0..9, every other byte >= 10 (uint8 wraps)
     np.less(d, 10, out=digit)
-    # Bytes that are neither digits nor separators, and the 4th digit of a run, may only be
-    # in IDs: one search finds both.
-    np.logical_not(np.logical_or(digit, sep, out=odd), out=odd)
-    run = np.logical_and(digit[3:], digit[2:-1], out=tmp[3:])
-    np.logical_and(run, digit[1:-2], out=run)
-    np.logical_and(run, digit[:-3], out=run)
-    np.logical_or(odd[3:], run, out=odd[3:])
-    pos = np.flatnonzero(odd)
-    if pos.size:
-        if not layout.id_first:
-            return None
-        row = np.searchsorted(starts, pos, "right") - 1
-        if (pos >= ends[row, 0]).any():  # past the row's ID
-            return None
-    np.multiply(d, digit, out=dz)  # (bytes,) uint8, 0 on separators
-    # At a field's end e: tens and ones (<= 99) and the hundreds digit, which counts only
-    # when a tens digit sits between (else dz[e - 3] belongs to the previous field).
-    np.multiply(dz[1:-2], 10, out=low[3:])
-    np.add(low[3:], dz[2:-1], out=low[3:])
-    low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
-    np.multiply(dz[:-3], digit[1:-2], out=high[3:])
-    high[:3] = 0
-    fields = np.take(high, ends).astype(np.uint16)  # (n, 1025) uint16; take: 20% < [ends]
-    fields *= 100
-    fields += np.take(low, ends)
+    if not _odd_bytes_in_ids(digit, sep, odd, tmp, starts, ends, layout.id_first):
+        return None
+    fields = _field_values(d, digit, dz, low, high, ends)
     pixels = fields[:, layout.pixels]
     if pixels.max(initial=0) > 255:
         return None
@@ -132,7 +110,56 @@ def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chun
         ids = _gather_ids(a, starts, ends[:, 0])
         if ids is None:
             return None
-    return Chunk(pixels=pixels.astype(np.uint8), ids=ids, labels=labels, first_line=line)
+    return Chunk(pixels=pixels.astype(np.uint8), ids=ids, labels=labels, start=line)
+
+
+def _odd_bytes_in_ids(
+    digit: np.ndarray,
+    sep: np.ndarray,
+    odd: np.ndarray,
+    tmp: np.ndarray,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    id_first: bool,
+) -> bool:
+    """Whether every byte that is neither a digit nor a separator, and every 4th digit of a
+    run, lies in an ID cell (one search finds both); uses `odd` and `tmp` as scratch."""
+    np.logical_not(np.logical_or(digit, sep, out=odd), out=odd)
+    run = np.logical_and(digit[3:], digit[2:-1], out=tmp[3:])
+    np.logical_and(run, digit[1:-2], out=run)
+    np.logical_and(run, digit[:-3], out=run)
+    np.logical_or(odd[3:], run, out=odd[3:])
+    pos = np.flatnonzero(odd)
+    if pos.size:
+        if not id_first:
+            return False
+        row = np.searchsorted(starts, pos, "right") - 1
+        if (pos >= ends[row, 0]).any():  # past the row's ID
+            return False
+    return True
+
+
+def _field_values(
+    d: np.ndarray,
+    digit: np.ndarray,
+    dz: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    ends: np.ndarray,
+) -> np.ndarray:
+    """(n, 1025) uint16: each field's value from the (up to three) digits before its end."""
+    np.multiply(d, digit, out=dz)  # (bytes,) uint8, 0 on separators
+    # At a field's end e: tens and ones (<= 99) and the hundreds digit, which counts only
+    # when a tens digit sits between (else dz[e - 3] belongs to the previous field).
+    np.multiply(dz[1:-2], 10, out=low[3:])
+    np.add(low[3:], dz[2:-1], out=low[3:])
+    low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
+    np.multiply(dz[:-3], digit[1:-2], out=high[3:])
+    high[:3] = 0
+    fields = np.take(high, ends).astype(np.uint16)  # np.take: cheaper than high[ends]
+    fields *= 100
+    fields += np.take(low, ends)
+    return fields
 
 
 def _gather_ids(a: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:

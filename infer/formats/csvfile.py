@@ -7,6 +7,7 @@ import io
 import sys
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,14 +30,16 @@ from .csvgrammar import (
     parse_header_line,
     too_long,
 )
+from .paths import is_stdin
 
-DEFAULT_CHUNK_BYTES = 2 << 20  # ~750 rows: amortises parsing, keeps peak RSS under 300 MB
+# bytes per block: large enough to amortise parsing, small enough to keep peak memory low
+DEFAULT_CHUNK_BYTES = 2 << 20
 
 
 def source_name(src: str | Path | BinaryIO) -> str:
     """A printable name for an input: its path, `<stdin>` for '-', or the stream's name."""
     if isinstance(src, (str, Path)):
-        return "<stdin>" if str(src) == "-" else str(src)
+        return "<stdin>" if is_stdin(src) else str(src)
     return str(getattr(src, "name", "<stream>"))
 
 
@@ -45,7 +48,7 @@ def open_source(src: str | Path | BinaryIO) -> tuple[BinaryIO, bool]:
     name = source_name(src)
     if not isinstance(src, (str, Path)):
         return src, False
-    if str(src) == "-":
+    if is_stdin(src):
         return sys.stdin.buffer, False
     path = Path(src)
     try:
@@ -72,12 +75,133 @@ def read_block(stream: BinaryIO, n: int, name: str, line: int) -> bytes:
 
 
 def count_lines(buf: bytes) -> int:
-    """How many b"\\n" `buf` holds (numpy's count is ~8x faster than bytes.count's loop)."""
+    """How many b"\\n" `buf` holds (numpy's vectorised count beats bytes.count's loop)."""
     return int(np.count_nonzero(np.frombuffer(buf, np.uint8) == 10))
 
 
+@dataclass(frozen=True)
+class LineBlock:
+    """A block: whole input lines as raw bytes, and where they lie in the input."""
+
+    data: bytes
+    line: int  # file line of the first byte
+    end_offset: int  # bytes of the (decompressed) input up to the end of the block, header included
+    end_line: int  # file line just after the block
+
+
+class LineInput:
+    """An opened CSV input read as whole lines: its header line first, then blocks of lines.
+
+    The one place that cuts CSV input into blocks (the reader, the local pipeline and Ray's
+    planning and parsing all use it). A block is the first `chunk_bytes` bytes from its start
+    cut after their last line break, or one whole line when that line is longer, so blocks
+    depend only on where they start: a resumed run cuts exactly as the interrupted one did. A
+    line with no line break within MAX_LINE_BYTES is refused at its line without reading on.
+    """
+
+    def __init__(self, stream: BinaryIO, name: str) -> None:
+        self.stream, self.name = stream, name
+        self.offset = 0  # input bytes handed out so far (header line and blocks)
+        self._buf = b""  # bytes read from the stream past `offset`
+
+    def header_line(self) -> tuple[bytes, bool]:
+        """The first line (without its b"\\n") and whether a line break ended it."""
+        while b"\n" not in self._buf and len(self._buf) <= MAX_LINE_BYTES:
+            if self._fill(len(self._buf) + (1 << 16), 1):
+                break
+        head, newline, _ = self._buf.partition(b"\n")
+        if not head.strip():
+            raise DataError(self.name, "empty file (no header line)", 1)
+        self._take(len(head) + len(newline))
+        return head, bool(newline)
+
+    def header(self, kind: Kind) -> list[str]:
+        """Read and check the header line; its column names."""
+        raw, terminated = self.header_line()
+        return parse_header_line(raw, kind, self.name, terminated)
+
+    def skip_to(self, offset: int, line: int) -> None:
+        """Move on to input byte `offset`: a seek in a plain file, reading past it otherwise."""
+        n = offset - self.offset
+        dropped = min(n, len(self._buf))
+        self._take(dropped)
+        n -= dropped
+        self.offset += n
+        if n <= 0:
+            return
+        if not isinstance(self.stream, gzip.GzipFile) and self.stream.seekable():
+            self.stream.seek(n, io.SEEK_CUR)
+            return
+        while n > 0:
+            piece = self._read(min(n, 1 << 20), line)
+            if not piece:
+                raise DataError(
+                    self.name, "input is shorter than when the interrupted run read it", line
+                )
+            n -= len(piece)
+
+    def blocks(self, chunk_bytes: int, line: int, end: int | None = None) -> Iterator[LineBlock]:
+        """Blocks from the current offset (file line `line`) to the input's end, or to byte
+        `end` (a line boundary: a shard of the file) without reading past it."""
+        while True:
+            room = chunk_bytes if end is None else min(chunk_bytes, end - self.offset)
+            if room <= 0:
+                return
+            last = self._fill(room, line) or room < chunk_bytes
+            cut = min(room, len(self._buf)) if last else self._buf.rfind(b"\n", 0, room) + 1
+            if cut == 0:  # one line longer than a block: the block is that line
+                cut = self._line_end(max(chunk_bytes, 1 << 16), line, end)
+            data = self._take(cut)
+            if not data:
+                return
+            end_line = line + count_lines(data)
+            yield LineBlock(data, line, self.offset, end_line)
+            line = end_line
+            if last:
+                return
+
+    def _line_end(self, step: int, line: int, end: int | None) -> int:
+        """Bytes up to the end of the first buffered line, reading on up to MAX_LINE_BYTES."""
+        searched = 0
+        while (found := self._buf.find(b"\n", searched)) < 0:
+            if len(self._buf) > MAX_LINE_BYTES:
+                raise DataError(self.name, too_long(), line)  # before reading any more of it
+            searched = len(self._buf)
+            room = step if end is None else min(step, end - self.offset - len(self._buf))
+            more = self._read(room, line) if room > 0 else b""
+            if not more:
+                return len(self._buf)  # the input (or the shard) ends inside this line
+            self._buf += more
+        return found + 1
+
+    def _take(self, n: int) -> bytes:
+        data, self._buf = self._buf[:n], self._buf[n:]
+        self.offset += len(data)
+        return data
+
+    def _fill(self, n: int, line: int) -> bool:
+        """Read until `n` bytes are buffered; True when the input ends first."""
+        while len(self._buf) < n:
+            more = self._read(n - len(self._buf), line)
+            if not more:
+                return True
+            self._buf += more
+        return False
+
+    def _read(self, n: int, line: int) -> bytes:
+        try:
+            return read_block(self.stream, n, self.name, line)
+        except OSError as e:
+            reason = f"cannot read ({e.strerror or type(e).__name__})"
+            raise DataError(self.name, reason, line) from None
+
+
 class CsvReader:
-    """Iterate over `Chunk`s of an fcls CSV file in constant memory."""
+    """Iterate over `Chunk`s of an fcls CSV file in constant memory.
+
+    `start` (input byte offset, file line) and `end` (byte offset) read one shard of a file
+    (Ray's plan); by default the whole file after its header.
+    """
 
     def __init__(
         self,
@@ -87,66 +211,40 @@ class CsvReader:
         limit: int | None = None,
         use_threads: bool = True,
         name: str | None = None,
-        first_line: int = 2,
+        start: tuple[int, int] | None = None,
+        end: int | None = None,
     ) -> None:
         self.src, self.kind, self.chunk_bytes, self.limit = src, kind, chunk_bytes, limit
         self.name = name or source_name(src)
-        # file line of the first row (a byte range of a file starts later)
-        self.first_line = first_line
+        self.start, self.end = start, end
         self.use_threads = use_threads
         self.header: list[str] = []
 
     def __iter__(self) -> Iterator[Chunk]:
         stream, owned = open_source(self.src)
         try:
-            yield from self._chunks(stream)
+            yield from self._chunks(LineInput(stream, self.name))
         finally:
             if owned:
                 stream.close()
 
-    def _read_header(self, stream: BinaryIO) -> bytes:
-        """Parse and check the header line; return the bytes read past it."""
-        buf = b""
-        while b"\n" not in buf:
-            if len(buf) > MAX_LINE_BYTES:
-                raise DataError(self.name, f"header: {too_long()}", 1)
-            more = read_block(stream, 1 << 16, self.name, 1)
-            if not more:
-                break
-            buf += more
-        if not buf.strip():
-            raise DataError(self.name, "empty file (no header line)", 1)
-        head, newline, rest = buf.partition(b"\n")
-        self.header = parse_header_line(head, self.kind, self.name, bool(newline))
-        return rest
-
-    def _chunks(self, stream: BinaryIO) -> Iterator[Chunk]:
-        carry = self._read_header(stream)
+    def _chunks(self, lines: LineInput) -> Iterator[Chunk]:
+        self.header = lines.header(self.kind)
         parser = BlockParser(self.header, self.kind, self.name, self.use_threads)
-        line = self.first_line  # file line of the first byte in `carry`
+        line = 2
+        if self.start is not None:
+            lines.skip_to(*self.start)
+            line = self.start[1]
         remaining = self.limit
-        while remaining is None or remaining > 0:
-            if len(carry) > MAX_LINE_BYTES and b"\n" not in carry:
-                raise DataError(self.name, too_long(), line)  # before reading any more of it
-            more = read_block(stream, self.chunk_bytes, self.name, line)
-            buf = carry + more
-            if more:
-                cut = buf.rfind(b"\n") + 1
-                if cut == 0:  # one row longer than the block: read on, up to MAX_LINE_BYTES
-                    carry = buf
-                    continue
-                buf, carry = buf[:cut], buf[cut:]
-            else:
-                carry = b""
-            chunk = parser.parse(buf, line)
-            line += count_lines(buf)
+        for block in lines.blocks(self.chunk_bytes, line, self.end):
+            chunk = parser.parse(block.data, block.line)
             if chunk is not None:
                 if remaining is not None:
                     chunk = _head(chunk, remaining)
                     remaining -= len(chunk)
                 yield chunk
-            if not more:
-                return
+            if remaining is not None and remaining <= 0:
+                return  # before reading another block
 
 
 def _head(chunk: Chunk, n: int) -> Chunk:
@@ -156,20 +254,18 @@ def _head(chunk: Chunk, n: int) -> Chunk:
         pixels=chunk.pixels[:n],
         ids=None if chunk.ids is None else chunk.ids[:n],
         labels=None if chunk.labels is None else chunk.labels[:n],
-        first_line=chunk.first_line,
+        start=chunk.start,
     )
 
 
 def read_header(src: str | Path | BinaryIO, kind: Kind = "unlabelled") -> list[str]:
     """Read and validate only the header of a CSV file."""
-    reader = CsvReader(src, kind)
     stream, owned = open_source(src)
     try:
-        reader._read_header(stream)
+        return LineInput(stream, source_name(src)).header(kind)
     finally:
         if owned:
             stream.close()
-    return reader.header
 
 
 def read_train_csv(
@@ -252,7 +348,7 @@ class BlockParser:
             ids = table.column("ID").combine_chunks()
             if pc.any(pc.match_substring(ids, "\n")).as_py():  # a quote left open
                 raise reject("quoted field across lines")
-        return Chunk(pixels=_pixel_matrix(table), ids=ids, labels=labels, first_line=line)
+        return Chunk(pixels=_pixel_matrix(table), ids=ids, labels=labels, start=line)
 
     def _has_hex_cell(self, data: bytes) -> bool:
         """Whether a pixel or label cell is a hex number like 0xff, which pyarrow accepts.
@@ -275,7 +371,7 @@ class BlockParser:
 def _pixel_matrix(table: pa.Table) -> np.ndarray:
     """(n, 1024) uint8 filled column by column from the arrow buffers (no nulls by construction).
 
-    Viewing each column's data buffer with np.frombuffer is ~8x faster than
+    Viewing each column's data buffer with np.frombuffer avoids the per-column arrays of
     np.stack(column.to_numpy()), which made this copy the reader's bottleneck.
     """
     out = np.empty((table.num_rows, N_PIXELS), np.uint8)

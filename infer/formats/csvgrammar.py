@@ -12,8 +12,8 @@ readers, each exact on what it accepts:
 3. When pyarrow rejects a block, it is re-read line by line in Python only to name the exact
    line and column.
 
-Rows are never looped over in Python on paths 1 and 2. Measured on Fashion-MNIST rows (2-core
-AVX2 box, one thread): path 1 ~100,000 rows/s, path 2 ~45,000 rows/s.
+Rows are never looped over in Python on paths 1 and 2; path 1 is the faster of the two
+(figures: bench/README.md).
 
 The grammar (defined here once; the fast path and the line-by-line diagnosis both obey it):
 
@@ -49,7 +49,7 @@ import re
 from ..common.errors import DataError
 from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
 
-# A valid row is at most ~4 KiB of pixels plus its ID; a line longer than this is not data.
+# A valid row is a few KiB of pixels plus its ID; a line longer than this is not data.
 MAX_LINE_BYTES = 1 << 20
 
 BOM = b"\xef\xbb\xbf"
@@ -215,7 +215,7 @@ def _has_long_line(buf: bytes) -> bool:
 def _has_stray_cr(buf: bytes) -> bool:
     """Whether a "\\r" of the block is not followed by b"\\n".
 
-    One memchr per line is ~10x cheaper than counting b"\\r\\n" in a CRLF file; past a few
+    One memchr per line is much cheaper than counting b"\\r\\n" in a CRLF file; past a few
     thousand "\\r" (many short lines) the two counts take over.
     """
     pos = buf.find(b"\r")

@@ -39,18 +39,24 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 
 def output_stem(path: Path) -> str:
     """`a.csv`, `a.csv.gz`, `a.parquet`, `a.arrow` ... -> `a`; `-` (stdin) -> `stdin`."""
-    name = "stdin" if str(path) == STDOUT else path.name
+    name = "stdin" if is_stdin(path) else path.name
     for suffix in (".gz", ".csv", *TABLE_SUFFIXES):
         name = name.removesuffix(suffix)
     return name
 
 
 STDOUT = "-"  # -o -: the results go to standard output
+STDIN = "-"  # an input '-': the rows come from standard input
+
+
+def is_stdin(src: object) -> bool:
+    """Whether an input names standard input ('-', as a str or a Path)."""
+    return isinstance(src, (str, Path)) and str(src) == STDIN
 
 
 def check_stdin(inputs: list[str]) -> None:
     """Refuse '-' (stdin) given together with other inputs: it must be the only one."""
-    if STDOUT in inputs and len(inputs) > 1:
+    if STDIN in inputs and len(inputs) > 1:
         raise ConfigError(
             f"'-' (stdin) must be the only input, got {len(inputs)} inputs; "
             "score the files in another run, or concatenate them into stdin"

@@ -1,0 +1,297 @@
+"""The three stages of the local pipeline and their one stop protocol.
+
+`Reader` (a thread) cuts the input into blocks and queues their parse futures in input order;
+`Scorer` (the calling thread) runs the model on each parsed block; `CsvResultWriter` or
+`TableResultWriter` (a thread) formats and writes. Bounded queues join them. Every queue
+operation and every wait on a future goes through `put`, `get` and `result`, which wake every
+TICK to look at the shared `Halt`: any failure anywhere sets it, so every stage stops within a
+fraction of a second and the first error is the one raised.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pyarrow as pa
+
+from ..common.errors import FclsError, ModelError
+from ..common.output import output_errors
+from ..formats.chunk import Chunk
+from ..formats.csvfile import BlockParser, LineInput, open_source, source_name
+from ..formats.results import RESULT_GROUP_ROWS, format_rows, results_batch
+from ..formats.sources import open_chunks
+from ..formats.tables import TableWriter
+from .predictor import Predictor
+from .resume import Journal, Position
+
+DONE = object()  # the end of a queue's items, or "stopped" from get/result
+TICK = 0.1  # seconds a wait lasts before looking at the stop event again
+# A resumable run's checkpoints (fsync + journal) take at most this share of its time
+CHECKPOINT_BUDGET = 0.01
+
+
+class Halt:
+    """The pipeline's stop event and the first failure that set it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+
+def put(q: queue.Queue[Any], item: Any, halt: Halt) -> bool:
+    """Put unless the pipeline stops; False when stopping."""
+    while not halt.is_set():
+        try:
+            q.put(item, timeout=TICK)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def get(q: queue.Queue[Any], halt: Halt) -> Any:
+    """Get, waking up to notice a stop (then DONE)."""
+    while not halt.is_set():
+        try:
+            return q.get(timeout=TICK)
+        except queue.Empty:
+            continue
+    return DONE
+
+
+def result(future: Future[Any], halt: Halt) -> Any:
+    """The future's result (its exception raised), or DONE if the pipeline stops first."""
+    while not halt.is_set():
+        try:
+            return future.result(timeout=TICK)
+        except FutureTimeout:
+            continue
+    return DONE
+
+
+class Worker(threading.Thread):
+    """A daemon thread whose failure stops the whole pipeline and is kept for the caller."""
+
+    def __init__(self, target: Callable[[], None], name: str, halt: Halt) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn, self._halt = target, halt
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as e:
+            self._halt.fail(e)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Reader -> scorer: a block's parse (rows, or None for blank lines) and where it ends."""
+
+    future: Future[Chunk | None]
+    end_offset: int  # input bytes up to the end of the block (0 for Parquet/IPC)
+    end_line: int  # file line (data row for Parquet/IPC) just after the block
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Scorer -> writer: a block's rows, their labels and probabilities, and where it ends."""
+
+    chunk: Chunk | None
+    labels: np.ndarray | None
+    probs: np.ndarray | None
+    end: Position  # output_offset unknown here (0): the CSV writer knows it
+
+
+class Reader:
+    """Queues a `Parsed` per block of `src` in input order, then DONE; a failure, wherever it
+    arises (reading or parsing), is queued as a failed future in its place, so the first
+    error in the file is the one raised. Blocks are parsed on `pool`."""
+
+    def __init__(
+        self,
+        src: str | Path | BinaryIO,
+        table: bool,
+        chunk_bytes: int,
+        start: Position | None,
+        pool: Executor,
+    ) -> None:
+        self.src, self.table, self.chunk_bytes, self.start = src, table, chunk_bytes, start
+        self.pool = pool
+
+    def __call__(self, out: queue.Queue[Any], halt: Halt) -> None:
+        try:
+            for item in self._table() if self.table else self._csv():
+                if not put(out, item, halt):
+                    return
+        except Exception as e:
+            failed: Future[Chunk | None] = Future()
+            failed.set_exception(e)
+            put(out, Parsed(failed, 0, 0), halt)
+            return
+        put(out, DONE, halt)
+
+    def _csv(self) -> Iterator[Parsed]:
+        stream, owned = open_source(self.src)
+        try:
+            lines = LineInput(stream, source_name(self.src))
+            parser = _block_parser(lines)
+            line = 2
+            if self.start is not None:  # skip what the interrupted run wrote
+                lines.skip_to(self.start.input_offset, self.start.line)
+                line = self.start.line
+            for block in lines.blocks(self.chunk_bytes, line):
+                future = self.pool.submit(parser.parse, block.data, block.line)
+                yield Parsed(future, block.end_offset, block.end_line)
+        finally:
+            if owned:
+                stream.close()
+
+    def _table(self) -> Iterator[Parsed]:
+        """Parquet / Arrow IPC chunks, read here, as parsed blocks (never resumed)."""
+        for chunk in open_chunks(self.src, "unlabelled"):
+            done: Future[Chunk | None] = Future()
+            done.set_result(chunk)
+            yield Parsed(done, 0, chunk.start + len(chunk))
+
+
+def _block_parser(lines: LineInput) -> BlockParser:
+    return BlockParser(lines.header("unlabelled"), "unlabelled", lines.name)
+
+
+class Scorer:
+    """Runs the model on parsed blocks, `batch_size` rows per call; counts the rows."""
+
+    def __init__(
+        self, predictor: Predictor, batch_size: int, proba: bool, name: str, rows: int = 0
+    ) -> None:
+        self.predictor, self.batch_size, self.proba, self.name = predictor, batch_size, proba, name
+        self.rows = rows  # rows scored so far, resumed ones included
+
+    def __call__(self, chunk: Chunk | None, end_offset: int, end_line: int) -> Scored:
+        labels = probs = None
+        if chunk is not None:
+            labels, probs = self.score(chunk)
+            self.rows += len(chunk)
+        return Scored(chunk, labels, probs, Position(self.rows, end_offset, 0, end_line))
+
+    def score(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (n,) and probabilities (n, classes); a model failure is a ModelError."""
+        step = self.batch_size
+        try:
+            outs = [
+                self.predictor.run(chunk.pixels[i : i + step], self.proba)
+                for i in range(0, len(chunk), step)
+            ]
+        except FclsError:
+            raise
+        except Exception as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
+            raise ModelError(
+                f"{self.predictor.path}: inference failed on the block of {self.name} starting "
+                f"at line {chunk.start} ({type(e).__name__}: {first})"
+            ) from None
+        labels = np.concatenate([o[0] for o in outs])
+        probs = np.concatenate([o[1] for o in outs if o[1] is not None]) if self.proba else None
+        return labels, probs
+
+
+class CsvResultWriter:
+    """Writes `Scored` blocks as result CSV rows into `tmp`, after `header` (a new file) or
+    from `start` (a resumed one); with a `journal`, checkpoints every `checkpoint_seconds` or
+    more (CHECKPOINT_BUDGET) and once at the end."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        dst: Path,
+        header: bytes,
+        names: list[str] | None,
+        journal: Journal | None = None,
+        start: Position | None = None,
+        checkpoint_seconds: float = 0.0,
+    ) -> None:
+        self.tmp, self.dst, self.header, self.names = tmp, dst, header, names
+        self.journal, self.start, self.checkpoint_seconds = journal, start, checkpoint_seconds
+
+    def __call__(self, scored: queue.Queue[Any], halt: Halt) -> None:
+        with output_errors(self.dst):
+            f = open(self.tmp, "wb" if self.start is None else "r+b")  # noqa: SIM115 - closed below
+            try:
+                self._write(f, scored, halt)
+            finally:
+                f.close()
+
+    def _write(self, f: BinaryIO, scored: queue.Queue[Any], halt: Halt) -> None:
+        if self.start is None:
+            offset = f.write(self.header)
+        else:
+            f.truncate(self.start.output_offset)  # drop what followed the last checkpoint
+            offset = f.seek(self.start.output_offset)
+        last, wait = time.monotonic(), self.checkpoint_seconds
+        position = None
+        while (item := get(scored, halt)) is not DONE:
+            if item.chunk is not None:
+                offset += f.write(format_rows(item.chunk.ids, item.labels, item.probs, self.names))
+            end = item.end
+            position = Position(end.rows, end.input_offset, offset, end.line)
+            if self.journal is not None and time.monotonic() - last >= wait:
+                cost = checkpoint(f, self.journal, position)
+                last = time.monotonic()
+                wait = self.checkpoint_seconds and max(
+                    self.checkpoint_seconds, cost / CHECKPOINT_BUDGET
+                )
+        if self.journal is not None and position is not None and not halt.is_set():
+            checkpoint(f, self.journal, position)  # the whole input: a later kill redoes nothing
+
+
+class TableResultWriter:
+    """Writes `Scored` blocks as Parquet / Arrow IPC results: row groups of RESULT_GROUP_ROWS."""
+
+    def __init__(self, tmp: Path, dst: Path, schema: pa.Schema, names: list[str] | None) -> None:
+        self.tmp, self.dst, self.schema, self.names = tmp, dst, schema, names
+
+    def __call__(self, scored: queue.Queue[Any], halt: Halt) -> None:
+        writer = TableWriter(self.tmp, self.dst, self.schema, group_rows=RESULT_GROUP_ROWS)
+        try:
+            while (item := get(scored, halt)) is not DONE:
+                if item.chunk is not None:
+                    batch = results_batch(
+                        self.schema, item.chunk.ids, item.labels, item.probs, self.names
+                    )
+                    writer.write(batch)
+        except BaseException:
+            writer.abort()
+            raise
+        if halt.is_set():
+            writer.abort()
+        else:
+            writer.close()
+
+
+def checkpoint(f: Any, journal: Journal, position: Position) -> float:
+    """Make the output durable up to `position`, then record it; returns the seconds it took."""
+    t0 = time.monotonic()
+    f.flush()
+    os.fsync(f.fileno())
+    journal.save(position)
+    return time.monotonic() - t0
