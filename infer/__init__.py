@@ -6,7 +6,7 @@
     evaluate, convert   labelled evaluation and format conversion
     cli      the command kit and fcls-infer, fcls-eval, fcls-convert
 
-`Predictor`, `predict_csv` and `Summary` load lazily so that training, which reuses `common`
+`Predictor`, `ScoringOptions`, `predict_csv` and `Summary` load lazily so that training, which reuses `common`
 and `formats`, does not pull in onnxruntime.
 """
 
@@ -15,10 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .engine.options import ScoringOptions
     from .engine.pipeline import Summary, predict_csv
     from .engine.predictor import Predictor
 
-__all__ = ["Predictor", "Summary", "predict_csv"]
+__all__ = ["Predictor", "ScoringOptions", "Summary", "predict_csv"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,6 +27,10 @@ def __getattr__(name: str) -> Any:
         from .engine.predictor import Predictor
 
         return Predictor
+    if name == "ScoringOptions":
+        from .engine.options import ScoringOptions
+
+        return ScoringOptions
     if name in ("predict_csv", "Summary"):
         from .engine import pipeline
 

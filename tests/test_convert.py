@@ -143,7 +143,7 @@ ID_TEXT = st.text(
 def test_csv_rows_read_back_to_the_same_ids(tmp_path, ids):
     """csv_rows (fast and quoting paths) against the fcls reader as the reference."""
     px = _pixels(len(ids), 5)
-    chunk = Chunk(pixels=px, ids=pa.array(ids, pa.string()), labels=None, first_line=2)
+    chunk = Chunk(pixels=px, ids=pa.array(ids, pa.string()), labels=None, start=2)
     path = tmp_path / "h.csv"
     path.write_bytes(csv_header("unlabelled") + csv_rows(chunk))
     parsed = list(CsvReader(path))

@@ -287,7 +287,7 @@ def batch_chunk(batch: pa.RecordBatch, layout: Layout, name: str, first_row: int
         values = _int_values(arr)
         _check_range(values, N_CLASSES - 1, name, first_row, "label")
         labels = values.astype(np.int64)
-    return Chunk(pixels=pixels, ids=ids, labels=labels, first_line=first_row)
+    return Chunk(pixels=pixels, ids=ids, labels=labels, start=first_row)
 
 
 def _open_failure(name: str, e: BaseException, what: str) -> DataError:
