@@ -29,10 +29,15 @@ from .common.output import OutputSet, output_errors
 from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
 from .common.system import fcls_version, file_sha256
 from .engine.predictor import Predictor
-from .formats.csvfile import CsvReader, read_header, source_name
+from .formats.csvfile import source_name
+from .formats.sources import is_table, is_unlabelled, open_chunks
 
 Log = Callable[[str], None]
 REPORT = "report.json"
+UNLABELLED = (
+    "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
+    "(pix1..pix1024,label); fcls-infer scores unlabelled files"
+)
 PNG_HINT = (
     "matplotlib is not installed: wrote report.json only; "
     'pip install matplotlib (or "fcls[train]") adds a confusion-matrix PNG per model'
@@ -43,7 +48,7 @@ PNG_HINT = (
 class EvalConfig:
     """What `evaluate` scores and where it writes; built at the CLI edge."""
 
-    data: str | Path  # train-format CSV (pix1..pix1024,label), .gz, or '-' for stdin
+    data: str | Path  # labelled input: CSV (pix1..pix1024,label), .gz, '-', Parquet or Arrow IPC
     models: tuple[Path, ...]
     out: Path = Path("eval-report")  # directory for report.json and the PNGs
     provider: str = "auto"
@@ -141,30 +146,19 @@ class Pair:
 def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(n, 1024) uint8 pixels and (n,) int64 labels of a labelled file, chunk by chunk.
 
-    The one place this module reads data (a reader for other formats plugs in here). An
-    eval-format file (ID, no label) is refused with a message that says which command takes it.
+    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC), opened by `sources.open_chunks`.
+    An unlabelled file (ID, no label) is refused with a message that says which command takes it.
     """
+    started = False
     try:
-        for chunk in CsvReader(src, "labelled"):
+        for chunk in open_chunks(src, "labelled"):
+            started = True
             assert chunk.labels is not None  # labelled files always carry labels
             yield chunk.pixels, chunk.labels
     except DataError as e:
-        if e.line == 1 and str(src) != "-" and _is_unlabelled(src):
-            raise DataError(
-                e.source,
-                "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
-                "(pix1..pix1024,label); fcls-infer scores unlabelled files",
-                1,
-            ) from None
+        if not started and is_unlabelled(src):
+            raise DataError(e.source, UNLABELLED, e.line) from None
         raise
-
-
-def _is_unlabelled(src: str | Path) -> bool:
-    try:
-        read_header(src, "unlabelled")
-    except DataError:
-        return False
-    return True
 
 
 def _check_models(predictors: list[Predictor]) -> list[str]:
@@ -314,6 +308,8 @@ def _score(
     rows = int(confusion[0].sum())
     name = source_name(config.data)
     if rows == 0:
+        if is_table(config.data):
+            raise DataError(name, "no data rows")
         raise DataError(name, "no data rows after the header", 2)
     models = [
         _model_report(p, metrics_from_confusion(cm), class_names, s)
