@@ -5,10 +5,9 @@ in turn, so all models see the same rows in the same batches. Per model only its
 classes) confusion matrix is kept, and per pair of models an agreement tally (a label-vs-label
 matrix and the disagreements by true class): memory does not grow with the file.
 
-Metrics are derived from the confusion matrix with scikit-learn's definitions and its
-`zero_division=0` convention: the precision of a class never predicted, the recall of a class
-absent from the data, and the F1 of a class that is neither are 0 (not NaN), and they count as 0
-in the macro average. Torch-free and sklearn-free: this is the deployment half.
+Metrics come from the confusion matrix (fcls.infer.common.metrics, shared with fcls-train:
+scikit-learn's definitions and its `zero_division=0` convention). Torch-free and sklearn-free:
+this is the deployment half.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .common.errors import ConfigError, DataError, ModelError, OutputError
+from .common.metrics import Metrics, confusion_png, label_matrix, metrics_from_confusion
 from .common.output import OutputSet, output_errors
 from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
 from .common.system import fcls_version, file_sha256
@@ -55,67 +55,6 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
     png: bool = True  # confusion-matrix PNGs when matplotlib is importable
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Scikit-learn's classification metrics, computed from one confusion matrix."""
-
-    confusion: np.ndarray  # (k, k) int64: rows true class, columns predicted class
-    precision: np.ndarray  # (k,) float64
-    recall: np.ndarray
-    f1: np.ndarray
-    support: np.ndarray  # (k,) int64 rows per true class
-
-    @property
-    def rows(self) -> int:
-        """Rows counted."""
-        return int(self.confusion.sum())
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of rows whose predicted label is the true one."""
-        return float(np.trace(self.confusion) / self.rows) if self.rows else 0.0
-
-    def average(self, how: str) -> dict[str, float]:
-        """'macro' (every class weighs the same) or 'weighted' (by support) P/R/F1."""
-        weights = np.ones(len(self.support)) if how == "macro" else self.support.astype(float)
-        total = weights.sum()
-        return {
-            name: float((values * weights).sum() / total) if total else 0.0
-            for name, values in (
-                ("precision", self.precision),
-                ("recall", self.recall),
-                ("f1", self.f1),
-            )
-        }
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(len(num), dtype=np.float64)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def metrics_from_confusion(confusion: np.ndarray) -> Metrics:
-    """Per-class precision, recall, F1 and support from a (k, k) confusion matrix."""
-    cm = np.asarray(confusion, dtype=np.int64)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    # F1 as 2tp / (2tp + fp + fn), which is 0/0 only when the class is neither true nor predicted
-    return Metrics(
-        confusion=cm,
-        precision=_ratio(tp, predicted),
-        recall=_ratio(tp, support),
-        f1=_ratio(2 * tp, support + predicted),
-        support=support,
-    )
-
-
-def label_matrix(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) int64 counts of (a[i], b[i]) pairs: a confusion matrix with a as rows."""
-    return np.bincount(a * k + b, minlength=k * k).reshape(k, k)
 
 
 @dataclass
@@ -344,22 +283,13 @@ def _model_report(
     p: Predictor, m: Metrics, class_names: list[str], seconds: float
 ) -> dict[str, Any]:
     meta = p.session.get_modelmeta().custom_metadata_map
-    per_class = {
-        name: {
-            "precision": float(m.precision[i]),
-            "recall": float(m.recall[i]),
-            "f1": float(m.f1[i]),
-            "support": int(m.support[i]),
-        }
-        for i, name in enumerate(class_names)
-    }
     return {
         "path": str(p.path),
         "sha256": file_sha256(p.path),
         "variant": meta.get("variant"),
         "provider": p.provider,
         "accuracy": m.accuracy,
-        "per_class": per_class,
+        "per_class": m.per_class(class_names),
         "macro_avg": m.average("macro"),
         "weighted_avg": m.average("weighted"),
         "confusion_matrix": m.confusion.tolist(),
@@ -371,21 +301,7 @@ def _model_report(
 def _confusion_png(
     model: dict[str, Any], rows: int, class_names: list[str], temp: Path, dest: Path
 ) -> None:
-    """The confusion matrix as a heat map with counts, drawn without pyplot's global state."""
-    from matplotlib.figure import Figure
-
-    cm = np.array(model["confusion_matrix"])  # (k, k) int64
-    k = len(class_names)
-    fig = Figure(figsize=(8, 8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(cm, cmap="Blues")
-    ticks = np.arange(k)
-    ax.set_xticks(ticks, class_names, rotation=90)
-    ax.set_yticks(ticks, class_names)
-    ax.set(xlabel="predicted label", ylabel="true label")
-    ax.set_title(f"{Path(model['path']).name}: accuracy {model['accuracy']:.4f} on {rows} rows")
-    dark = cm.max() / 2 if cm.size else 0
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center", color="white" if n > dark else "black")
+    """The model's confusion matrix as a PNG at `temp` (errors name `dest`)."""
+    title = f"{Path(model['path']).name}: accuracy {model['accuracy']:.4f} on {rows} rows"
     with output_errors(dest):
-        fig.savefig(temp, format="png", dpi=100)
+        confusion_png(temp, np.array(model["confusion_matrix"]), class_names, title)
