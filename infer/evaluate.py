@@ -224,14 +224,27 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
     return EvalResult(report=report, outputs=dests)
 
 
-def _score(
-    config: EvalConfig, predictors: list[Predictor], class_names: list[str], t0: float
-) -> dict[str, Any]:
-    """Stream the data through every model; the report as plain types."""
-    k = len(class_names)
-    confusion = [np.zeros((k, k), np.int64) for _ in predictors]
-    pairs = [Pair(a, b, k) for a, b in itertools.combinations(range(len(predictors)), 2)]
-    model_seconds = [0.0] * len(predictors)
+@dataclass
+class Tally:
+    """What streaming the data through the models keeps: constant memory whatever the rows."""
+
+    confusion: list[np.ndarray]  # per model, (k, k) int64
+    pairs: list[Pair]
+    model_seconds: list[float]
+
+    @property
+    def rows(self) -> int:
+        return int(self.confusion[0].sum())
+
+
+def _tally(config: EvalConfig, predictors: list[Predictor], k: int) -> Tally:
+    """Every batch of the data through every model, in turn."""
+    n = len(predictors)
+    tally = Tally(
+        confusion=[np.zeros((k, k), np.int64) for _ in predictors],
+        pairs=[Pair(a, b, k) for a, b in itertools.combinations(range(n), 2)],
+        model_seconds=[0.0] * n,
+    )
     for pixels, labels in read_labelled(config.data):  # (n, 1024) uint8, (n,) int64
         for start in range(0, len(labels), config.batch_size):
             batch = pixels[start : start + config.batch_size]
@@ -240,11 +253,19 @@ def _score(
             for i, p in enumerate(predictors):
                 t = time.perf_counter()
                 preds.append(p.predict(batch))
-                model_seconds[i] += time.perf_counter() - t
-                confusion[i] += label_matrix(y, preds[i], k)
-            for pair in pairs:
+                tally.model_seconds[i] += time.perf_counter() - t
+                tally.confusion[i] += label_matrix(y, preds[i], k)
+            for pair in tally.pairs:
                 pair.add(y, preds[pair.a], preds[pair.b])
-    rows = int(confusion[0].sum())
+    return tally
+
+
+def _score(
+    config: EvalConfig, predictors: list[Predictor], class_names: list[str], t0: float
+) -> dict[str, Any]:
+    """Stream the data through every model; the report as plain types."""
+    tally = _tally(config, predictors, len(class_names))
+    rows = tally.rows
     name = source_name(config.data)
     if rows == 0:
         if is_table(config.data):
@@ -252,20 +273,9 @@ def _score(
         raise DataError(name, "no data rows after the header", 2)
     models = [
         _model_report(p, metrics_from_confusion(cm), class_names, s)
-        for p, cm, s in zip(predictors, confusion, model_seconds)
+        for p, cm, s in zip(predictors, tally.confusion, tally.model_seconds)
     ]
-    agreement = [
-        {
-            "models": [str(predictors[pair.a].path), str(predictors[pair.b].path)],
-            "models_index": [pair.a, pair.b],
-            "agreement": pair.same / rows,
-            "same_label_rows": pair.same,
-            "different_label_rows": rows - pair.same,
-            "disagreements_by_true_class": dict(zip(class_names, pair.disagree_by_true.tolist())),
-            "label_matrix": pair.labels.tolist(),
-        }
-        for pair in pairs
-    ]
+    paths = [str(p.path) for p in predictors]
     return {
         "fcls_version": fcls_version(),
         "data": name,
@@ -275,7 +285,20 @@ def _score(
         "class_names": class_names,
         "zero_division": 0,
         "models": models,
-        "agreement": agreement,
+        "agreement": [_pair_report(pair, paths, class_names, rows) for pair in tally.pairs],
+    }
+
+
+def _pair_report(pair: Pair, paths: list[str], class_names: list[str], rows: int) -> dict[str, Any]:
+    """How often two models gave the same label, and where they differed."""
+    return {
+        "models": [paths[pair.a], paths[pair.b]],
+        "models_index": [pair.a, pair.b],
+        "agreement": pair.same / rows,
+        "same_label_rows": pair.same,
+        "different_label_rows": rows - pair.same,
+        "disagreements_by_true_class": dict(zip(class_names, pair.disagree_by_true.tolist())),
+        "label_matrix": pair.labels.tolist(),
     }
 
 
