@@ -7,6 +7,7 @@ Adam run on scikit-learn's digits rather than random weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -218,7 +219,8 @@ def bench_images(data: Path | None, recorded: dict[str, Any] | None) -> BenchIma
             "(timings use digits images)",
         )
     pool = np.concatenate([gate.calibration, gate.heldout])
-    tag = "digits" if gate.source == DIGITS_SOURCE else Path(gate.source).name.split(".")[0]
+    name = "digits" if gate.source == DIGITS_SOURCE else Path(gate.source).name.split(".")[0]
+    tag = f"{name}-{hashlib.sha256(pool.tobytes()).hexdigest()[:8]}"  # one CSV per pool
     note = f"agreement on {len(gate.heldout)} rows of {gate.source} ({gate.note})"
     return BenchImages(pool, gate.heldout, tag, note)
 
