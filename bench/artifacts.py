@@ -7,17 +7,20 @@ Adam run on scikit-learn's digits rather than random weights.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fcls.infer.common.errors import CheckpointError, DataError, ModelError
 from fcls.infer.common.modelfile import variant_path
 from fcls.infer.common.system import file_sha256
-from fcls.infer.formats.csvfile import CsvReader, write_eval_csv
+from fcls.infer.formats.csvfile import write_eval_csv
+from fcls.infer.formats.sources import input_kind, read_pixels
 
 from .backends import peer_models
 from .errors import BenchError
@@ -36,6 +39,9 @@ class Models:
     checkpoint: Path | None
     onnx: dict[str, Path] = field(default_factory=dict)
     no_torch: str | None = None
+    # the training run's data record (source, sha256, limit, split_seed): agreement is checked
+    # on these rows (fcls.export.gatedata.recorded_data), never on another dataset
+    recorded: dict[str, Any] | None = None
 
 
 def bench_training(out: Path) -> TrainConfig:
@@ -82,7 +88,7 @@ def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:
         onnx["cuda"] = fp32
         onnx["cuda-fp16"] = fp16
     onnx.update(peer_models(onnx))
-    return Models(ckpt, onnx)
+    return Models(ckpt, onnx, recorded=recorded_training(_model_metadata(fp32), ckpt))
 
 
 def _model_metadata(model: Path) -> dict[str, str]:
@@ -149,22 +155,74 @@ def models_from(model: Path, checkpoint: Path | None) -> Models:
         if fp16.is_file():
             onnx["cuda-fp16"] = fp16
     onnx.update(peer_models(onnx))
-    return Models(checkpoint, onnx, no_torch)
+    return Models(checkpoint, onnx, no_torch, recorded_training(meta, checkpoint))
+
+
+def recorded_training(meta: dict[str, str], checkpoint: Path | None) -> dict[str, Any] | None:
+    """The training data a model records: in its checkpoint (when there is one), else in the
+    `training_data` of its ONNX metadata (fcls-export writes it); None when neither has it."""
+    if checkpoint is not None:
+        from fcls.train.checkpoint import Checkpoint
+
+        data = Checkpoint.load(checkpoint).data
+        if data:
+            return data
+    try:
+        found = json.loads(meta.get("training_data") or "null")
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def image_pool(data: Path | None = None, rows: int = 5_000) -> np.ndarray:
-    """(m, 1024) uint8 source images: the first rows of a train or evaluate CSV, else the digits."""
+    """(m, 1024) uint8 source images: the first rows of any fcls input (labelled or not, CSV,
+    Parquet or Arrow IPC), else the digits."""
     if data is None:
         from fcls.train.data import load_digits_32
 
         return load_digits_32()[0]
-    try:
-        chunks = list(CsvReader(data, "labelled", limit=rows))
-    except DataError:
-        chunks = list(CsvReader(data, "unlabelled", limit=rows))
-    if not chunks:
+    pixels = read_pixels(data, input_kind(data), limit=rows)
+    if not len(pixels):
         raise DataError(str(data), "no data rows to draw benchmark images from")
-    return np.concatenate([c.pixels for c in chunks])
+    return pixels
+
+
+@dataclass(frozen=True)
+class BenchImages:
+    """What the benchmark runs on: a pool to draw timing and end-to-end images from, and the
+    rows agreement is checked on (None: not measured, `note` says why)."""
+
+    pool: np.ndarray  # (m, 1024) uint8
+    check: np.ndarray | None  # (c, 1024) uint8 held-out rows of the model's own data
+    tag: str  # names the generated CSVs: one per image source
+    note: str  # one line for the report
+
+
+AGREEMENT_ROWS = 5000  # rows of the data read for the agreement check (its test split is used)
+
+
+def bench_images(data: Path | None, recorded: dict[str, Any] | None) -> BenchImages:
+    """Images from `data`, else from the model's recorded training data (found as the exporter
+    finds it: fcls.export.gatedata); agreement is checked on their held-out rows. Without
+    either, timings run on the digits and agreement is not measured: a model is never
+    checked on another dataset."""
+    from fcls.export.gatedata import gate_data
+    from fcls.train.data import DIGITS_SOURCE
+
+    gate = gate_data(data, recorded, AGREEMENT_ROWS)
+    if not gate.real:
+        return BenchImages(
+            image_pool(),
+            None,
+            "digits",
+            f"agreement not measured: {gate.note}; pass --data with the model's data "
+            "(timings use digits images)",
+        )
+    pool = np.concatenate([gate.calibration, gate.heldout])
+    name = "digits" if gate.source == DIGITS_SOURCE else Path(gate.source).name.split(".")[0]
+    tag = f"{name}-{hashlib.sha256(pool.tobytes()).hexdigest()[:8]}"  # one CSV per pool
+    note = f"agreement on {len(gate.heldout)} rows of {gate.source} ({gate.note})"
+    return BenchImages(pool, gate.heldout, tag, note)
 
 
 def real_looking_images(n: int, seed: int = 0, pool: np.ndarray | None = None) -> np.ndarray:

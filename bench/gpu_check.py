@@ -195,9 +195,10 @@ def run_check(
 
 
 def _write(out: Path, report: dict[str, Any]) -> None:
-    tmp = out / f".{REPORT}.tmp"
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(out / REPORT)
+    """The report as it stands, replaced atomically (a reader never sees half of it)."""
+    from fcls.infer.common.output import atomic_write_text
+
+    atomic_write_text(out / REPORT, json.dumps(report, indent=2, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -185,6 +185,8 @@ def _metadata(
         "source_checkpoint": ckpt.path.name if ckpt.path else None,
         "source_sha256": ckpt.sha256,
         "test_accuracy": ckpt.test_accuracy,
+        # the run's data (source, sha256, limit, split_seed): fcls-bench checks agreement on it
+        "training_data": ckpt.data,
         "opset": result.opset,
         "exporter": result.exporter,
         "parity": parity.to_dict(),

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcls.infer.common.errors import DataError
 from fcls.infer.common.system import file_sha256
-from fcls.infer.formats.csvfile import CsvReader, read_header
-from fcls.train.checkpoint import Checkpoint
+from fcls.infer.formats.sources import input_kind, read_pixels, read_train
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
+
+if TYPE_CHECKING:  # torch-free: fcls-bench resolves a model's recorded data without torch
+    from fcls.train.checkpoint import Checkpoint
 
 RANDOM_SOURCE = "random uint8 images"
 
@@ -47,35 +50,55 @@ def _random(reason: str, rows: int = 1024, seed: int = 2) -> GateData:
     return GateData(RANDOM_SOURCE, pixels[:rows], pixels[rows:], None, reason, real=False)
 
 
+def recorded_data(recorded: Mapping[str, Any] | None) -> tuple[Path | str | None, str]:
+    """Where a run's recorded training data is now: (path, ""), (DIGITS_SOURCE, ""), or
+    (None, why not) when none is recorded, or the file moved or changed (sha256 differs).
+
+    The one owner of "the model's own data": the export gates and fcls-bench's agreement
+    checks both use it, and neither ever substitutes another dataset.
+    """
+    source = (recorded or {}).get("source")
+    if source is None:
+        return None, "the checkpoint records no training data"
+    if source == DIGITS_SOURCE:
+        return DIGITS_SOURCE, ""
+    candidate = Path(source)
+    if not candidate.is_file():
+        return None, f"the checkpoint's training data {candidate} is not here"
+    sha = (recorded or {}).get("sha256")
+    if sha and file_sha256(candidate) != sha:
+        return None, f"{candidate} changed since training (sha256 differs)"
+    return candidate, ""
+
+
 def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateData:
-    """Rows of `data`, else of the checkpoint's own training data; never another dataset.
+    """Rows of `data`, else of the checkpoint's own training data; never another dataset."""
+    return gate_data(data, ckpt.data, eval_rows)
+
+
+def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: int) -> GateData:
+    """Rows of `data`, else of the run's recorded training data (`recorded`, a checkpoint's
+    `data`); never another dataset. Any fcls input: CSV, .csv.gz, Parquet, Arrow IPC.
 
     When neither is available (the recorded file moved or changed, or a bare state_dict
     records none), the gates get random images and `real=False`: fp32 parity still means
     something, int8 calibration does not, so export refuses int8 until `--data` is given.
     """
-    recorded = ckpt.data or {}
+    recorded = recorded or {}
     split_seed = int(recorded.get("split_seed", 42))
-    source = recorded.get("source")
-    if data is None and source == DIGITS_SOURCE:
-        pixels, labels = load_digits_32()
-        if recorded.get("limit"):
-            pixels, labels = pixels[: recorded["limit"]], labels[: recorded["limit"]]
-        return _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, "test split of the digits")
     if data is None:
-        if source is None:
-            return _random("the checkpoint records no training data")
-        candidate = Path(source)
-        if not candidate.is_file():
-            return _random(f"the checkpoint's training data {candidate} is not here")
-        if recorded.get("sha256") and file_sha256(candidate) != recorded["sha256"]:
-            return _random(f"{candidate} changed since training (sha256 differs)")
-        data = candidate
-    if _kind(data) == "unlabelled":
-        chunks = list(CsvReader(data, "unlabelled", limit=eval_rows))
-        pixels = (
-            np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024), np.uint8)
-        )
+        found, why = recorded_data(recorded)
+        if found is None:
+            return _random(why)
+        if found == DIGITS_SOURCE:
+            pixels, labels = load_digits_32()
+            if recorded.get("limit"):
+                pixels, labels = pixels[: recorded["limit"]], labels[: recorded["limit"]]
+            note = "test split of the digits"
+            return _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, note)
+        data = Path(found)
+    if input_kind(data) == "unlabelled":
+        pixels = read_pixels(data, "unlabelled", limit=eval_rows)
         half = len(pixels) // 2
         return GateData(
             str(data), pixels[:half], pixels[half:], None, "second half of unlabelled rows"
@@ -86,9 +109,7 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
         # the checkpoint's own data: re-split exactly as training did, so held-out is held out
         rows = recorded.get("limit")
         note = "the training run's own test split"
-    chunks = list(CsvReader(data, "labelled", limit=rows))
-    pixels = np.concatenate([c.pixels for c in chunks])
-    labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
+    pixels, labels = read_train(data, limit=rows)
     gate = _from_labelled(pixels, labels, split_seed, str(data), note)
     if len(gate.heldout) > eval_rows:
         return GateData(
@@ -99,16 +120,3 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
             note,
         )
     return gate
-
-
-def _kind(path: Path) -> str:
-    """'train' for a labelled file, 'eval' for an ID file; the train error if neither."""
-    try:
-        read_header(path, "labelled")
-        return "labelled"
-    except DataError as train_error:
-        try:
-            read_header(path, "unlabelled")
-            return "unlabelled"
-        except DataError:
-            raise train_error from None

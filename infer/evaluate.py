@@ -5,10 +5,9 @@ in turn, so all models see the same rows in the same batches. Per model only its
 classes) confusion matrix is kept, and per pair of models an agreement tally (a label-vs-label
 matrix and the disagreements by true class): memory does not grow with the file.
 
-Metrics are derived from the confusion matrix with scikit-learn's definitions and its
-`zero_division=0` convention: the precision of a class never predicted, the recall of a class
-absent from the data, and the F1 of a class that is neither are 0 (not NaN), and they count as 0
-in the macro average. Torch-free and sklearn-free: this is the deployment half.
+Metrics come from the confusion matrix (fcls.infer.common.metrics, shared with fcls-train:
+scikit-learn's definitions and its `zero_division=0` convention). Torch-free and sklearn-free:
+this is the deployment half.
 """
 
 from __future__ import annotations
@@ -25,14 +24,20 @@ from typing import Any
 import numpy as np
 
 from .common.errors import ConfigError, DataError, ModelError, OutputError
+from .common.metrics import Metrics, confusion_png, label_matrix, metrics_from_confusion
 from .common.output import OutputSet, output_errors
 from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
 from .common.system import fcls_version, file_sha256
 from .engine.predictor import Predictor
-from .formats.csvfile import CsvReader, read_header, source_name
+from .formats.csvfile import source_name
+from .formats.sources import is_table, is_unlabelled, open_chunks
 
 Log = Callable[[str], None]
 REPORT = "report.json"
+UNLABELLED = (
+    "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
+    "(pix1..pix1024,label); fcls-infer scores unlabelled files"
+)
 PNG_HINT = (
     "matplotlib is not installed: wrote report.json only; "
     'pip install matplotlib (or "fcls[train]") adds a confusion-matrix PNG per model'
@@ -43,74 +48,13 @@ PNG_HINT = (
 class EvalConfig:
     """What `evaluate` scores and where it writes; built at the CLI edge."""
 
-    data: str | Path  # train-format CSV (pix1..pix1024,label), .gz, or '-' for stdin
+    data: str | Path  # labelled input: CSV (pix1..pix1024,label), .gz, '-', Parquet or Arrow IPC
     models: tuple[Path, ...]
     out: Path = Path("eval-report")  # directory for report.json and the PNGs
     provider: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
     png: bool = True  # confusion-matrix PNGs when matplotlib is importable
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """Scikit-learn's classification metrics, computed from one confusion matrix."""
-
-    confusion: np.ndarray  # (k, k) int64: rows true class, columns predicted class
-    precision: np.ndarray  # (k,) float64
-    recall: np.ndarray
-    f1: np.ndarray
-    support: np.ndarray  # (k,) int64 rows per true class
-
-    @property
-    def rows(self) -> int:
-        """Rows counted."""
-        return int(self.confusion.sum())
-
-    @property
-    def accuracy(self) -> float:
-        """Fraction of rows whose predicted label is the true one."""
-        return float(np.trace(self.confusion) / self.rows) if self.rows else 0.0
-
-    def average(self, how: str) -> dict[str, float]:
-        """'macro' (every class weighs the same) or 'weighted' (by support) P/R/F1."""
-        weights = np.ones(len(self.support)) if how == "macro" else self.support.astype(float)
-        total = weights.sum()
-        return {
-            name: float((values * weights).sum() / total) if total else 0.0
-            for name, values in (
-                ("precision", self.precision),
-                ("recall", self.recall),
-                ("f1", self.f1),
-            )
-        }
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den, 0 where den is 0 (scikit-learn's zero_division=0)."""
-    out = np.zeros(len(num), dtype=np.float64)
-    np.divide(num, den, out=out, where=den > 0)
-    return out
-
-
-def metrics_from_confusion(confusion: np.ndarray) -> Metrics:
-    """Per-class precision, recall, F1 and support from a (k, k) confusion matrix."""
-    cm = np.asarray(confusion, dtype=np.int64)
-    tp = np.diag(cm)
-    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
-    # F1 as 2tp / (2tp + fp + fn), which is 0/0 only when the class is neither true nor predicted
-    return Metrics(
-        confusion=cm,
-        precision=_ratio(tp, predicted),
-        recall=_ratio(tp, support),
-        f1=_ratio(2 * tp, support + predicted),
-        support=support,
-    )
-
-
-def label_matrix(a: np.ndarray, b: np.ndarray, k: int) -> np.ndarray:
-    """(k, k) int64 counts of (a[i], b[i]) pairs: a confusion matrix with a as rows."""
-    return np.bincount(a * k + b, minlength=k * k).reshape(k, k)
 
 
 @dataclass
@@ -141,30 +85,19 @@ class Pair:
 def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(n, 1024) uint8 pixels and (n,) int64 labels of a labelled file, chunk by chunk.
 
-    The one place this module reads data (a reader for other formats plugs in here). An
-    eval-format file (ID, no label) is refused with a message that says which command takes it.
+    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC), opened by `sources.open_chunks`.
+    An unlabelled file (ID, no label) is refused with a message that says which command takes it.
     """
+    started = False
     try:
-        for chunk in CsvReader(src, "labelled"):
+        for chunk in open_chunks(src, "labelled"):
+            started = True
             assert chunk.labels is not None  # labelled files always carry labels
             yield chunk.pixels, chunk.labels
     except DataError as e:
-        if e.line == 1 and str(src) != "-" and _is_unlabelled(src):
-            raise DataError(
-                e.source,
-                "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
-                "(pix1..pix1024,label); fcls-infer scores unlabelled files",
-                1,
-            ) from None
+        if not started and is_unlabelled(src):
+            raise DataError(e.source, UNLABELLED, e.line) from None
         raise
-
-
-def _is_unlabelled(src: str | Path) -> bool:
-    try:
-        read_header(src, "unlabelled")
-    except DataError:
-        return False
-    return True
 
 
 def _check_models(predictors: list[Predictor]) -> list[str]:
@@ -291,14 +224,27 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
     return EvalResult(report=report, outputs=dests)
 
 
-def _score(
-    config: EvalConfig, predictors: list[Predictor], class_names: list[str], t0: float
-) -> dict[str, Any]:
-    """Stream the data through every model; the report as plain types."""
-    k = len(class_names)
-    confusion = [np.zeros((k, k), np.int64) for _ in predictors]
-    pairs = [Pair(a, b, k) for a, b in itertools.combinations(range(len(predictors)), 2)]
-    model_seconds = [0.0] * len(predictors)
+@dataclass
+class Tally:
+    """What streaming the data through the models keeps: constant memory whatever the rows."""
+
+    confusion: list[np.ndarray]  # per model, (k, k) int64
+    pairs: list[Pair]
+    model_seconds: list[float]
+
+    @property
+    def rows(self) -> int:
+        return int(self.confusion[0].sum())
+
+
+def _tally(config: EvalConfig, predictors: list[Predictor], k: int) -> Tally:
+    """Every batch of the data through every model, in turn."""
+    n = len(predictors)
+    tally = Tally(
+        confusion=[np.zeros((k, k), np.int64) for _ in predictors],
+        pairs=[Pair(a, b, k) for a, b in itertools.combinations(range(n), 2)],
+        model_seconds=[0.0] * n,
+    )
     for pixels, labels in read_labelled(config.data):  # (n, 1024) uint8, (n,) int64
         for start in range(0, len(labels), config.batch_size):
             batch = pixels[start : start + config.batch_size]
@@ -307,30 +253,29 @@ def _score(
             for i, p in enumerate(predictors):
                 t = time.perf_counter()
                 preds.append(p.predict(batch))
-                model_seconds[i] += time.perf_counter() - t
-                confusion[i] += label_matrix(y, preds[i], k)
-            for pair in pairs:
+                tally.model_seconds[i] += time.perf_counter() - t
+                tally.confusion[i] += label_matrix(y, preds[i], k)
+            for pair in tally.pairs:
                 pair.add(y, preds[pair.a], preds[pair.b])
-    rows = int(confusion[0].sum())
+    return tally
+
+
+def _score(
+    config: EvalConfig, predictors: list[Predictor], class_names: list[str], t0: float
+) -> dict[str, Any]:
+    """Stream the data through every model; the report as plain types."""
+    tally = _tally(config, predictors, len(class_names))
+    rows = tally.rows
     name = source_name(config.data)
     if rows == 0:
+        if is_table(config.data):
+            raise DataError(name, "no data rows")
         raise DataError(name, "no data rows after the header", 2)
     models = [
         _model_report(p, metrics_from_confusion(cm), class_names, s)
-        for p, cm, s in zip(predictors, confusion, model_seconds)
+        for p, cm, s in zip(predictors, tally.confusion, tally.model_seconds)
     ]
-    agreement = [
-        {
-            "models": [str(predictors[pair.a].path), str(predictors[pair.b].path)],
-            "models_index": [pair.a, pair.b],
-            "agreement": pair.same / rows,
-            "same_label_rows": pair.same,
-            "different_label_rows": rows - pair.same,
-            "disagreements_by_true_class": dict(zip(class_names, pair.disagree_by_true.tolist())),
-            "label_matrix": pair.labels.tolist(),
-        }
-        for pair in pairs
-    ]
+    paths = [str(p.path) for p in predictors]
     return {
         "fcls_version": fcls_version(),
         "data": name,
@@ -340,7 +285,20 @@ def _score(
         "class_names": class_names,
         "zero_division": 0,
         "models": models,
-        "agreement": agreement,
+        "agreement": [_pair_report(pair, paths, class_names, rows) for pair in tally.pairs],
+    }
+
+
+def _pair_report(pair: Pair, paths: list[str], class_names: list[str], rows: int) -> dict[str, Any]:
+    """How often two models gave the same label, and where they differed."""
+    return {
+        "models": [paths[pair.a], paths[pair.b]],
+        "models_index": [pair.a, pair.b],
+        "agreement": pair.same / rows,
+        "same_label_rows": pair.same,
+        "different_label_rows": rows - pair.same,
+        "disagreements_by_true_class": dict(zip(class_names, pair.disagree_by_true.tolist())),
+        "label_matrix": pair.labels.tolist(),
     }
 
 
@@ -348,22 +306,13 @@ def _model_report(
     p: Predictor, m: Metrics, class_names: list[str], seconds: float
 ) -> dict[str, Any]:
     meta = p.session.get_modelmeta().custom_metadata_map
-    per_class = {
-        name: {
-            "precision": float(m.precision[i]),
-            "recall": float(m.recall[i]),
-            "f1": float(m.f1[i]),
-            "support": int(m.support[i]),
-        }
-        for i, name in enumerate(class_names)
-    }
     return {
         "path": str(p.path),
         "sha256": file_sha256(p.path),
         "variant": meta.get("variant"),
         "provider": p.provider,
         "accuracy": m.accuracy,
-        "per_class": per_class,
+        "per_class": m.per_class(class_names),
         "macro_avg": m.average("macro"),
         "weighted_avg": m.average("weighted"),
         "confusion_matrix": m.confusion.tolist(),
@@ -375,21 +324,7 @@ def _model_report(
 def _confusion_png(
     model: dict[str, Any], rows: int, class_names: list[str], temp: Path, dest: Path
 ) -> None:
-    """The confusion matrix as a heat map with counts, drawn without pyplot's global state."""
-    from matplotlib.figure import Figure
-
-    cm = np.array(model["confusion_matrix"])  # (k, k) int64
-    k = len(class_names)
-    fig = Figure(figsize=(8, 8), layout="constrained")
-    ax = fig.add_subplot()
-    ax.imshow(cm, cmap="Blues")
-    ticks = np.arange(k)
-    ax.set_xticks(ticks, class_names, rotation=90)
-    ax.set_yticks(ticks, class_names)
-    ax.set(xlabel="predicted label", ylabel="true label")
-    ax.set_title(f"{Path(model['path']).name}: accuracy {model['accuracy']:.4f} on {rows} rows")
-    dark = cm.max() / 2 if cm.size else 0
-    for (i, j), n in np.ndenumerate(cm):
-        ax.text(j, i, str(n), ha="center", va="center", color="white" if n > dark else "black")
+    """The model's confusion matrix as a PNG at `temp` (errors name `dest`)."""
+    title = f"{Path(model['path']).name}: accuracy {model['accuracy']:.4f} on {rows} rows"
     with output_errors(dest):
-        fig.savefig(temp, format="png", dpi=100)
+        confusion_png(temp, np.array(model["confusion_matrix"]), class_names, title)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -17,7 +18,15 @@ from fcls.bench.cli import main
 from fcls.bench.core import Timing, gemm_kernels
 from fcls.bench.errors import AgreementError, BenchError
 from fcls.bench.ingest import PARSERS
-from fcls.bench.runner import BenchConfig, format_gemm, peer_ratios, plan_backends, run_bench
+from fcls.bench.runner import (
+    BenchConfig,
+    check_agreement,
+    format_gemm,
+    format_report,
+    peer_ratios,
+    plan_backends,
+    run_bench,
+)
 
 SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05", "--ingest-rows", "0"]
 
@@ -48,7 +57,11 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     assert [(r["backend"], r["batch"]) for r in report["rows"]] == [
         ("torch", 1), ("torch", 8), ("ort", 1), ("ort", 8)
     ]  # fmt: skip
-    assert all(r["agreement"] == 1.0 and r["peak_rss_mb"] > 0 for r in report["rows"])
+    assert all(r["agreement"] == 1.0 for r in report["rows"])
+    # each backend's own process holds at least the file it loaded, and stays bounded
+    loaded = {"torch": trained / "model.pt", "ort": exported}
+    for r in report["rows"]:
+        assert loaded[r["backend"]].stat().st_size / 2**20 < r["peak_rss_mb"] < 2048, r
     assert [e["pipeline"] for e in report["e2e"]] == [
         "notebook (pandas + torch)",
         "fcls-infer fp32",
@@ -63,25 +76,66 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     assert [(c["rows"], c["parse_threads"]) for c in ingest["ceiling"]] == [
         (60, 1), (150, 1), (150, 2)
     ]  # fmt: skip
-    assert all(c["peak_rss_mb"] > 0 for c in ingest["ceiling"]) and ingest["rss_growth"] > 0
+    ceiling = ingest["ceiling"]
+    assert all(30 < c["peak_rss_mb"] < 2048 for c in ceiling)  # an interpreter with pyarrow + ort
+    assert ingest["rss_growth"] == ceiling[1]["peak_rss_mb"] / ceiling[0]["peak_rss_mb"]
+    assert ingest["rss_growth"] < 1.5  # streaming: 2.5x the rows, about the same memory
 
 
-def test_wrong_backend_is_caught(monkeypatch, tmp_path: Path, exported: Path, trained: Path):
+def _lying(monkeypatch, liar: str) -> None:
+    """Backend `liar` answers label + 1 on every agreement-check row."""
     real = runner._measure
 
     def lying(name, *args):
         timings, labels, provider, threads, peak = real(name, *args)
-        return timings, (labels + 1) % 10 if name == "ort" else labels, provider, threads, peak
+        if name == liar and labels is not None:
+            labels = (labels + 1) % 10
+        return timings, labels, provider, threads, peak
 
     monkeypatch.setattr(runner, "ProcessPoolExecutor", _Inline)
     monkeypatch.setattr(runner, "_measure", lying)
     monkeypatch.setattr(runner, "matmul_ceiling", lambda seconds: (100.0, "fixed for the test"))
+
+
+def test_wrong_backend_is_marked_and_fails_after_the_report(
+    monkeypatch, tmp_path: Path, exported: Path, trained: Path
+):
+    _lying(monkeypatch, "ort")
     config = BenchConfig(
         model=exported, checkpoint=trained / "model.pt", backends=("torch", "ort"),
-        batch_sizes=(4,), seconds=0.01, e2e=False, workdir=tmp_path,
+        batch_sizes=(4, 8), seconds=0.01, e2e=False, workdir=tmp_path,
     )  # fmt: skip
-    with pytest.raises(AgreementError, match=r"ort: top-1 agreement 0\.0000 < 1\.0 with torch"):
-        run_bench(config, log=lambda s: None)
+    report = run_bench(config, log=lambda s: None)  # the whole report, not an abort
+    marks = {
+        (r["backend"], r["batch"]): (r["agreement"], r["agreement_ok"]) for r in report["rows"]
+    }
+    assert marks == {
+        ("torch", 4): (1.0, True), ("torch", 8): (1.0, True),
+        ("ort", 4): (0.0, False), ("ort", 8): (0.0, False),
+    }  # fmt: skip
+    # the run's own test split of the 400 digit rows it was trained on: 80 rows
+    assert report["agreement_rows"] == 80
+    want = "ort: top-1 agreement 0.0000 < 1.0 with torch on 80 images"
+    assert report["agreement_failures"] == [want]
+    table = format_report(report)
+    below = [line for line in table.splitlines() if "BELOW the agreement bar" in line]
+    assert [line.split()[:2] for line in below] == [["ort", "4"], ["ort", "8"]]
+    assert f"FAILED: 1 below the agreement bar:\n{want}" in table
+    with pytest.raises(AgreementError, match=re.escape(want)):
+        check_agreement(report)
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
+        "--backends", "ort", *SMALL, "--no-e2e", "--workdir", str(tmp_path), "--summary-json",
+        str(out),
+    )  # fmt: skip
+    assert code == 3, output  # clikit.MODEL: a failed gate
+    assert "FAILED: 1 below the agreement bar" in output and "(wall " in output  # all printed
+    assert (
+        output.strip().splitlines()[-1]
+        == f"Error: 1 below the agreement bar (marked in the report): {want}"
+    )
+    assert json.loads(out.read_text())["agreement_failures"] == [want]  # and written
 
 
 def _beside(tmp_path: Path, exported: Path, checkpoint: Path | None) -> Path:
@@ -119,7 +173,10 @@ def test_model_without_checkpoint_finds_the_matching_one_beside(
     report = json.loads(out.read_text())
     assert report["checkpoint"] == str(model.parent / "model.pt") and report["reference"] == "torch"
     assert [r["backend"] for r in report["rows"]] == ["torch", "torch", "ort", "ort"]
-    assert all(r["vs_torch"] > 0 and r["agreement"] == 1.0 for r in report["rows"])
+    torch_speed = {r["batch"]: r["throughput"] for r in report["rows"] if r["backend"] == "torch"}
+    for r in report["rows"]:
+        assert r["vs_torch"] == pytest.approx(r["throughput"] / torch_speed[r["batch"]])
+        assert r["agreement"] == 1.0 and r["agreement_ok"] is True
     assert "PyTorch not measured" not in output
 
 
@@ -145,6 +202,80 @@ def test_model_without_matching_checkpoint_runs_the_rest(
     assert report["e2e"][0]["vs_notebook"] is None and report["e2e"][0]["rows"] == 100
     assert "ingest" not in report  # --ingest-rows 0
     assert "agree: top-1 agreement with ort (onnxruntime fp32)" in output
+
+
+def test_model_whose_data_is_not_here_skips_agreement_with_a_notice(
+    monkeypatch, tmp_path: Path, exported: Path
+):
+    """No --data and the recorded training data gone: never checked on another dataset."""
+    from fcls.export.graph import set_metadata
+
+    model = _beside(tmp_path, exported, None)
+    gone = {"source": str(tmp_path / "fashion" / "train.csv.gz"), "sha256": "0" * 64}
+    for sibling in model.parent.glob("*.onnx"):
+        set_metadata(sibling, {"training_data": gone})
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(model), "--backends", "ort-opt", *SMALL, "--rows", "100",
+        "--workdir", str(tmp_path / "w"), "--summary-json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    notice = [line for line in output.splitlines() if "agreement not measured" in line]
+    assert notice == [
+        f"agreement not measured: the checkpoint's training data {gone['source']} is not here; "
+        "pass --data with the model's data (timings use digits images)"
+    ]
+    report = json.loads(out.read_text())
+    assert report["agreement_rows"] is None and report["agreement_failures"] == []
+    assert [(r["agreement"], r["agreement_ok"]) for r in report["rows"]] == [(None, None)] * 4
+    assert [(e["agreement"], e["agreement_ok"]) for e in report["e2e"]] == [(None, None)] * 2
+
+
+def test_model_records_its_data_in_metadata_and_bench_uses_it(
+    monkeypatch, tmp_path: Path, exported: Path, digits_csv: Path
+):
+    """Without a checkpoint, the ONNX metadata names the rows agreement is checked on."""
+    model = _beside(tmp_path, exported, None)
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--model", str(model), "--backends", "ort-opt", *SMALL, "--no-e2e",
+        "--workdir", str(tmp_path / "w"), "--summary-json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    assert (
+        f"agreement on 80 rows of {digits_csv.resolve()} (the training run's own test split)"
+        in output
+    )
+    report = json.loads(out.read_text())
+    assert report["agreement_rows"] == 80
+    assert all(r["agreement"] == 1.0 and r["agreement_ok"] for r in report["rows"])
+
+
+@pytest.mark.slow
+def test_fashion_int8_model_is_checked_on_its_own_data(
+    monkeypatch, tmp_path: Path, fashion_trained: Path
+):
+    """The reported defect: an int8 model that passed fcls-export's gate, benched without
+    --data, was checked on the digits (agreement 0.9873 < 0.99) and the whole report aborted."""
+    from fcls.export import ExportConfig, export_onnx
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    shutil.copy(fashion_trained, folder / "model.pt")
+    export_onnx(
+        folder / "model.pt", folder / "model.onnx", ExportConfig(int8=True), log=lambda s: None
+    )
+    out = tmp_path / "r.json"
+    code, output = _bench(
+        monkeypatch, "--quick", "-m", str(folder / "model.onnx"), "--backends", "ort,ort-int8",
+        *SMALL, "--rows", "200", "--workdir", str(tmp_path / "w"), "--summary-json", str(out),
+    )  # fmt: skip
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert report["agreement_rows"] == 600  # the held-out 20% of the 3,000 rows it trained on
+    assert any("train.csv.gz (the training run's own test split)" in n for n in report["notes"])
+    int8 = [r for r in report["rows"] if r["backend"] == "ort-int8"]
+    assert int8 and all(r["agreement"] >= 0.99 and r["agreement_ok"] for r in int8)
 
 
 def test_model_alone_has_no_checkpoint_and_says_why(tmp_path: Path, exported: Path):

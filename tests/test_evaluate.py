@@ -302,6 +302,48 @@ def test_unlabelled_file_is_refused(tmp_path: Path, rows, models):
     )
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_table_input_reports_as_the_same_rows_in_csv(tmp_path: Path, data, rows, models, suffix):
+    """A labelled Parquet / Arrow IPC file is opened as a table (it was parsed as CSV)."""
+    from fcls.infer.convert import convert
+
+    table = tmp_path / f"data{suffix}"
+    convert(data, table, durable=False)
+    reports = {}
+    for name, src in (("csv", data), ("table", table)):
+        out = tmp_path / name
+        result = CliRunner().invoke(
+            main, [str(src), "-m", str(models[0]), "-m", str(models[1]), "-o", str(out), "-q"]
+        )
+        assert result.exit_code == 0, result.output
+        reports[name] = json.loads((out / "report.json").read_text())
+    keep = ("accuracy", "per_class", "macro_avg", "weighted_avg", "confusion_matrix")
+    for csv_model, table_model in zip(reports["csv"]["models"], reports["table"]["models"]):
+        assert {k: table_model[k] for k in keep} == {k: csv_model[k] for k in keep}
+    for key in ("rows", "class_names"):
+        assert reports["table"][key] == reports["csv"][key]
+    drop = ("models", "models_index")
+    assert [
+        {k: v for k, v in p.items() if k not in drop} for p in reports["table"]["agreement"]
+    ] == [{k: v for k, v in p.items() if k not in drop} for p in reports["csv"]["agreement"]]
+    assert reports["table"]["data"] == str(table)
+    assert_like_sklearn(reports["table"]["models"][0], rows[1], expected_labels(rows[0], 0), NAMES)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow"])
+def test_unlabelled_table_is_refused_like_csv(tmp_path: Path, rows, models, suffix):
+    from fcls.infer.convert import convert
+
+    table = tmp_path / f"e{suffix}"
+    convert(write_eval_csv(tmp_path / "e.csv", rows[0][:5]), table, durable=False)
+    _fails(
+        [str(table), "-m", str(models[0])],
+        tmp_path / "out",
+        f"e{suffix}: has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
+        "(pix1..pix1024,label); fcls-infer scores unlabelled files",
+    )
+
+
 def test_other_header_problems_keep_the_reader_message(tmp_path: Path, models):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,c\n1,2,3\n")

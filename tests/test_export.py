@@ -305,3 +305,24 @@ def test_missing_training_data_never_falls_back_silently(
     result = export_onnx(ckpt, tmp_path / "m.onnx", ExportConfig(), log=lines.append)
     assert result.parity.passed and any("notice: " in s and expected in s for s in lines)
     assert "random uint8 images" in " ".join(result.notices)
+
+
+def test_model_trained_on_parquet_exports_on_its_own_rows(tmp_path: Path, digits_csv: Path):
+    """The recorded training data is re-read as what it is (it was parsed as CSV: an error)."""
+    from fcls.infer.convert import convert
+    from fcls.train.config import TrainConfig
+    from fcls.train.trainer import train
+
+    data = tmp_path / "digits.parquet"
+    convert(digits_csv, data, durable=False)
+    run = tmp_path / "run"
+    train(TrainConfig(out=run, data=data, max_epochs=1, device="cpu"), log=lambda s: None)
+    result = export_onnx(run / "model.pt", tmp_path / "m.onnx", log=lambda s: None)
+    assert result.parity.passed
+    assert f"gate images: {data.resolve()} (the training run's own test split)" in result.notices
+    assert not any("random uint8 images" in n for n in result.notices)
+    meta = json.loads(read_metadata(tmp_path / "m.onnx")["training_data"])
+    assert (
+        meta["source"] == str(data.resolve())
+        and meta["sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import inject
 
-from fcls.bench.gpu_check import training_figures
+from fcls.bench.gpu_check import REPORT, _history, _write, training_figures
+from fcls.infer.common.errors import OutputError
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.sh"
@@ -33,14 +36,21 @@ def test_dry_run_writes_the_whole_report(tmp_path: Path):
     assert env["torch"] and "CPUExecutionProvider" in env["onnxruntime_providers"]
     training = report["training"]
     assert training["epochs_per_stage"] == {"adam": 1, "sgd_wd": 1, "sgd": 1}
-    assert training["seconds_per_epoch_mean"] > 0 and training["train_img_per_s"] > 0
     assert training["train_images_per_epoch"] == 4 * training["split"]["train"]
-    assert 0.0 <= training["test_accuracy"] <= 1.0
+    # the figures are the history's (copied beside the report), recomputed here
+    history = _history(out / "history.csv")
+    assert len(history) == 3 and all(row["seconds"] > 0 for row in history)
+    figures = training_figures(history, training["train_images_per_epoch"])
+    assert {k: training[k] for k in figures} == figures
+    run = tmp_path / "out-work" / "run"
+    assert (
+        training["test_accuracy"] == json.loads((run / "report.json").read_text())["test_accuracy"]
+    )
     assert report["export"]["parity_fp32_cpu"]["passed"] is True
     assert report["scoring"]["rows"] == training["split"]["test"]
     assert report["scoring"]["provider"] == "cpu"
-    for name in ("learning_curves.png", "history.csv", "gpu_check.log"):
-        assert (out / name).stat().st_size > 0, name
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "history.csv").read_bytes() == (run / "history.csv").read_bytes()
     assert "gpu_check: passed" in (out / "gpu_check.log").read_text()
 
 
@@ -70,3 +80,15 @@ def test_training_figures():
     assert figures["seconds_per_epoch_mean"] == 2.0 and figures["seconds_per_epoch_min"] == 1.0
     assert figures["train_img_per_s"] == 300.0 and figures["best_val_accuracy"] == 0.7
     assert training_figures([], 0)["train_img_per_s"] is None
+
+
+def test_report_is_written_atomically(tmp_path: Path, monkeypatch):
+    """A failed write leaves the previous report whole and no temp file (fcls's atomic write)."""
+    _write(tmp_path, {"status": "training"})
+    assert json.loads((tmp_path / REPORT).read_text()) == {"status": "training"}
+    calls = inject(monkeypatch, "replace", errno.ENOSPC)
+    with pytest.raises(OutputError, match=REPORT):
+        _write(tmp_path, {"status": "exporting"})
+    assert calls["n"] == 1
+    assert json.loads((tmp_path / REPORT).read_text()) == {"status": "training"}
+    assert [p.name for p in tmp_path.iterdir()] == [REPORT]

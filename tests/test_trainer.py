@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -23,9 +24,13 @@ from fcls.train.trainer import OUTPUTS, train
 pytestmark = pytest.mark.slow
 
 
-def test_every_artefact_is_written(trained: Path):
+def test_every_artefact_is_written(trained: Path, digits_csv: Path):
     for name in OUTPUTS:
-        assert (trained / name).stat().st_size > 0, name
+        head = (trained / name).read_bytes()[:8]
+        if name.endswith(".png"):
+            assert head == b"\x89PNG\r\n\x1a\n", name
+        else:
+            assert head, name  # not empty
     ckpt = torch.load(trained / "model.pt", weights_only=True)
     assert set(ckpt) == {
         "format",
@@ -42,7 +47,8 @@ def test_every_artefact_is_written(trained: Path):
     }
     assert ckpt["format"] == FORMAT and ckpt["architecture"] == "FinalCNNet"
     assert ckpt["class_names"][0] == "T-shirt/top" and ckpt["input"]["dtype"] == "uint8"
-    assert ckpt["data"]["size"] > 0 and len(ckpt["data"]["sha256"]) == 64
+    assert ckpt["data"]["size"] == digits_csv.stat().st_size
+    assert ckpt["data"]["sha256"] == hashlib.sha256(digits_csv.read_bytes()).hexdigest()
     assert ckpt["split"] == {"train": 240, "val": 80, "test": 80}
     assert [s["name"] for s in ckpt["config"]["stages"]] == ["adam", "sgd_wd", "sgd"]
     with (trained / "history.csv").open() as f:
@@ -81,6 +87,59 @@ def test_test_accuracy_equals_independent_notebook_port(trained: Path, digits_cs
     *_, x_test, _, _, y_test = nb.notebook_split(pixels, labels)
     acc = float((nb.predict_logits(model, x_test).argmax(1) == y_test).mean())
     assert acc == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=1e-12)
+
+
+def test_report_metrics_equal_sklearn_on_the_port(trained: Path, digits_csv: Path):
+    """report.json's per-class figures, from the shared metrics module, are scikit-learn's."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    report = json.loads((trained / "report.json").read_text())
+    model = nb.load(torch.load(trained / "model.pt", weights_only=True)["model"])
+    *_, x_test, _, _, y_test = nb.notebook_split(*read_train_csv(digits_csv))
+    logits = nb.predict_logits(model, x_test)
+    y_pred = logits.argmax(1)
+    labels = np.arange(10)
+    p, r, f1, support = precision_recall_fscore_support(
+        y_test, y_pred, labels=labels, zero_division=0
+    )
+    got = list(report["per_class"].values())
+    np.testing.assert_allclose([c["precision"] for c in got], p, atol=1e-12)
+    np.testing.assert_allclose([c["recall"] for c in got], r, atol=1e-12)
+    np.testing.assert_allclose([c["f1"] for c in got], f1, atol=1e-12)
+    assert [c["support"] for c in got] == support.tolist()
+    assert report["confusion_matrix"] == confusion_matrix(y_test, y_pred, labels=labels).tolist()
+
+
+def test_classification_metrics_are_bit_identical_to_sklearn():
+    """train/report switched from scikit-learn to fcls.infer.common.metrics: same floats."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    from fcls.train.report import classification_metrics
+
+    names = tuple("abcdefghij")
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(1, 300))
+        y_true = rng.integers(0, 10, n)
+        proba = rng.random((n, 10))
+        if seed % 3 == 0:  # a class absent from the data, one never predicted
+            y_true[y_true == 3] = 4
+            proba[:, 7] = 0.0
+        y_pred = proba.argmax(1)
+        got = classification_metrics(y_true, proba, names)
+        p, r, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=np.arange(10), zero_division=0
+        )
+        want = {
+            name: {"precision": p[i], "recall": r[i], "f1": f1[i], "support": support[i]}
+            for i, name in enumerate(names)
+        }
+        assert {k: {m: v[m] for m in want[k]} for k, v in got["per_class"].items()} == want
+        assert got["accuracy"] == accuracy_score(y_true, y_pred)
+        assert (
+            got["confusion_matrix"]
+            == confusion_matrix(y_true, y_pred, labels=np.arange(10)).tolist()
+        )
 
 
 def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path, tmp_path: Path):

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcls.infer.common.metrics import confusion_png, metrics_from_labels
 from fcls.infer.common.output import atomic_file, atomic_write_text
 
 from .checkpoint import Checkpoint
@@ -20,38 +21,26 @@ from .model import FinalCNNet, predict_logits
 def classification_metrics(
     y_true: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Accuracy, per-class precision/recall/F1/AUC and the confusion matrix."""
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        precision_recall_fscore_support,
-        roc_auc_score,
-    )
+    """Accuracy, per-class precision/recall/F1/support/AUC and the confusion matrix.
 
-    labels = np.arange(len(class_names))
-    y_pred = proba.argmax(1)
-    p, r, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
-    per_class = {}
+    Everything but AUC comes from fcls.infer.common.metrics, the owner fcls-eval shares (its
+    numbers equal scikit-learn's, zero_division=0); AUC is scikit-learn's roc_auc_score.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    m = metrics_from_labels(y_true, proba.argmax(1), len(class_names))
+    per_class = m.per_class(class_names)
     for i, name in enumerate(class_names):
         positives = y_true == i
-        auc = (
+        per_class[name]["auc"] = (
             float(roc_auc_score(positives, proba[:, i]))
             if 0 < positives.sum() < len(y_true)
             else None
         )
-        per_class[name] = {
-            "precision": float(p[i]),
-            "recall": float(r[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-            "auc": auc,
-        }
     return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "accuracy": m.accuracy,
         "per_class": per_class,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+        "confusion_matrix": m.confusion.tolist(),
     }
 
 
@@ -115,14 +104,20 @@ def _plots(
     class_names: tuple[str, ...],
     out: Path,
 ) -> None:
-    import matplotlib
+    """Learning curves, the confusion matrix and ROC curves as PNGs (no pyplot state)."""
+    _learning_curves(history, out / "learning_curves.png")
+    title = f"Confusion matrix (test, accuracy {metrics['accuracy']:.3f})"
+    with atomic_file(out / "confusion_matrix.png", durable=False) as f:
+        confusion_png(f.raw, np.array(metrics["confusion_matrix"]), class_names, title)
+    _roc_curves(y_test, proba, class_names, out / "roc.png")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
 
-    # learning curves over the global epoch index, stage boundaries dashed
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+def _learning_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss and accuracy over the global epoch index, stage boundaries dotted."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
     fig.suptitle("Learning curves")
     x = np.arange(1, len(history) + 1)
     for ax, what in zip(axes, ("loss", "accuracy")):
@@ -133,18 +128,18 @@ def _plots(
                 ax.axvline(i + 0.5, color="grey", lw=0.8, ls=":")
         ax.set(title=what.capitalize(), xlabel="epoch", ylabel=what)
         ax.legend()
-    _save_png(fig, out / "learning_curves.png")
-    plt.close(fig)
+    _save_png(fig, path)
 
-    fig, ax = plt.subplots(figsize=(8, 8), layout="constrained")
-    ConfusionMatrixDisplay(
-        np.array(metrics["confusion_matrix"]), display_labels=list(class_names)
-    ).plot(ax=ax, xticks_rotation="vertical", colorbar=False, cmap="Blues")
-    ax.set_title(f"Confusion matrix (test, accuracy {metrics['accuracy']:.3f})")
-    _save_png(fig, out / "confusion_matrix.png")
-    plt.close(fig)
 
-    fig, axes = plt.subplots(4, 3, figsize=(10, 10), layout="constrained")
+def _roc_curves(
+    y_test: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...], path: Path
+) -> None:
+    """One-vs-rest ROC per class on the test split."""
+    from matplotlib.figure import Figure
+    from sklearn.metrics import RocCurveDisplay
+
+    fig = Figure(figsize=(10, 10), layout="constrained")
+    axes = fig.subplots(4, 3)
     fig.suptitle("ROC per class (one vs rest, test split)")
     for i, (name, ax) in enumerate(zip(class_names, axes.flat)):
         positives = y_test == i
@@ -153,5 +148,4 @@ def _plots(
         ax.set(xlabel="false positive rate", ylabel="true positive rate")
     for ax in list(axes.flat)[len(class_names) :]:
         ax.remove()
-    _save_png(fig, out / "roc.png")
-    plt.close(fig)
+    _save_png(fig, path)

@@ -1,4 +1,5 @@
-"""`fcls-eval`: score a labelled file (pix1..pix1024,label) with one or more exported models."""
+"""`fcls-eval`: score a labelled file (pix1..pix1024,label; CSV, Parquet or Arrow IPC) with one or
+more exported models."""
 
 from __future__ import annotations
 
@@ -39,7 +40,8 @@ def main(
     threads: int | None,
     run: Run,
 ) -> None:
-    """Score DATA (a train-format CSV with labels, .gz or '-') and write an evaluation report.
+    """Score DATA (a labelled file: train-format CSV, .gz, '-', Parquet or Arrow IPC) and write
+    an evaluation report.
 
     Accuracy, per-class precision/recall/F1/support, macro and weighted averages and the
     confusion matrix per model; with several models, how often each pair gives the same label.

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.errors import DataError
-from ..common.spec import Kind
+from ..common.spec import N_PIXELS, Kind
 from .chunk import Chunk
 from .csvfile import CsvReader, read_header, source_name
 from .tables import TableReader, detect_kind, plan_layout, table_format, table_schema
@@ -48,6 +48,27 @@ def input_kind(src: str | Path) -> Kind:
     return "unlabelled"
 
 
+def check_header(src: Source, kind: Kind) -> None:
+    """Validate only the CSV header or the table schema of `src` as `kind` (no row is read);
+    a DataError says what does not fit. Reads from a stream: not for stdin ('-')."""
+    if is_table(src):
+        plan_layout(table_schema(src), kind, str(src))  # type: ignore[arg-type]
+    else:
+        read_header(src, kind)
+
+
+def is_unlabelled(src: Source) -> bool:
+    """Whether `src` is a path whose header or schema is a valid unlabelled one (ID, pixels,
+    no label): what a consumer that needs labels names in its refusal. False for stdin."""
+    if not isinstance(src, (str, Path)) or str(src) == "-":
+        return False
+    try:
+        check_header(src, "unlabelled")
+    except DataError:
+        return False
+    return True
+
+
 def id_type(src: Source) -> pa.DataType:
     """The Arrow type of the IDs an eval input yields (CSV IDs are strings)."""
     if not is_table(src):
@@ -56,6 +77,12 @@ def id_type(src: Source) -> pa.DataType:
     plan_layout(schema, "unlabelled", str(src))  # a missing or mistyped ID column is a DataError
     t = schema.field("ID").type
     return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def read_pixels(src: Source, kind: Kind = "unlabelled", limit: int | None = None) -> np.ndarray:
+    """The pixels of (the first `limit`) rows of any input as one (N, 1024) uint8 array."""
+    chunks = [c.pixels for c in open_chunks(src, kind, limit)]
+    return np.concatenate(chunks) if chunks else np.empty((0, N_PIXELS), np.uint8)
 
 
 def read_train(src: Source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
