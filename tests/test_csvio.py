@@ -11,8 +11,9 @@ import pytest
 from helpers import deadline, write_eval_csv, write_train_csv
 
 from fcls.infer.common.errors import DataError
-from fcls.infer.formats.csvfile import DEFAULT_CHUNK_BYTES, CsvReader, read_header, read_train_csv
+from fcls.infer.formats.csvfile import DEFAULT_CHUNK_BYTES, CsvReader, read_header
 from fcls.infer.formats.csvgrammar import MAX_LINE_BYTES
+from fcls.infer.formats.sources import read_train
 
 PIX = ",".join(f"pix{i}" for i in range(1, 1025))
 
@@ -25,12 +26,12 @@ def rng_pixels() -> np.ndarray:
 def test_train_roundtrip_and_limit(tmp_path, rng_pixels):
     labels = np.arange(37) % 10
     path = write_train_csv(tmp_path / "t.csv", rng_pixels, labels)
-    pixels, got = read_train_csv(path)
+    pixels, got = read_train(path)
     assert pixels.dtype == np.uint8 and pixels.shape == (37, 1024)
     np.testing.assert_array_equal(pixels, rng_pixels)
     np.testing.assert_array_equal(got, labels)
     assert got.dtype == np.int64
-    pixels, got = read_train_csv(path, limit=5)
+    pixels, got = read_train(path, limit=5)
     assert pixels.shape == (5, 1024) and got.tolist() == labels[:5].tolist()
 
 
@@ -43,7 +44,7 @@ def test_chunks_preserve_order_ids_and_lines(tmp_path, rng_pixels):
     assert [s for c in chunks for s in c.ids.to_pylist()] == ids
     # each chunk starts at the file line of its first row (header is line 1, no blank lines)
     starts = np.cumsum([0] + [len(c) for c in chunks[:-1]]) + 2
-    assert [c.first_line for c in chunks] == starts.tolist()
+    assert [c.start for c in chunks] == starts.tolist()
 
 
 def test_first_line_counts_blank_lines_and_crlf(tmp_path, rng_pixels):
@@ -56,13 +57,13 @@ def test_first_line_counts_blank_lines_and_crlf(tmp_path, rng_pixels):
     chunks = list(CsvReader(io.BytesIO(b"".join(out)), "unlabelled", chunk_bytes=5000))
     assert len(chunks) > 5
     first_row = np.cumsum([0] + [len(c) for c in chunks[:-1]])
-    assert [c.first_line for c in chunks] == [line_of[i] for i in first_row]
+    assert [c.start for c in chunks] == [line_of[i] for i in first_row]
     np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
 
 
 def test_error_in_third_chunk_names_its_line(tmp_path, rng_pixels):
     path = write_eval_csv(tmp_path / "e.csv", rng_pixels)
-    starts = [c.first_line for c in CsvReader(path, "unlabelled", chunk_bytes=8000)]
+    starts = [c.start for c in CsvReader(path, "unlabelled", chunk_bytes=8000)]
     assert len(starts) > 4
     bad_line = starts[2] + 1  # the second row of the third chunk
     lines = path.read_bytes().split(b"\n")
@@ -71,7 +72,7 @@ def test_error_in_third_chunk_names_its_line(tmp_path, rng_pixels):
     seen = []
     with pytest.raises(DataError) as info:
         for chunk in CsvReader(path, "unlabelled", chunk_bytes=8000):
-            seen.append(chunk.first_line)
+            seen.append(chunk.start)
     assert seen == starts[:2]
     assert (info.value.line, info.value.column) == (bad_line, "pix1")
     assert "'0x1f' is not an integer" in str(info.value)
@@ -169,7 +170,7 @@ def test_empty_missing_and_truncated_gzip(tmp_path, rng_pixels):
     with pytest.raises(DataError, match="no such file"):
         list(CsvReader(tmp_path / "missing.csv"))
     with pytest.raises(DataError, match="no data rows"):
-        read_train_csv(_header_only(tmp_path))
+        read_train(_header_only(tmp_path))
     data = gzip.compress(write_eval_csv(tmp_path / "e.csv", rng_pixels).read_bytes())
     gz = tmp_path / "cut.csv.gz"
     gz.write_bytes(data[: len(data) // 2])
@@ -402,7 +403,7 @@ def test_fast_path_reads_plain_files_without_pyarrow(tmp_path, rng_pixels, monke
         np.testing.assert_array_equal(np.concatenate([c.pixels for c in chunks]), rng_pixels)
         assert [s for c in chunks for s in c.ids.to_pylist()] == ids
     for src in (train, moved):
-        pixels, got = read_train_csv(src)
+        pixels, got = read_train(src)
         np.testing.assert_array_equal(pixels, rng_pixels)
         np.testing.assert_array_equal(got, labels)
 
@@ -424,7 +425,7 @@ def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatc
         assert [len(c) for c in fast] == [len(c) for c in slow]
         for a, b in zip(fast, slow):
             np.testing.assert_array_equal(a.pixels, b.pixels)
-            assert a.first_line == b.first_line
+            assert a.start == b.start
             if kind == "unlabelled":
                 assert a.ids.equals(b.ids)
             else:

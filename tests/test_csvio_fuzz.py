@@ -395,7 +395,7 @@ def check_fast_path(case: Case) -> None:
         event("fast path: taken")
         slow = parser._parse_arrow(body, 2)  # a DataError here fails the test
     np.testing.assert_array_equal(fast.pixels, slow.pixels)
-    assert fast.pixels.dtype == np.uint8 and fast.first_line == slow.first_line
+    assert fast.pixels.dtype == np.uint8 and fast.start == slow.start
     if case.kind == "unlabelled":
         assert fast.ids is not None and slow.ids is not None
         assert fast.ids.type == slow.ids.type and fast.ids.to_pylist() == slow.ids.to_pylist()

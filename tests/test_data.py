@@ -5,7 +5,7 @@ from __future__ import annotations
 import notebook_port as nb
 import numpy as np
 
-from fcls.infer.formats.csvfile import read_train_csv
+from fcls.infer.formats.sources import read_train
 from fcls.train.data import augment, augment_labels, load_dataset, load_digits_32, split
 
 
@@ -33,7 +33,7 @@ def test_augment_other_k_matches_scipy():
 
 
 def test_split_and_augment_match_notebook_on_real_images(shared_data):
-    pixels, labels = read_train_csv(shared_data / "train.csv.gz", limit=3000)
+    pixels, labels = read_train(shared_data / "train.csv.gz", limit=3000)
     parts = split(pixels, labels)
     x_train, x_val, x_test, y_train, y_val, y_test = nb.notebook_split(pixels, labels)
     assert parts.sizes() == {"train": 1800, "val": 600, "test": 600}
@@ -45,7 +45,7 @@ def test_split_and_augment_match_notebook_on_real_images(shared_data):
 
 
 def test_full_real_split_sizes_match_notebook(shared_data):
-    pixels, labels = read_train_csv(shared_data / "train.csv.gz")
+    pixels, labels = read_train(shared_data / "train.csv.gz")
     assert split(pixels, labels).sizes() == {"train": 31500, "val": 10500, "test": 10500}
 
 

@@ -22,7 +22,7 @@ from fcls.export.cli import main
 from fcls.export.graph import LintError, io_signature, lint, read_metadata, set_metadata
 from fcls.export.parity import reference_logits
 from fcls.infer.common.errors import CheckpointError, ConfigError, OutputError, ParityError
-from fcls.infer.formats.csvfile import read_train_csv
+from fcls.infer.formats.sources import read_train
 from fcls.train.data import split
 
 pytestmark = pytest.mark.slow
@@ -232,7 +232,7 @@ def test_int8_gate_on_real_data(tmp_path: Path, fashion_trained: Path, shared_da
     assert result.accuracy["fp32"] - result.accuracy["int8"] <= 0.005
     # the done-when check: an independent port agrees with fp32 and int8 on held-out images
     model = nb.load(torch.load(fashion_trained, weights_only=True)["model"])
-    pixels, labels = read_train_csv(shared_data / "train.csv.gz", limit=3000)
+    pixels, labels = read_train(shared_data / "train.csv.gz", limit=3000)
     held_out = split(pixels, labels).x_test
     ref = nb.predict_logits(model, held_out)
     fp32 = _session(dest).run(None, {"pixels": held_out})[0]

@@ -494,14 +494,14 @@ def test_dispatcher_chooses_by_extension(tmp_path, rows, csv_file):
 
 @pytest.mark.slow
 def test_ray_on_parquet_equals_single_process(tmp_path, tiny, csv_file, ray_local):
-    from fcls.infer.engine.ray import plan_blocks, predict_csv_ray
+    from fcls.infer.engine.ray import plan_shards, predict_csv_ray
 
     src = tmp_path / "in.parquet"
     convert(csv_file, src, durable=False)
     # several row groups so that the run really splits
     pq.write_table(pq.read_table(src), src, row_group_size=150)
-    _, blocks = plan_blocks(0, src)
-    assert len(blocks) == 7 and [b.first_line for b in blocks[:3]] == [1, 151, 301]
+    _, blocks = plan_shards(0, src)
+    assert len(blocks) == 7 and [b.first_row_at for b in blocks[:3]] == [1, 151, 301]
     want = tmp_path / "want.csv"
     predict_csv(src, want, tiny, proba=True, progress=False)
     out = tmp_path / "ray.csv"

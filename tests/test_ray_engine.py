@@ -51,7 +51,7 @@ def test_plan_shards_cover_the_file_on_row_boundaries(parts):
     assert b"".join(data[b.start : b.end] for b in blocks) == data[len(header) :]
     for b in blocks:
         assert data[b.start - 1 : b.start] == b"\n"
-        assert b.first_line == data[: b.start].count(b"\n") + 1
+        assert b.first_row_at == data[: b.start].count(b"\n") + 1
 
 
 def test_inputs_and_outputs(tmp_path, parts):

@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 
 from fcls.infer.common.errors import CheckpointError, ConfigError
-from fcls.infer.formats.csvfile import read_train_csv
+from fcls.infer.formats.sources import read_train
 from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
 from fcls.train.config import DEFAULT_STAGES, TrainConfig
@@ -75,7 +75,7 @@ def test_test_csv_holds_the_held_out_split(trained: Path, digits_csv: Path):
 
     chunks = list(CsvReader(trained / "test.csv"))
     pixels = np.concatenate([c.pixels for c in chunks])
-    *_, x_test, _, _, _ = nb.notebook_split(*read_train_csv(digits_csv))
+    *_, x_test, _, _, _ = nb.notebook_split(*read_train(digits_csv))
     assert pixels.tobytes() == x_test.tobytes()
     assert chunks[0].ids.to_pylist()[:3] == ["0", "1", "2"]
 
@@ -83,7 +83,7 @@ def test_test_csv_holds_the_held_out_split(trained: Path, digits_csv: Path):
 def test_test_accuracy_equals_independent_notebook_port(trained: Path, digits_csv: Path):
     ckpt = torch.load(trained / "model.pt", weights_only=True)
     model = nb.load(ckpt["model"])  # the notebook's own class, strict load
-    pixels, labels = read_train_csv(digits_csv)
+    pixels, labels = read_train(digits_csv)
     *_, x_test, _, _, y_test = nb.notebook_split(pixels, labels)
     acc = float((nb.predict_logits(model, x_test).argmax(1) == y_test).mean())
     assert acc == pytest.approx(ckpt["metrics"]["test_accuracy"], abs=1e-12)
@@ -95,7 +95,7 @@ def test_report_metrics_equal_sklearn_on_the_port(trained: Path, digits_csv: Pat
 
     report = json.loads((trained / "report.json").read_text())
     model = nb.load(torch.load(trained / "model.pt", weights_only=True)["model"])
-    *_, x_test, _, _, y_test = nb.notebook_split(*read_train_csv(digits_csv))
+    *_, x_test, _, _, y_test = nb.notebook_split(*read_train(digits_csv))
     logits = nb.predict_logits(model, x_test)
     y_pred = logits.argmax(1)
     labels = np.arange(10)

@@ -10,7 +10,6 @@ import numpy as np
 
 from fcls.infer.common.errors import DataError
 from fcls.infer.common.spec import N_PIXELS
-from fcls.infer.formats.csvfile import read_train_csv
 from fcls.infer.formats.sources import read_train
 
 SIDE = 32
@@ -37,7 +36,6 @@ __all__ = [
     "augment",
     "load_dataset",
     "load_digits_32",
-    "read_train_csv",
     "split",
 ]
 

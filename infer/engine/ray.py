@@ -58,7 +58,7 @@ class Shard:
     path: str
     start: int  # CSV: the byte offset it starts at; Parquet: its first row group
     end: int  # -1: to the end (gzip and IPC files are one shard); Parquet: row group after
-    first_line: int  # CSV: file line it starts on; Parquet and IPC: its first data row, from 1
+    first_row_at: int  # CSV: file line of its first row; Parquet and IPC: that row's number, from 1
 
 
 def plan_shards(file: int, path: Path, shard_bytes: int = SHARD_BYTES) -> tuple[bytes, list[Shard]]:
@@ -94,11 +94,6 @@ def _line_shards(file: int, path: Path, shard_bytes: int) -> tuple[bytes, list[S
             end = os.fstat(f.fileno()).st_size
             shards.append(Shard(file, len(shards), str(path), start, end, line))
     return header, shards
-
-
-def plan_blocks(file: int, path: Path, block_bytes: int = SHARD_BYTES) -> tuple[bytes, list[Shard]]:
-    """The former name of `plan_shards`."""
-    return plan_shards(file, path, block_bytes)
 
 
 def _row_group_shards(file: int, path: Path) -> list[Shard]:
@@ -155,10 +150,10 @@ def _parse_shard(shard: dict[str, Any]) -> Iterator[Part]:
         if table_format(path) != "csv":
             groups = None if end < 0 else range(start, end)
             reader = TableReader(
-                path, "unlabelled", row_groups=groups, first_row=int(shard["first_line"])
+                path, "unlabelled", row_groups=groups, first_row=int(shard["first_row_at"])
             )
         else:  # a .gz file is one shard (end -1): all of it
-            where = None if end < 0 else (start, int(shard["first_line"]))
+            where = None if end < 0 else (start, int(shard["first_row_at"]))
             reader = CsvReader(
                 path, "unlabelled", SHARD_BYTES, start=where, end=None if end < 0 else end
             )

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 
 
-@dataclass(frozen=True, init=False)
+@dataclass(frozen=True)
 class Chunk:
     """Consecutive parsed rows: pixels always, IDs for unlabelled files, labels for labelled ones."""
 
@@ -16,28 +16,6 @@ class Chunk:
     ids: pa.Array | None  # (n,) string, verbatim from the file
     labels: np.ndarray | None  # (n,) int64 in 0..9
     start: int  # CSV: file line of the first row; Parquet/Arrow IPC: its data row, from 1
-
-    def __init__(
-        self,
-        pixels: np.ndarray,
-        ids: pa.Array | None,
-        labels: np.ndarray | None,
-        start: int | None = None,
-        *,
-        first_line: int | None = None,
-    ) -> None:
-        # `first_line`: the former name of `start`, still accepted
-        where = start if start is not None else first_line
-        if where is None:
-            raise TypeError("Chunk() needs start")
-        for name, value in (("pixels", pixels), ("ids", ids), ("labels", labels)):
-            object.__setattr__(self, name, value)
-        object.__setattr__(self, "start", where)
-
-    @property
-    def first_line(self) -> int:
-        """The former name of `start` (read-only)."""
-        return self.start
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])

@@ -268,18 +268,6 @@ def read_header(src: str | Path | BinaryIO, kind: Kind = "unlabelled") -> list[s
             stream.close()
 
 
-def read_train_csv(
-    src: str | Path | BinaryIO, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Read a whole `pix1..pix1024,label` file into (N, 1024) uint8 pixels and (N,) int64 labels."""
-    chunks = list(CsvReader(src, "labelled", limit=limit))
-    if not chunks:
-        raise DataError(source_name(src), "no data rows after the header", 2)
-    pixels = np.concatenate([c.pixels for c in chunks])
-    labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
-    return pixels, labels
-
-
 def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) -> Path:
     """Write (n, 1024) uint8 rows as an `ID,pix1..pix1024` file (IDs 0..n-1 by default), atomically."""
     columns = {"ID": ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))}

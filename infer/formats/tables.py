@@ -99,12 +99,11 @@ def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
     has_pix = [c for c in PIXEL_COLUMNS if c in seen]
     if "pixels" in seen and has_pix:
         raise DataError(name, "both a pixels column and pix1..pix1024 columns: keep one form")
-    if "pixels" in seen:
-        form, pixel_cols = _pixels_form(schema.field("pixels").type, name), ("pixels",)
-    else:
-        _check_pixel_columns(schema, seen, name)
-        form, pixel_cols = "columns", PIXEL_COLUMNS
-    return Layout(kind, form, (_check_key_column(schema, kind, name), *pixel_cols))
+    if "pixels" in seen:  # the pixel columns are checked first, then the ID or label
+        form = _pixels_form(schema.field("pixels").type, name)
+        return Layout(kind, form, (_check_key_column(schema, kind, name), "pixels"))
+    _check_pixel_columns(schema, seen, name)
+    return Layout(kind, "columns", (_check_key_column(schema, kind, name), *PIXEL_COLUMNS))
 
 
 def _pixels_form(t: pa.DataType, name: str) -> Literal["list", "binary"]:
