@@ -97,6 +97,7 @@ def _lying(monkeypatch, liar: str) -> None:
     monkeypatch.setattr(runner, "matmul_ceiling", lambda seconds: (100.0, "fixed for the test"))
 
 
+@pytest.mark.slow
 def test_wrong_backend_is_marked_and_fails_after_the_report(
     monkeypatch, tmp_path: Path, exported: Path, trained: Path
 ):

@@ -352,6 +352,7 @@ def test_reader_matches_reference(case: Case, workdir: Path) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.slow
 @settings(max_examples=5000, **COMMON)
 @given(case=cases())
 def test_reader_matches_reference_fuzz(case: Case, workdir: Path) -> None:
@@ -455,6 +456,7 @@ def test_fast_path_matches_pyarrow_path(case: Case) -> None:
 
 
 @pytest.mark.fuzz
+@pytest.mark.slow
 @settings(max_examples=5000, **COMMON)
 @given(case=st.one_of(cases(), plain_cases()))
 def test_fast_path_matches_pyarrow_path_fuzz(case: Case) -> None:

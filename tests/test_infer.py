@@ -337,6 +337,7 @@ def test_stream_source(exported, eval_csv, tmp_path):
     assert summary.rows == N_ROWS
 
 
+@pytest.mark.slow
 def test_real_evaluate_csv_matches_independent_pytorch(tmp_path, fashion_trained, shared_data):
     import notebook_port as nb
     import torch
