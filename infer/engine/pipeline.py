@@ -218,49 +218,48 @@ def _score_file(
         else:
             say(f"resuming {dst} after row {start.rows} (line {start.line} of {source_name(src)})")
     t0 = time.perf_counter()
-    rows = _run(src, tmp, dst, model, options, journal, start)
+    rows = _run(_Job(src, tmp, dst, model, options, journal, start))
     seconds = time.perf_counter() - t0
     resumed = start.rows if start is not None else 0
     return Summary(rows, seconds, model.provider, model.path.name, str(dst), resumed)
 
 
-def _writer(
-    src: Any,
-    tmp: Path,
-    dst: Path,
-    model: Predictor,
-    options: ScoringOptions,
-    journal: Journal | None,
-    start: Position | None,
-) -> CsvResultWriter | TableResultWriter:
-    """The writer stage for `dst`'s format."""
-    classes = model.class_names
-    names = classes if options.class_names else None
-    if table_format(dst) != "csv":
-        schema = results_schema(id_type(src), options.proba, options.class_names, classes)
-        return TableResultWriter(tmp, dst, schema, names)
-    header = header_line(options.proba, options.class_names, classes)
-    seconds = options.checkpoint_seconds
-    return CsvResultWriter(tmp, dst, header, names, journal, start, seconds)
+@dataclass(frozen=True)
+class _Job:
+    """One input scored into one staged output: what the three stages share."""
+
+    src: Any  # a path, '-' or a binary stream
+    tmp: Path  # the staged temp file the writer fills
+    dst: Path  # the destination the user named (messages, format)
+    model: Predictor
+    options: ScoringOptions
+    journal: Journal | None  # with --resume
+    start: Position | None  # where an interrupted run got to (None: from the first row)
 
 
-def _run(
-    src: Any,
-    tmp: Path,
-    dst: Path,
-    model: Predictor,
-    options: ScoringOptions,
-    journal: Journal | None,
-    start: Position | None,
-) -> int:
+def _writer(job: _Job) -> CsvResultWriter | TableResultWriter:
+    """The writer stage for the destination's format."""
+    classes = job.model.class_names
+    proba, class_names = job.options.proba, job.options.class_names
+    names = classes if class_names else None
+    if table_format(job.dst) != "csv":
+        schema = results_schema(id_type(job.src), proba, class_names, classes)
+        return TableResultWriter(job.tmp, job.dst, schema, names)
+    header = header_line(proba, class_names, classes)
+    seconds = job.options.checkpoint_seconds
+    return CsvResultWriter(job.tmp, job.dst, header, names, job.journal, job.start, seconds)
+
+
+def _run(job: _Job) -> int:
     """Run reader, scorer and writer over one input; returns the rows in the output."""
+    src, model, options, start = job.src, job.model, job.options, job.start
     halt = Halt()
     threads = options.parse_threads or min(PARSE_THREADS.get(model.provider, 1), available_cpus())
     pool = ThreadPoolExecutor(threads, thread_name_prefix="fcls-parse")
     parsed: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + threads)  # keeps the pool busy
     scored: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
     reader = Reader(src, is_table(src), options.chunk_bytes, start, pool)
-    writer = _writer(src, tmp, dst, model, options, journal, start)
+    writer = _writer(job)
     workers = [
         Worker(lambda: reader(parsed, halt), "fcls-reader", halt),
         Worker(lambda: writer(scored, halt), "fcls-writer", halt),
