@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from suite_helpers import E2E_ROWS
 
 from fcls.bench.artifacts import Models, build_models, eval_csv, real_looking_images
 from fcls.bench.backends import (
@@ -22,18 +23,6 @@ from fcls.bench.backends import (
     peer_models,
     torch_backend,
 )
-
-BATCH_SIZES = (1, 64, 256, 1024)
-ROUNDS = {1: 300, 64: 30, 256: 10, 1024: 4}
-E2E_ROWS = int(os.environ.get("FCLS_BENCH_ROWS", "50000"))
-PARSE_ROWS = min(10_000, E2E_ROWS)
-
-
-def timings(benchmark) -> np.ndarray | None:
-    """Per-call seconds of a pedantic run, or None when benchmarking is disabled (no stats)."""
-    if benchmark.stats is None:
-        return None
-    return np.asarray(benchmark.stats.stats.data)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import PARSE_ROWS, timings
+from suite_helpers import PARSE_ROWS, timings
 
 from fcls.bench.artifacts import eval_csv
 from fcls.infer.formats.csvfile import CsvReader

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import BATCH_SIZES, ROUNDS, timings
+from suite_helpers import BATCH_SIZES, ROUNDS, timings
 
 from fcls.bench.backends import MIN_AGREEMENT, PEERS
 from fcls.bench.core import FLOPS_PER_IMAGE
