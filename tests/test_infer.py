@@ -61,6 +61,21 @@ def test_labels_order_and_ids_across_chunks(tmp_path, exported, eval_csv, rows):
     assert '\n"has,comma ""and quotes""",' in out.read_text()  # quoted only where needed
 
 
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_run_batches_equals_one_call(exported, batch_size):
+    """The one batching loop (pipeline and Ray scorers): the same labels and probabilities as
+    one call over all rows, whatever the batch size; no rows gives empty arrays."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(150, 1024), dtype=np.uint8)
+    model = Predictor(exported, "cpu")
+    labels, proba = model.run(pixels, proba=True)
+    got_labels, got_proba = model.run_batches(pixels, batch_size, proba=True)
+    np.testing.assert_array_equal(got_labels, labels)
+    np.testing.assert_allclose(got_proba, proba, rtol=1e-5, atol=1e-6)
+    assert model.run_batches(pixels, batch_size)[1] is None
+    none_labels, none_proba = model.run_batches(pixels[:0], batch_size, proba=True)
+    assert none_labels.shape == (0,) and none_proba is not None and none_proba.shape == (0, 10)
+
+
 def test_same_bytes_whatever_the_chunking(tmp_path, exported, eval_csv):
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
     predict_csv(eval_csv, a, exported, batch_size=1024)

@@ -155,6 +155,18 @@ class Predictor:
             return out.astype(np.int64, copy=False), None
         return out.argmax(axis=1).astype(np.int64), softmax(out) if proba else None
 
+    def run_batches(
+        self, pixels: np.ndarray, batch_size: int, proba: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """`run` over `batch_size` rows at a time (every row is scored alone, so the result
+        does not depend on the batch size): labels (n,) and, with `proba`, (n, classes)."""
+        outs = [
+            self.run(pixels[i : i + batch_size], proba) for i in range(0, len(pixels), batch_size)
+        ] or [self.run(pixels, proba)]
+        labels = np.concatenate([o[0] for o in outs])
+        probs = np.concatenate([o[1] for o in outs if o[1] is not None]) if proba else None
+        return labels, probs
+
     def _run_split(self, feed: np.ndarray, want: str) -> np.ndarray:
         """One slice of the batch per replica session, run concurrently (ORT releases the GIL)."""
         parts = np.array_split(feed, len(self.replicas))

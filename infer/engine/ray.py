@@ -238,17 +238,8 @@ class _Scorer:
         }
 
     def _score(self, ids: np.ndarray, pixels: np.ndarray, pa: Any) -> bytes:
-        labels: list[np.ndarray] = []
-        probs: list[np.ndarray] = []
-        for s in range(0, len(pixels), self.batch_size):
-            lab, pr = self.predictor.run(pixels[s : s + self.batch_size], self.proba)
-            labels.append(lab)
-            if pr is not None:
-                probs.append(pr)
-        proba = np.concatenate(probs) if self.proba else None
-        return format_rows(
-            pa.array(list(ids), pa.string()), np.concatenate(labels), proba, self.names
-        )
+        labels, proba = self.predictor.run_batches(pixels, self.batch_size, self.proba)
+        return format_rows(pa.array(list(ids), pa.string()), labels, proba, self.names)
 
 
 def _init_ray(address: str | None) -> Any:

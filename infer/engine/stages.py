@@ -196,12 +196,8 @@ class Scorer:
 
     def score(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray | None]:
         """Labels (n,) and probabilities (n, classes); a model failure is a ModelError."""
-        step = self.batch_size
         try:
-            outs = [
-                self.predictor.run(chunk.pixels[i : i + step], self.proba)
-                for i in range(0, len(chunk), step)
-            ]
+            return self.predictor.run_batches(chunk.pixels, self.batch_size, self.proba)
         except FclsError:
             raise
         except Exception as e:
@@ -210,9 +206,6 @@ class Scorer:
                 f"{self.predictor.path}: inference failed on the block of {self.name} starting "
                 f"at line {chunk.start} ({type(e).__name__}: {first})"
             ) from None
-        labels = np.concatenate([o[0] for o in outs])
-        probs = np.concatenate([o[1] for o in outs if o[1] is not None]) if self.proba else None
-        return labels, probs
 
 
 class CsvResultWriter:
