@@ -27,7 +27,7 @@ import pyarrow as pa
 from ..common.errors import FclsError, ModelError
 from ..common.output import output_errors
 from ..formats.chunk import Chunk
-from ..formats.csvfile import BlockParser, LineInput, open_source, source_name
+from ..formats.csvfile import CsvReader
 from ..formats.results import RESULT_GROUP_ROWS, format_rows, results_batch
 from ..formats.sources import open_chunks
 from ..formats.tables import TableWriter
@@ -151,20 +151,12 @@ class Reader:
         put(out, DONE, halt)
 
     def _csv(self) -> Iterator[Parsed]:
-        stream, owned = open_source(self.src)
-        try:
-            lines = LineInput(stream, source_name(self.src))
-            parser = _block_parser(lines)
-            line = 2
-            if self.start is not None:  # skip what the interrupted run wrote
-                lines.skip_to(self.start.input_offset, self.start.line)
-                line = self.start.line
-            for block in lines.blocks(self.chunk_bytes, line):
-                future = self.pool.submit(parser.parse, block.data, block.line)
-                yield Parsed(future, block.end_offset, block.end_line)
-        finally:
-            if owned:
-                stream.close()
+        start = self.start  # skip what the interrupted run wrote
+        where = None if start is None else (start.input_offset, start.line)
+        reader = CsvReader(self.src, "unlabelled", self.chunk_bytes, start=where)
+        for parser, block in reader.blocks():
+            future = self.pool.submit(parser.parse, block.data, block.line)
+            yield Parsed(future, block.end_offset, block.end_line)
 
     def _table(self) -> Iterator[Parsed]:
         """Parquet / Arrow IPC chunks, read here, as parsed blocks (never resumed)."""
@@ -172,10 +164,6 @@ class Reader:
             done: Future[Chunk | None] = Future()
             done.set_result(chunk)
             yield Parsed(done, 0, chunk.start + len(chunk))
-
-
-def _block_parser(lines: LineInput) -> BlockParser:
-    return BlockParser(lines.header("unlabelled"), "unlabelled", lines.name)
 
 
 class Scorer:

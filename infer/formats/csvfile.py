@@ -221,22 +221,8 @@ class CsvReader:
         self.header: list[str] = []
 
     def __iter__(self) -> Iterator[Chunk]:
-        stream, owned = open_source(self.src)
-        try:
-            yield from self._chunks(LineInput(stream, self.name))
-        finally:
-            if owned:
-                stream.close()
-
-    def _chunks(self, lines: LineInput) -> Iterator[Chunk]:
-        self.header = lines.header(self.kind)
-        parser = BlockParser(self.header, self.kind, self.name, self.use_threads)
-        line = 2
-        if self.start is not None:
-            lines.skip_to(*self.start)
-            line = self.start[1]
         remaining = self.limit
-        for block in lines.blocks(self.chunk_bytes, line, self.end):
+        for parser, block in self.blocks():
             chunk = parser.parse(block.data, block.line)
             if chunk is not None:
                 if remaining is not None:
@@ -245,6 +231,24 @@ class CsvReader:
                 yield chunk
             if remaining is not None and remaining <= 0:
                 return  # before reading another block
+
+    def blocks(self) -> Iterator[tuple[BlockParser, LineBlock]]:
+        """The header checked, then the unparsed blocks with this file's parser, for callers
+        that parse elsewhere (the pipeline parses them on a pool of threads)."""
+        stream, owned = open_source(self.src)
+        try:
+            lines = LineInput(stream, self.name)
+            self.header = lines.header(self.kind)
+            parser = BlockParser(self.header, self.kind, self.name, self.use_threads)
+            line = 2
+            if self.start is not None:
+                lines.skip_to(*self.start)
+                line = self.start[1]
+            for block in lines.blocks(self.chunk_bytes, line, self.end):
+                yield parser, block
+        finally:
+            if owned:
+                stream.close()
 
 
 def _head(chunk: Chunk, n: int) -> Chunk:
