@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcls.infer.common.drift import PROFILE_KEY, Profile
 from fcls.infer.common.errors import ConfigError, FclsError, ParityError, ProviderError
 from fcls.infer.common.modelfile import VARIANT_TAGS, variant_path
 from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
@@ -22,6 +23,7 @@ from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
 from .gatedata import GateData, load_gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
 from .parity import ParityResult, check_parity, reference_logits
+from .profile import build_profile
 from .variants import (
     check_fp16_initializers,
     check_fp16_ranges,
@@ -47,6 +49,7 @@ class ExportResult:
     accuracy: dict[str, float] = field(default_factory=dict)  # held-out accuracy per variant
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    profile: Profile | None = None  # the reference profile recorded in every model written
 
 
 VARIANTS = tuple(VARIANT_TAGS.values())
@@ -111,12 +114,16 @@ def export_onnx(
             check_fp16_ranges(ckpt.model, gate.calibration[: config.calibration_rows])
         parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
         reference = reference_logits(ckpt.model, parity_pixels)
+        heldout_ref = reference_logits(ckpt.model, gate.heldout)
+        profile = _profile(ckpt, gate, heldout_ref, log)
         opset = config.opset or default_opset()
-        result = _export_fp32(ckpt, dest, opset, config, parity_pixels, reference, staging, log)
+        result = _export_fp32(
+            ckpt, dest, opset, config, parity_pixels, reference, staging, log, profile
+        )
         _remove_stale_variants(dest, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
-        _variants(ckpt, dest, config, gate, result, staging, log)
+        _variants(ckpt, dest, config, gate, heldout_ref, result, staging, log)
         _write_parity_json(dest, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -131,6 +138,7 @@ def _export_fp32(
     reference: np.ndarray,
     staging: OutputSet,
     log: Log,
+    profile: Profile | None = None,
 ) -> ExportResult:
     """Try the dynamo exporter, then TorchScript; keep the first that lints and passes parity."""
     failures: list[str] = []
@@ -163,7 +171,7 @@ def _export_fp32(
         if not dynamic.passed:
             failures.append(f"{exporter}: {dynamic.summary()}")
             continue
-        result = ExportResult(dest, exporter, written, parity, dynamic)
+        result = ExportResult(dest, exporter, written, parity, dynamic, profile=profile)
         set_metadata(tmp, _metadata(ckpt, result, "fp32"))
         staging.commit(dest)
         return result
@@ -190,7 +198,31 @@ def _metadata(
         "opset": result.opset,
         "exporter": result.exporter,
         "parity": parity.to_dict(),
+        **({PROFILE_KEY: result.profile.to_json()} if result.profile else {}),
     }
+
+
+def _profile(ckpt: Checkpoint, gate: GateData, heldout: np.ndarray, log: Log) -> Profile | None:
+    """The reference profile of the held-out rows (None without real ones), said in one line."""
+    profile = build_profile(ckpt.model, gate, heldout)
+    if profile is None:
+        log("notice: no drift profile: the gates have no real images (--data adds them)")
+        return None
+    cal = profile.calibration or {}
+    held = cal.get("heldout")
+    figures = (
+        f"; held-out ECE {held['ece']['before']:.4f} -> {held['ece']['after']:.4f}, "
+        f"NLL {held['nll']['before']:.4f} -> {held['nll']['after']:.4f}"
+        if held
+        else ""
+    )
+    fitted = (
+        f"temperature {profile.temperature:.3f} fitted on {cal['fitted_on']}{figures}"
+        if cal
+        else "no labelled rows: probabilities left uncalibrated"
+    )
+    log(f"profile: {profile.rows} held-out rows of {gate.source}; {fitted}")
+    return profile
 
 
 def _write_parity_json(dest: Path, result: ExportResult) -> None:
@@ -202,6 +234,12 @@ def _write_parity_json(dest: Path, result: ExportResult) -> None:
         "fp32_dynamic_batch": result.dynamic_batch.to_dict(),
         "variants": {k: v.to_dict() for k, v in result.variant_parity.items()},
         "heldout_accuracy": result.accuracy,
+        "calibration": result.profile.calibration if result.profile else None,
+        "drift_profile": (
+            {"rows": result.profile.rows, "source": result.profile.source}
+            if result.profile
+            else None
+        ),
         "notices": result.notices,
     }
     atomic_write_text(
@@ -218,12 +256,12 @@ def _variants(
     dest: Path,
     config: ExportConfig,
     gate: GateData,
+    heldout_ref: np.ndarray,
     result: ExportResult,
     staging: OutputSet,
     log: Log,
 ) -> None:
     """Build, gate and publish each requested variant; a failed gate raises after cleanup."""
-    heldout_ref = reference_logits(ckpt.model, gate.heldout)
     acc = _accuracy(heldout_ref, gate.heldout_labels)
     if acc is not None:
         result.accuracy["fp32"] = acc

@@ -29,6 +29,8 @@ class GateData:
     heldout_labels: np.ndarray | None  # (H,) int64 where the data has labels
     note: str  # how the held-out rows were chosen
     real: bool = True  # False: random images only, fit for fp32 parity, never for int8
+    val: np.ndarray | None = None  # (V, 1024) uint8 validation rows: calibration is fitted here
+    val_labels: np.ndarray | None = None  # (V,) int64
 
     def parity_set(self, n_real: int, seed: int = 0) -> np.ndarray:
         """Held-out real images followed by as many random uint8 images."""
@@ -41,7 +43,15 @@ def _from_labelled(
     pixels: np.ndarray, labels: np.ndarray, split_seed: int, source: str, note: str
 ) -> GateData:
     parts = split(pixels, labels, seed=split_seed)
-    return GateData(source, parts.x_train, parts.x_test, parts.y_test, note)
+    return GateData(
+        source,
+        parts.x_train,
+        parts.x_test,
+        parts.y_test,
+        note,
+        val=parts.x_val,
+        val_labels=parts.y_val,
+    )
 
 
 def _random(reason: str, rows: int = 1024, seed: int = 2) -> GateData:
@@ -118,5 +128,7 @@ def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: 
             gate.heldout[:eval_rows],
             None if gate.heldout_labels is None else gate.heldout_labels[:eval_rows],
             note,
+            val=None if gate.val is None else gate.val[:eval_rows],
+            val_labels=None if gate.val_labels is None else gate.val_labels[:eval_rows],
         )
     return gate

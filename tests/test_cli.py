@@ -423,7 +423,7 @@ def test_readme_synopses_match_the_options():
         assert synopses, f"no synopsis for {name}"
         named = set(re.findall(r"(?<![\w-])(--?[a-zA-Z][a-z0-9-]*)", " ".join(synopses)))
         options = [p for p in command.params if isinstance(p, click.Option) and not p.hidden]
-        spellings = {o for p in options for o in p.opts}
+        spellings = {o for p in options for o in (*p.opts, *p.secondary_opts)}
         assert named - spellings == set(), f"{name}: README names options it lacks"
         missing = [p.opts for p in options if "--help" not in p.opts and not set(p.opts) & named]
         assert missing == [], f"{name}: options missing from its README synopsis"

@@ -289,15 +289,15 @@ def test_truncated_gzip_names_the_problem(tmp_path, eval_csv, exported):
 
 def test_interrupt_leaves_no_partial_output(tmp_path, exported, eval_csv, monkeypatch):
     calls = {"n": 0}
-    real_run = Predictor.run
+    real_run = Predictor._fetch
 
-    def interrupted(self, pixels, proba=False):
+    def interrupted(self, pixels, *args):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_run(self, pixels, proba)
+        return real_run(self, pixels, *args)
 
-    monkeypatch.setattr(Predictor, "run", interrupted)
+    monkeypatch.setattr(Predictor, "_fetch", interrupted)
     out = tmp_path / "results.csv"
     result = CliRunner().invoke(
         main, [str(eval_csv), "--model", str(exported), "-o", str(out), "--batch-size", "16"]

@@ -26,6 +26,7 @@ from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.common.output import TEMP_SUFFIX
 from fcls.infer.engine import stages
+from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_files
 from fcls.infer.engine.resume import Journal, Position, resume_paths
 from fcls.infer.formats.csvfile import write_eval_csv
@@ -573,12 +574,13 @@ def test_scorer_alone_counts_rows_and_names_a_model_failure(tiny, monkeypatch):
     from fcls.infer.formats.chunk import Chunk
 
     chunk = Chunk(pixels(50), None, None, start=7)
-    scorer = stages.Scorer(Predictor(tiny, "cpu", 1), 16, True, "in.csv", rows=10)
+    options = ScoringOptions(batch_size=16, proba=True)
+    scorer = stages.Scorer(Predictor(tiny, "cpu", 1), options, "in.csv", rows=10)
     block = scorer(chunk, 123, 57)
-    assert block.labels is not None and block.labels.shape == (50,)
-    assert block.probs is not None and block.probs.shape == (50, 10)
+    assert block.scores is not None and block.scores.labels.shape == (50,)
+    assert block.scores.probs is not None and block.scores.probs.shape == (50, 10)
     assert block.end == Position(60, 123, 0, 57) and scorer.rows == 60
-    monkeypatch.setattr(Predictor, "run", lambda *a: 1 / 0)
+    monkeypatch.setattr(Predictor, "_fetch", lambda *a: 1 / 0)
     with pytest.raises(ModelError, match=r"block of in\.csv starting at line 7"):
         scorer(chunk, 0, 0)
 
@@ -595,8 +597,9 @@ def test_csv_writer_alone_writes_header_rows_and_checkpoints(tmp_path, tiny):
     chunk = Chunk(pixels(3), pa.array(["a", "b", "c"]), None, start=2)
     q: queue.Queue[Any] = queue.Queue()
     labels = np.array([1, 2, 3])
-    q.put(stages.Scored(chunk, labels, None, Position(3, 99, 0, 5)))
-    q.put(stages.Scored(None, None, None, Position(3, 120, 0, 9)))  # blank lines
+    scores = stages.Scores(labels, None, None, None)
+    q.put(stages.Scored(chunk, scores, Position(3, 99, 0, 5)))
+    q.put(stages.Scored(None, None, Position(3, 120, 0, 9)))  # blank lines
     q.put(stages.DONE)
     writer = stages.CsvResultWriter(journal.temp, dest, b"ID,label\n", None, journal, None, 0.0)
     writer(q, stages.Halt())

@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,35 @@ from .kit import CONTEXT, PIPE, Run, scoring_options, standard, version_line
     default=None,
     help="CSV blocks parsed at once. Default: 1 on CPU (the model holds the cores), 2 on CUDA.",
 )
-@click.option("--proba", is_flag=True, help="Add one probability column per class.")
+@click.option(
+    "--proba",
+    is_flag=True,
+    help="Add one probability column per class, calibrated by the model's temperature.",
+)
+@click.option(
+    "--proba-raw",
+    is_flag=True,
+    help="With --proba: plain softmax probabilities, not calibrated.",
+)
 @click.option("--class-names", is_flag=True, help="Write class names instead of indices.")
+@click.option(
+    "--drift/--no-drift",
+    default=None,
+    help="Compare the rows with the model's reference profile: a one-line verdict (ok, "
+    "drift, out-of-distribution) and a JSON report. Default: on when the model has a profile.",
+)
+@click.option(
+    "--drift-report",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the drift report goes. Default: <output stem>.drift.json beside one output, "
+    "DIR/drift.json for several, none with -o -.",
+)
+@click.option(
+    "--flag-ood",
+    is_flag=True,
+    help="Add an ood column: 1 where the row looks unlike the model's reference rows.",
+)
 @click.option(
     "--resume",
     is_flag=True,
@@ -77,7 +104,11 @@ def main(
     threads: int | None,
     parse_threads: int | None,
     proba: bool,
+    proba_raw: bool,
     class_names: bool,
+    drift: bool | None,
+    drift_report: Path | None,
+    flag_ood: bool,
     resume: bool,
     engine: str,
     address: str | None,
@@ -88,11 +119,22 @@ def main(
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
     from ..common.modelfile import find_onnx
     from ..engine.options import ScoringOptions
-    from ..formats.paths import STDIN, STDOUT, check_stdin, expand_inputs, output_paths
+    from ..formats.paths import (
+        STDIN,
+        STDOUT,
+        check_stdin,
+        drift_report_path,
+        expand_inputs,
+        output_paths,
+    )
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
     )
+    if proba_raw and not proba:
+        raise ConfigError("--proba-raw changes the --proba columns: give --proba too")
+    if drift is False and drift_report is not None:
+        raise ConfigError("--drift-report with --no-drift: there is no report to write")
     if engine == "ray":
         _check_ray_options(resume, parse_threads)
     check_stdin(list(inputs))
@@ -111,13 +153,28 @@ def main(
         threads=threads,
         parse_threads=parse_threads,
         proba=proba,
+        proba_raw=proba_raw,
         class_names=class_names,
+        drift=drift,
+        flag_ood=flag_ood,
         progress=run.progress,
         durable=not to_stdout,
     )
+    report = drift_report or drift_report_path(dests, to_stdout)
     sources = [STDIN] if stdin else paths
-    cluster = (address, workers, gpus_per_worker)
-    summaries, seconds = _score(sources, dests, model_path, options, engine, run, resume, cluster)
+    plan = _Plan(
+        sources,
+        dests,
+        model_path,
+        options,
+        engine,
+        resume,
+        report,
+        address,
+        workers,
+        gpus_per_worker,
+    )
+    summaries, seconds = _score(plan, run)
     used = _report(run, sources, summaries, seconds, model_path, model_sha, output, provider)
     if provider == "auto" and summaries:
         from ..engine.session import auto_choice
@@ -126,16 +183,23 @@ def main(
         run.log(auto_choice(used.split()[0]))
 
 
-def _score(
-    sources: list[Any],
-    dests: list[Path],
-    model: Path,
-    options: Any,
-    engine: str,
-    run: Run,
-    resume: bool,
-    cluster: tuple[str | None, int, float],
-) -> tuple[list[Any], float]:
+@dataclass(frozen=True)
+class _Plan:
+    """What one fcls-infer run scores, where it writes, and on which engine."""
+
+    sources: list[Any]
+    dests: list[Path]
+    model: Path
+    options: Any  # ScoringOptions (imported lazily: --help stays light)
+    engine: str
+    resume: bool
+    drift_report: Path | None
+    address: str | None  # --engine ray: the cluster, its workers and their GPUs
+    workers: int
+    gpus_per_worker: float
+
+
+def _score(plan: _Plan, run: Run) -> tuple[list[Any], float]:
     """Run the engine; with -o - (`run.stdout_taken`) into a temp file that is streamed to
     stdout once the whole run succeeded. Returns the summaries and the seconds it took."""
     t0 = time.perf_counter()
@@ -143,13 +207,11 @@ def _score(
     scratch = tempfile.TemporaryDirectory(prefix="fcls-infer-") if run.stdout_taken else None
     with scratch or contextlib.nullcontext():
         if scratch is not None:
-            dests = [Path(scratch.name) / "results.csv"]
-        summaries = _predict(
-            sources, dests, model, options, engine, run, resume=resume, ray_cluster=cluster
-        )
+            plan = replace(plan, dests=[Path(scratch.name) / "results.csv"])
+        summaries = _predict(plan, run)
         seconds = time.perf_counter() - t0
         if scratch is not None:
-            _stream_to_stdout(dests[0])
+            _stream_to_stdout(plan.dests[0])
             summaries = [replace(s, output="<stdout>") for s in summaries]
     return summaries, seconds
 
@@ -211,6 +273,7 @@ def _report(
                     "output": s.output,
                     "rows": s.rows,
                     "resumed": s.resumed,
+                    "drift": s.drift["verdict"] if s.drift else None,
                     "seconds": round(s.seconds, 4),
                     "rows_per_s": round(s.rows_per_s, 1),
                 }
@@ -223,37 +286,36 @@ def _report(
     return used
 
 
-def _predict(
-    sources: list[Any],
-    dests: list[Path],
-    model: Path,
-    options: Any,
-    engine: str,
-    run: Run,
-    *,
-    resume: bool,
-    ray_cluster: tuple[str | None, int, float],
-) -> list[Any]:
-    """Run one engine over the inputs; returns its per-file Summary list.
-    `ray_cluster`: address, workers and GPUs per worker of --engine ray."""
-    if engine == "ray":
+def _predict(plan: _Plan, run: Run) -> list[Any]:
+    """Run one engine over the inputs; returns its per-file Summary list."""
+    if plan.engine == "ray":
         from ..engine.ray import predict_csv_ray
 
-        address, workers, gpus_per_worker = ray_cluster
         # one input: the destination file itself; several: their common directory + '/'
+        dests = plan.dests
         out = str(dests[0]) if len(dests) == 1 else f"{dests[0].parent}/"
         return predict_csv_ray(
-            [str(s) for s in sources],
+            [str(s) for s in plan.sources],
             out,
-            model,
-            options,
-            address=address,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
+            plan.model,
+            plan.options,
+            address=plan.address,
+            workers=plan.workers,
+            gpus_per_worker=plan.gpus_per_worker,
+            drift_report=plan.drift_report,
+            log=run.log,
         )
     from ..engine.pipeline import predict_files
 
-    return predict_files(sources, dests, model, options, resume=resume, log=run.log)
+    return predict_files(
+        plan.sources,
+        plan.dests,
+        plan.model,
+        plan.options,
+        resume=plan.resume,
+        log=run.log,
+        drift_report=plan.drift_report,
+    )
 
 
 def _stdout() -> Any:

@@ -21,10 +21,13 @@ from ..formats.csvfile import DEFAULT_CHUNK_BYTES
 CHECKPOINT_SECONDS = 2.0
 
 RESUME = "resume"  # metadata key: the field changes output bytes; value: its name in a refusal
+# metadata key: a field added after journals existed, recorded only when it differs from its
+# default, so a journal written before it was added still resumes
+WHEN_SET = "when_set"
 
 
-def _output(words: str) -> Any:
-    return {RESUME: words}
+def _output(words: str, when_set: bool = False) -> Any:
+    return {RESUME: words, WHEN_SET: when_set}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +40,19 @@ class ScoringOptions:
     process may use); `parse_threads`: CSV blocks parsed at once (None: by provider);
     `progress`: a bar on stderr (None: when stderr is a terminal); `chunk_bytes`: bytes of input
     per CSV block; `durable`: fsync outputs before renaming them into place;
-    `checkpoint_seconds`: the least time between two resume checkpoints.
+    `checkpoint_seconds`: the least time between two resume checkpoints; `proba_raw`: plain
+    softmax probabilities, not divided by the model's calibration temperature; `flag_ood`: an
+    `ood` column (1: the row's OOD score is beyond the reference's tail); `drift`: compare the
+    rows with the model's reference profile (None: when the model carries one).
     """
 
     # the fields with RESUME metadata, in the order a refusal checks them
     proba: bool = field(default=False, metadata=_output("option --proba"))
     class_names: bool = field(default=False, metadata=_output("option --class-names"))
     provider: str = field(default="auto", metadata=_output("execution provider"))
+    proba_raw: bool = field(default=False, metadata=_output("option --proba-raw", when_set=True))
+    flag_ood: bool = field(default=False, metadata=_output("option --flag-ood", when_set=True))
+    drift: bool | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
     parse_threads: int | None = None
@@ -72,7 +81,12 @@ class ScoringOptions:
     def identity(self, **resolved: Any) -> dict[str, Any]:
         """The output-changing fields as a resume journal records them (`options.<name>`);
         `resolved` replaces a requested value by the one in use (provider auto -> cpu)."""
-        return {f.name: resolved.get(f.name, getattr(self, f.name)) for f in output_fields()}
+        found = {f.name: resolved.get(f.name, getattr(self, f.name)) for f in output_fields()}
+        return {
+            f.name: found[f.name]
+            for f in output_fields()
+            if not f.metadata[WHEN_SET] or found[f.name] != f.default
+        }
 
 
 def output_fields() -> list[Any]:

@@ -13,18 +13,22 @@ temp name with a journal, so a killed run continues where its output was last du
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
+from ..common.drift import DriftRule, drift_line, drift_report
 from ..common.errors import ConfigError
-from ..common.output import OutputSet
+from ..common.output import OutputSet, output_errors
 from ..common.system import available_cpus, file_sha256
 from ..formats.csvfile import source_name
 from ..formats.paths import check_outputs, is_stdin
@@ -43,6 +47,7 @@ from .stages import (
     Scorer,
     TableResultWriter,
     Worker,
+    checks_drift,
     get,
     put,
     result,
@@ -70,6 +75,8 @@ class Summary:
     model: str
     output: str
     resumed: int = 0  # rows an interrupted run had already written (--resume)
+    drift_counts: tuple[int, ...] | None = None  # when drift was checked (common.drift)
+    drift: dict[str, Any] | None = None  # this file's drift verdict and figures
 
     @property
     def rows_per_s(self) -> float:
@@ -125,6 +132,7 @@ def predict_files(
     *,
     resume: bool = False,
     log: Log | None = None,
+    drift_report: Path | None = None,
     **fields: Any,
 ) -> list[Summary]:
     """Score several files with one session; the outputs appear only if every file succeeded.
@@ -132,14 +140,17 @@ def predict_files(
     With `resume`, each output is written to a stable temp name with a journal, a run that was
     killed continues after its last checkpoint, and a failed run leaves them for the next try.
     Without it, files that killed runs left for these destinations are removed first.
-    `log` receives one-line notices (leftovers removed, resume position).
+    `log` receives one-line notices (leftovers removed, resume position, the drift verdict).
+    When drift is checked (`options.drift`), each Summary carries its file's verdict and
+    `drift_report` (if given) receives the run's report (JSON), with the outputs.
     """
     opts = ScoringOptions.of(options, **fields)
     say = log or (lambda _: None)
     destinations = [Path(d) for d in destinations]
     model_path = model.path if isinstance(model, Predictor) else Path(model)
     files = [Path(s) for s in sources if not _is_stream(s)]
-    check_outputs(files, destinations, model_path)  # before anything is read or written
+    extra = [Path(drift_report)] if drift_report is not None else []
+    check_outputs(files, [*destinations, *extra], model_path)  # before anything is touched
     if resume:
         _check_resumable(sources, destinations)
     for dst in destinations:
@@ -153,6 +164,7 @@ def predict_files(
         try:
             if not isinstance(model, Predictor):
                 model = Predictor(model, opts.provider, opts.threads, spinning=False)
+            check_profile(model, opts, say)
             model_sha = file_sha256(model.path) if resume else ""
             summaries = []
             for src, dst in zip(sources, destinations):
@@ -162,6 +174,9 @@ def predict_files(
                     journals.append(journal)
                 tmp = outputs.stage(dst, journal.temp if journal else None)
                 summaries.append(_score_file(src, tmp, dst, model, opts, journal, say))
+            if checks_drift(model, opts):
+                names = [source_name(s) for s in sources]
+                summaries = report_drift(model, names, summaries, drift_report, outputs, say)
             outputs.commit_all()
         except BaseException:
             for journal in journals:  # keep the partial outputs and journals for --resume
@@ -171,6 +186,41 @@ def predict_files(
     for journal in journals:
         journal.remove()
     return summaries
+
+
+def check_profile(model: Predictor, options: ScoringOptions, say: Log) -> None:
+    """Refuse --flag-ood for a model without a profile, and say --drift goes unchecked."""
+    if model.profile is not None:
+        return
+    if options.flag_ood:
+        raise ConfigError(f"--flag-ood: {model.path}: {model.profile_note}")
+    if options.drift:  # asked for; by default a model without a profile goes unmentioned
+        say(f"drift: not checked: {model.path.name}: {model.profile_note}")
+
+
+def report_drift(
+    model: Predictor,
+    names: list[str],
+    summaries: list[Summary],
+    report_path: Path | None,
+    outputs: OutputSet,
+    say: Log,
+) -> list[Summary]:
+    """Judge each file's and the run's drift counts, stage the report at `report_path`, say
+    the verdict in one line; returns the summaries with their file's verdict."""
+    profile = model.profile
+    assert profile is not None
+    files = []
+    for name, summary in zip(names, summaries):
+        counts = profile.check_counts(summary.drift_counts)
+        files.append((name, counts if counts is not None else profile.empty()))
+    report = drift_report(profile, model.path.name, files, DriftRule())
+    if report_path is not None:
+        temp = outputs.stage(report_path)
+        with output_errors(report_path):
+            temp.write_text(json.dumps(report, indent=2) + "\n")
+    say(drift_line(report, str(report_path) if report_path else None))
+    return [replace(s, drift=f) for s, f in zip(summaries, report["files"])]
 
 
 def _check_resumable(sources: list[Any], destinations: list[Path]) -> None:
@@ -217,11 +267,27 @@ def _score_file(
             say(f"nothing to resume for {dst}: starting from the first row")
         else:
             say(f"resuming {dst} after row {start.rows} (line {start.line} of {source_name(src)})")
+    drift = _drift_start(model, options, start, say)
     t0 = time.perf_counter()
-    rows = _run(_Job(src, tmp, dst, model, options, journal, start))
+    rows, counts = _run(_Job(src, tmp, dst, model, options, journal, start), drift)
     seconds = time.perf_counter() - t0
     resumed = start.rows if start is not None else 0
-    return Summary(rows, seconds, model.provider, model.path.name, str(dst), resumed)
+    kept = None if counts is None else tuple(counts.tolist())
+    return Summary(rows, seconds, model.provider, model.path.name, str(dst), resumed, kept)
+
+
+def _drift_start(
+    model: Predictor, options: ScoringOptions, start: Position | None, say: Log
+) -> np.ndarray | None:
+    """The drift counts a resumed run starts from: the interrupted run's, from its journal."""
+    if start is None or not checks_drift(model, options) or model.profile is None:
+        return None
+    counts = model.profile.check_counts(start.drift)
+    if counts is None:
+        say(
+            f"drift: the interrupted run kept no drift counts: the report covers rows after {start.rows}"
+        )
+    return counts
 
 
 @dataclass(frozen=True)
@@ -243,15 +309,16 @@ def _writer(job: _Job) -> CsvResultWriter | TableResultWriter:
     proba, class_names = job.options.proba, job.options.class_names
     names = classes if class_names else None
     if table_format(job.dst) != "csv":
-        schema = results_schema(id_type(job.src), proba, class_names, classes)
+        schema = results_schema(id_type(job.src), proba, class_names, classes, job.options.flag_ood)
         return TableResultWriter(job.tmp, job.dst, schema, names)
-    header = header_line(proba, class_names, classes)
+    header = header_line(proba, class_names, classes, job.options.flag_ood)
     seconds = job.options.checkpoint_seconds
     return CsvResultWriter(job.tmp, job.dst, header, names, job.journal, job.start, seconds)
 
 
-def _run(job: _Job) -> int:
-    """Run reader, scorer and writer over one input; returns the rows in the output."""
+def _run(job: _Job, drift: np.ndarray | None) -> tuple[int, np.ndarray | None]:
+    """Run reader, scorer and writer over one input, the drift counts starting at `drift`;
+    returns the rows in the output and the drift counts (None when drift is not checked)."""
     src, model, options, start = job.src, job.model, job.options, job.start
     halt = Halt()
     threads = options.parse_threads or min(PARSE_THREADS.get(model.provider, 1), available_cpus())
@@ -266,7 +333,7 @@ def _run(job: _Job) -> int:
     ]
     for t in workers:
         t.start()
-    scorer = Scorer(model, options.batch_size, options.proba, source_name(src), _rows(start))
+    scorer = Scorer(model, options, source_name(src), _rows(start), drift)
     bar = _progress(options.progress, src, start)
     try:
         _score_all(scorer, parsed, scored, halt, bar)
@@ -282,7 +349,9 @@ def _run(job: _Job) -> int:
             bar.close()
     if halt.error is not None:
         raise halt.error
-    return scorer.rows
+    if scorer.drift is None and checks_drift(model, options) and model.profile is not None:
+        scorer.drift = model.profile.empty()  # a file of no rows
+    return scorer.rows, scorer.drift
 
 
 def _rows(start: Position | None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..common.drift import PROFILE_KEY, Profile
 from ..common.errors import ModelError, ProviderError
 from ..common.modelfile import VARIANT_TAGS, check_onnx
 from ..common.numeric import softmax
@@ -127,6 +128,12 @@ class Predictor:
         names = json.loads(meta["class_names"]) if "class_names" in meta else None
         self.class_names: list[str] = names or [str(i) for i in range(int(n_classes))]
         check_sibling(self.path, meta)
+        self.profile, self.profile_note = _read_profile(meta)
+
+    @property
+    def temperature(self) -> float:
+        """What calibrated probabilities divide the logits by (1.0 without a profile)."""
+        return self.profile.temperature if self.profile is not None else 1.0
 
     def _feed(self, pixels: np.ndarray) -> np.ndarray:
         if pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != N_PIXELS:
@@ -137,35 +144,55 @@ class Predictor:
             return pixels.reshape(-1, 1, 32, 32).astype(np.float32)
         return np.ascontiguousarray(pixels)
 
-    def run(self, pixels: np.ndarray, proba: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (n,) int64 and, with `proba`, probabilities (n, classes) float32."""
-        if len(pixels) == 0:
-            empty = np.empty((0, len(self.class_names)), np.float32)
-            return np.empty(0, np.int64), empty if proba else None
+    def _fetch(self, pixels: np.ndarray, want: str) -> np.ndarray:
+        """One output of the graph for (n >= 1, 1024) uint8 rows."""
         feed = self._feed(pixels)
-        # fetch labels only (argmax in the graph) unless probabilities are wanted
-        want = self.logits_name if proba or self.label_name is None else self.label_name
         if self.io_binding:
-            out = self._run_bound(feed, want, self.provider)
-        elif len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
-            out = self._run_split(feed, want)
-        else:
-            (out,) = self.session.run([want], {self.input_name: feed})
-        if want == self.label_name:
-            return out.astype(np.int64, copy=False), None
-        return out.argmax(axis=1).astype(np.int64), softmax(out) if proba else None
+            return self._run_bound(feed, want, self.provider)
+        if len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
+            return self._run_split(feed, want)
+        return self.session.run([want], {self.input_name: feed})[0]
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw logits (n, classes) float32 for (n, 1024) uint8 rows."""
+        if len(pixels) == 0:
+            self._feed(pixels)  # the same refusal of a wrong array as a non-empty one
+            return np.empty((0, len(self.class_names)), np.float32)
+        return self._fetch(pixels, self.logits_name)
+
+    def probabilities(self, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """softmax of `logits`, divided first by the profile's temperature when `calibrated`."""
+        return softmax(logits, self.temperature if calibrated else 1.0)
+
+    def run(
+        self, pixels: np.ndarray, proba: bool = False, calibrated: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Labels (n,) int64 and, with `proba`, probabilities (n, classes) float32, calibrated
+        by the model's temperature unless `calibrated` is False."""
+        if len(pixels) == 0 or proba or self.label_name is None:
+            logits = self.logits(pixels)
+            labels = logits.argmax(axis=1).astype(np.int64)
+            return labels, self.probabilities(logits, calibrated) if proba else None
+        # labels only: the argmax in the graph, so only n integers come back
+        return self._fetch(pixels, self.label_name).astype(np.int64, copy=False), None
 
     def run_batches(
-        self, pixels: np.ndarray, batch_size: int, proba: bool = False
+        self, pixels: np.ndarray, batch_size: int, proba: bool = False, calibrated: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`run` over `batch_size` rows at a time (every row is scored alone, so the result
         does not depend on the batch size): labels (n,) and, with `proba`, (n, classes)."""
         outs = [
-            self.run(pixels[i : i + batch_size], proba) for i in range(0, len(pixels), batch_size)
-        ] or [self.run(pixels, proba)]
+            self.run(pixels[i : i + batch_size], proba, calibrated)
+            for i in range(0, len(pixels), batch_size)
+        ] or [self.run(pixels, proba, calibrated)]
         labels = np.concatenate([o[0] for o in outs])
         probs = np.concatenate([o[1] for o in outs if o[1] is not None]) if proba else None
         return labels, probs
+
+    def logits_batches(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+        """`logits` over `batch_size` rows at a time: (n, classes) float32."""
+        outs = [self.logits(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(outs) if outs else self.logits(pixels)
 
     def _run_split(self, feed: np.ndarray, want: str) -> np.ndarray:
         """One slice of the batch per replica session, run concurrently (ORT releases the GIL)."""
@@ -192,8 +219,21 @@ class Predictor:
         """(n,) int64 labels for (n, 1024) uint8 rows."""
         return self.run(pixels)[0]
 
-    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, classes) float32 softmax probabilities for (n, 1024) uint8 rows."""
-        proba = self.run(pixels, proba=True)[1]
-        assert proba is not None
-        return proba
+    def predict_proba(self, pixels: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """(n, classes) float32 probabilities for (n, 1024) uint8 rows: softmax of the logits
+        divided by the model's calibration temperature (not divided: `calibrated=False`)."""
+        return self.probabilities(self.logits(pixels), calibrated)
+
+
+def _read_profile(meta: dict[str, str]) -> tuple[Profile | None, str]:
+    """The model's reference profile, or None and why there is none."""
+    text = meta.get(PROFILE_KEY)
+    if text is None:
+        return None, (
+            "it carries no reference profile (exported by an older fcls, or without real "
+            "data); re-export it with fcls-export"
+        )
+    try:
+        return Profile.from_json(text), ""
+    except ValueError as e:
+        return None, f"its reference profile cannot be used: {e}"

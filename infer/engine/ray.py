@@ -39,8 +39,9 @@ from ..formats.paths import expand_inputs, output_paths
 from ..formats.results import format_rows, header_line
 from ..formats.tables import TableReader, plan_layout, table_format, table_schema
 from .options import ScoringOptions
-from .pipeline import Summary
+from .pipeline import Log, Summary, check_profile, report_drift
 from .predictor import Predictor
+from .stages import checks_drift, score_rows
 
 SHARD_BYTES = 8 << 20  # input bytes of one parse task
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
@@ -204,7 +205,7 @@ class _Scorer:
         # spinning off: the actor shares CPUs with the parse tasks
         self.predictor = Predictor(path, options.provider, options.threads, spinning=False)
         os.unlink(path)  # the session has read it
-        self.batch_size, self.proba = options.batch_size, options.proba
+        self.options = options
         self.names = self.predictor.class_names if options.class_names else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -221,25 +222,30 @@ class _Scorer:
         for k in ("file", "shard", "part"):
             same &= np.diff(keys[k]) == 0
         breaks = np.flatnonzero(~same | (np.diff(keys["row"]) != 1)) + 1
-        out: dict[str, list[Any]] = {k: [] for k in (*PIECE_KEYS, "text", "error")}
+        out: dict[str, list[Any]] = {k: [] for k in (*PIECE_KEYS, "text", "drift", "error")}
         for lo, hi in zip([0, *breaks.tolist()], [*breaks.tolist(), n]):
             marker = part_rows[lo] == 0  # an error or an empty shard: nothing to score
-            text = b"" if marker else self._score(batch["id"][lo:hi], pixels[lo:hi], pa)
+            text, drift = (
+                (b"", b"") if marker else self._score(batch["id"][lo:hi], pixels[lo:hi], pa)
+            )
             for k in ("file", "shard", "part", "row"):
                 out[k].append(keys[k][lo])
             out["rows"].append(0 if marker else hi - lo)
             out["part_rows"].append(part_rows[lo])
             out["last"].append(last[lo])
             out["text"].append(text)
+            out["drift"].append(drift)
             out["error"].append(errors[lo])
         return {
-            k: np.asarray(v, dtype=object if k in ("text", "error") else np.int64)
+            k: np.asarray(v, dtype=object if k in ("text", "drift", "error") else np.int64)
             for k, v in out.items()
         }
 
-    def _score(self, ids: np.ndarray, pixels: np.ndarray, pa: Any) -> bytes:
-        labels, proba = self.predictor.run_batches(pixels, self.batch_size, self.proba)
-        return format_rows(pa.array(list(ids), pa.string()), labels, proba, self.names)
+    def _score(self, ids: np.ndarray, pixels: np.ndarray, pa: Any) -> tuple[bytes, bytes]:
+        """The rows' CSV text and their drift counts (int64 bytes; b"" when not checked)."""
+        s = score_rows(self.predictor, pixels, self.options)
+        text = format_rows(pa.array(list(ids), pa.string()), s.labels, s.probs, self.names, s.ood)
+        return text, b"" if s.drift is None else s.drift.tobytes()
 
 
 def _init_ray(address: str | None) -> Any:
@@ -280,15 +286,19 @@ def predict_csv_ray(
     workers: int = 1,
     gpus_per_worker: float = 0.0,
     shard_bytes: int = SHARD_BYTES,
+    drift_report: Path | None = None,
+    log: Log | None = None,
     **fields: Any,
 ) -> list[Summary]:
     """Score every input on Ray Data; one Summary per input (seconds: the whole run).
 
-    `options` (or its fields as keywords: provider, batch_size, threads, proba, class_names)
-    as for the local pipeline; `address`: the Ray cluster (None: a private local one);
-    `workers`: scoring actors, each with `gpus_per_worker` GPUs; `shard_bytes`: input bytes
-    per parse task.
+    `options` (or its fields as keywords: provider, batch_size, threads, proba, class_names,
+    drift, flag_ood, proba_raw) as for the local pipeline; `address`: the Ray cluster (None: a
+    private local one); `workers`: scoring actors, each with `gpus_per_worker` GPUs;
+    `shard_bytes`: input bytes per parse task; `drift_report` and `log` as for
+    `predict_files` (the workers' drift counts are added up here).
     """
+    say = log or (lambda _: None)
     t0 = time.perf_counter()
     opts = ScoringOptions.of(options, **fields)
     use = _worker_provider(opts.provider, gpus_per_worker)
@@ -301,18 +311,26 @@ def predict_csv_ray(
             "Parquet/Arrow output, or convert the CSV results with fcls-convert"
         )
     # fail fast on a bad model, and on a provider the driver cannot run
-    names = Predictor(model, use, 1).class_names
+    driver = Predictor(model, use, 1)
+    check_profile(driver, opts, say)
     plans = [plan_shards(i, p, shard_bytes)[1] for i, p in enumerate(paths)]
     cluster = _Cluster(address, workers, gpus_per_worker, use)
+    engine = f"{use} (ray x{workers})"
     with OutputSet() as outputs:
         temps = [outputs.stage(d) for d in dests]
-        header = header_line(opts.proba, opts.class_names, names)
+        header = header_line(opts.proba, opts.class_names, driver.class_names, opts.flag_ood)
         with _OrderedWriter(temps, dests, [len(p) for p in plans], header) as writer:
             _run([s for plan in plans for s in plan], writer, model, cluster, opts)
+        seconds = time.perf_counter() - t0
+        summaries = [
+            Summary(n, seconds, engine, model.name, str(d), drift_counts=c)
+            for n, d, c in zip(writer.rows, dests, writer.drift_counts())
+        ]
+        if checks_drift(driver, opts):
+            names = [str(p) for p in paths]
+            summaries = report_drift(driver, names, summaries, drift_report, outputs, say)
         outputs.commit_all()
-    seconds = time.perf_counter() - t0
-    engine = f"{use} (ray x{workers})"
-    return [Summary(n, seconds, engine, model.name, str(d)) for n, d in zip(writer.rows, dests)]
+    return summaries
 
 
 Place = tuple[int, int, int]  # (shard, part, row): where a piece goes in its file
@@ -334,6 +352,7 @@ class _OrderedWriter:
         self.heads: list[Place] = [(0, 0, 0)] * len(temps)
         self.waiting: list[dict[Place, dict[str, Any]]] = [{} for _ in temps]
         self.rows = [0] * len(temps)
+        self.drift: list[np.ndarray | None] = [None] * len(temps)  # counts of the rows written
         self.open: dict[int, BinaryIO] = {}
         self.buffered = self.peak = 0
         self.error: tuple[int, Place, str] | None = None  # the first bad row seen so far
@@ -383,6 +402,16 @@ class _OrderedWriter:
                 self._file(i)
             self._close(i)
 
+    def _add_drift(self, file: int, counts: bytes) -> None:
+        if counts:
+            found = np.frombuffer(counts, np.int64)
+            now = self.drift[file]
+            self.drift[file] = found.copy() if now is None else now + found
+
+    def drift_counts(self) -> list[tuple[int, ...] | None]:
+        """Per file, the drift counts of its rows (None when drift was not checked)."""
+        return [None if c is None else tuple(c.tolist()) for c in self.drift]
+
     def complete(self, file: int) -> bool:
         """Whether every shard of `file` has been written."""
         return self.heads[file][0] >= self.shards[file]
@@ -400,6 +429,7 @@ class _OrderedWriter:
                 with output_errors(self.dests[file]):
                     self._file(file).write(piece["text"])
                 self.rows[file] += rows
+                self._add_drift(file, piece["drift"])
             row += rows
             if row >= int(piece["part_rows"]):
                 shard, part, row = (shard + 1, 0, 0) if piece["last"] else (shard, part + 1, 0)

@@ -61,6 +61,8 @@ class Position:
     input_offset: int  # bytes of the (decompressed) input consumed, header included
     output_offset: int  # bytes of the output written, header included
     line: int  # file line of the next input row
+    # the drift counts of the rows so far (common.drift), so a resumed run's report covers all
+    drift: tuple[int, ...] | None = None
 
 
 # journal key -> the words a refusal uses for it (the options': from ScoringOptions' fields)

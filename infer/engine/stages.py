@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +31,7 @@ from ..formats.csvfile import CsvReader
 from ..formats.results import RESULT_GROUP_ROWS, format_rows, results_batch
 from ..formats.sources import open_chunks
 from ..formats.tables import TableWriter
+from .options import ScoringOptions
 from .predictor import Predictor
 from .resume import Journal, Position
 
@@ -113,12 +114,46 @@ class Parsed:
 
 
 @dataclass(frozen=True)
+class Scores:
+    """What the model said of a block of rows."""
+
+    labels: np.ndarray  # (n,) int64
+    probs: np.ndarray | None  # (n, classes) float32 with --proba
+    ood: np.ndarray | None  # (n,) bool with --flag-ood
+    drift: np.ndarray | None  # the block's drift counts (common.drift) when drift is checked
+
+
+def checks_drift(predictor: Predictor, options: ScoringOptions) -> bool:
+    """Whether a run counts drift: asked for, or not refused and the model has a profile."""
+    return options.drift is not False and predictor.profile is not None
+
+
+def score_rows(predictor: Predictor, pixels: np.ndarray, options: ScoringOptions) -> Scores:
+    """Labels, and what `options` asks for besides, of (n, 1024) uint8 rows: the one scoring
+    step of the local pipeline and the Ray engine."""
+    drift = checks_drift(predictor, options)
+    if not (drift or options.flag_ood):  # labels (and probabilities) straight from the graph
+        labels, probs = predictor.run_batches(
+            pixels, options.batch_size, options.proba, not options.proba_raw
+        )
+        return Scores(labels, probs, None, None)
+    logits = predictor.logits_batches(pixels, options.batch_size)
+    profile = predictor.profile
+    assert profile is not None  # the CLI refuses --flag-ood for a model without one
+    return Scores(
+        logits.argmax(axis=1).astype(np.int64),
+        predictor.probabilities(logits, not options.proba_raw) if options.proba else None,
+        profile.is_ood(logits) if options.flag_ood else None,
+        profile.count(pixels, logits) if drift else None,
+    )
+
+
+@dataclass(frozen=True)
 class Scored:
-    """Scorer -> writer: a block's rows, their labels and probabilities, and where it ends."""
+    """Scorer -> writer: a block's rows, what the model said of them, and where it ends."""
 
     chunk: Chunk | None
-    labels: np.ndarray | None
-    probs: np.ndarray | None
+    scores: Scores | None
     end: Position  # output_offset unknown here (0): the CSV writer knows it
 
 
@@ -167,25 +202,35 @@ class Reader:
 
 
 class Scorer:
-    """Runs the model on parsed blocks, `batch_size` rows per call; counts the rows."""
+    """Runs the model on parsed blocks, `options.batch_size` rows per call; counts the rows
+    and, when drift is checked, adds up the drift counts (`drift`), from a resumed run's."""
 
     def __init__(
-        self, predictor: Predictor, batch_size: int, proba: bool, name: str, rows: int = 0
+        self,
+        predictor: Predictor,
+        options: ScoringOptions,
+        name: str,
+        rows: int = 0,
+        drift: np.ndarray | None = None,
     ) -> None:
-        self.predictor, self.batch_size, self.proba, self.name = predictor, batch_size, proba, name
+        self.predictor, self.options, self.name = predictor, options, name
         self.rows = rows  # rows scored so far, resumed ones included
+        self.drift = drift
 
     def __call__(self, chunk: Chunk | None, end_offset: int, end_line: int) -> Scored:
-        labels = probs = None
+        scores = None
         if chunk is not None:
-            labels, probs = self.score(chunk)
+            scores = self.score(chunk)
             self.rows += len(chunk)
-        return Scored(chunk, labels, probs, Position(self.rows, end_offset, 0, end_line))
+            if scores.drift is not None:
+                self.drift = scores.drift if self.drift is None else self.drift + scores.drift
+        counts = None if self.drift is None else tuple(self.drift.tolist())
+        return Scored(chunk, scores, Position(self.rows, end_offset, 0, end_line, counts))
 
-    def score(self, chunk: Chunk) -> tuple[np.ndarray, np.ndarray | None]:
-        """Labels (n,) and probabilities (n, classes); a model failure is a ModelError."""
+    def score(self, chunk: Chunk) -> Scores:
+        """What the model says of the block; a model failure is a ModelError."""
         try:
-            return self.predictor.run_batches(chunk.pixels, self.batch_size, self.proba)
+            return score_rows(self.predictor, chunk.pixels, self.options)
         except FclsError:
             raise
         except Exception as e:
@@ -232,9 +277,9 @@ class CsvResultWriter:
         position = None
         while (item := get(scored, halt)) is not DONE:
             if item.chunk is not None:
-                offset += f.write(format_rows(item.chunk.ids, item.labels, item.probs, self.names))
-            end = item.end
-            position = Position(end.rows, end.input_offset, offset, end.line)
+                s = item.scores
+                offset += f.write(format_rows(item.chunk.ids, s.labels, s.probs, self.names, s.ood))
+            position = replace(item.end, output_offset=offset)
             if self.journal is not None and time.monotonic() - last >= wait:
                 cost = checkpoint(f, self.journal, position)
                 last = time.monotonic()
@@ -256,8 +301,9 @@ class TableResultWriter:
         try:
             while (item := get(scored, halt)) is not DONE:
                 if item.chunk is not None:
+                    s = item.scores
                     batch = results_batch(
-                        self.schema, item.chunk.ids, item.labels, item.probs, self.names
+                        self.schema, item.chunk.ids, s.labels, s.probs, self.names, s.ood
                     )
                     writer.write(batch)
         except BaseException:

@@ -147,3 +147,15 @@ def check_outputs(inputs: list[Path], outputs: list[Path], model: Path | None = 
             raise ConfigError(
                 f"output {dest} is the model {model} (the same file): choose another output path"
             )
+
+
+def drift_report_path(outputs: list[Path], to_stdout: bool) -> Path | None:
+    """Where fcls-infer writes the drift report by default: `<stem>.drift.json` beside one
+    output (results.csv -> results.drift.json), `drift.json` in the directory of several,
+    none when the results go to stdout."""
+    if to_stdout or not outputs:
+        return None
+    if len(outputs) == 1:
+        dest = Path(outputs[0])
+        return dest.with_name(f"{dest.stem}.drift.json")
+    return Path(outputs[0]).parent / "drift.json"
