@@ -14,7 +14,6 @@ import torch
 
 from fcls.infer.common.calibration import fit_temperature, nll, reliability
 from fcls.infer.common.drift import Profile
-from fcls.infer.common.numeric import softmax
 
 from .gatedata import GateData
 from .parity import reference_logits
@@ -39,8 +38,8 @@ def calibrate(
     }
     labels = gate.heldout_labels
     if labels is not None and len(labels):
-        before = reliability(softmax(heldout_logits), labels)
-        after = reliability(softmax(heldout_logits, t), labels)
+        before = reliability(heldout_logits, labels)
+        after = reliability(heldout_logits, labels, t)
         figures["heldout"] = {
             "rows": len(labels),
             "ece_bins": before.bins,

@@ -23,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
+from .common.calibration import Reliability
 from .common.errors import ConfigError, DataError, ModelError, OutputError
-from .common.metrics import Metrics, confusion_png, label_matrix, metrics_from_confusion
+from .common.metrics import (
+    Metrics,
+    confusion_png,
+    label_matrix,
+    metrics_from_confusion,
+    reliability_png,
+)
 from .common.output import OutputSet, output_errors
 from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
 from .common.system import fcls_version, file_sha256
@@ -140,7 +147,10 @@ class EvalResult:
         r = self.report
         names = _short_names([m["path"] for m in r["models"]])
         parts = [f"{r['rows']} rows"]
-        parts += [f"{n} accuracy {m['accuracy']:.4f}" for n, m in zip(names, r["models"])]
+        parts += [
+            f"{n} accuracy {m['accuracy']:.4f} ECE {m['calibration']['ece']:.4f}"
+            for n, m in zip(names, r["models"])
+        ]
         for pair in r["agreement"]:
             a, b = (names[i] for i in pair["models_index"])
             parts.append(f"agreement {a} ~ {b} {pair['agreement']:.4f}")
@@ -154,12 +164,12 @@ def _short_names(paths: list[str]) -> list[str]:
     return names if len(set(names)) == len(names) else paths
 
 
-def _png_names(paths: list[str]) -> list[str]:
-    """confusion_<model>.png per model, numbered when two models share a file name."""
+def _png_names(paths: list[str], kind: str = "confusion") -> list[str]:
+    """<kind>_<model>.png per model, numbered when two models share a file name."""
     stems = [Path(p).name.removesuffix(".onnx") for p in paths]
     if len(set(stems)) == len(stems):
-        return [f"confusion_{s}.png" for s in stems]
-    return [f"confusion_{i + 1}_{s}.png" for i, s in enumerate(stems)]
+        return [f"{kind}_{s}.png" for s in stems]
+    return [f"{kind}_{i + 1}_{s}.png" for i, s in enumerate(stems)]
 
 
 def _has_matplotlib() -> bool:
@@ -207,12 +217,7 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
             outputs.stage(report_path)  # proves the directory writable before any work
             report = _score(config, predictors, class_names, t0)
             if png:
-                paths = [m["path"] for m in report["models"]]
-                for model, name in zip(report["models"], _png_names(paths)):
-                    dest = config.out / name
-                    _confusion_png(model, report["rows"], class_names, outputs.stage(dest), dest)
-                    model["confusion_png"] = name
-                    dests.append(dest)
+                dests += _pngs(config.out, report, class_names, outputs)
             with output_errors(report_path):
                 outputs.temp(report_path).write_text(json.dumps(report, indent=2) + "\n")
             outputs.commit_all()
@@ -231,6 +236,8 @@ class Tally:
     confusion: list[np.ndarray]  # per model, (k, k) int64
     pairs: list[Pair]
     model_seconds: list[float]
+    calibrated: list[Reliability]  # per model, its probabilities divided by its temperature
+    raw: list[Reliability]  # per model, plain softmax
 
     @property
     def rows(self) -> int:
@@ -244,6 +251,8 @@ def _tally(config: EvalConfig, predictors: list[Predictor], k: int) -> Tally:
         confusion=[np.zeros((k, k), np.int64) for _ in predictors],
         pairs=[Pair(a, b, k) for a, b in itertools.combinations(range(n), 2)],
         model_seconds=[0.0] * n,
+        calibrated=[Reliability(p.temperature) for p in predictors],
+        raw=[Reliability() for _ in predictors],
     )
     for pixels, labels in read_labelled(config.data):  # (n, 1024) uint8, (n,) int64
         for start in range(0, len(labels), config.batch_size):
@@ -252,9 +261,12 @@ def _tally(config: EvalConfig, predictors: list[Predictor], k: int) -> Tally:
             preds = []
             for i, p in enumerate(predictors):
                 t = time.perf_counter()
-                preds.append(p.predict(batch))
+                logits = p.logits(batch)
                 tally.model_seconds[i] += time.perf_counter() - t
+                preds.append(logits.argmax(axis=1))
                 tally.confusion[i] += label_matrix(y, preds[i], k)
+                tally.calibrated[i].add(logits, y)
+                tally.raw[i].add(logits, y)
             for pair in tally.pairs:
                 pair.add(y, preds[pair.a], preds[pair.b])
     return tally
@@ -275,6 +287,16 @@ def _score(
         _model_report(p, metrics_from_confusion(cm), class_names, s)
         for p, cm, s in zip(predictors, tally.confusion, tally.model_seconds)
     ]
+    for p, model, cal, raw in zip(predictors, models, tally.calibrated, tally.raw):
+        model["calibration"] = {
+            "temperature": p.temperature,
+            "ece": cal.ece(),
+            "nll": cal.nll(),
+            "ece_raw": raw.ece(),
+            "nll_raw": raw.nll(),
+            "reliability": cal.to_dict(),
+            "reliability_raw": raw.to_dict(),
+        }
     paths = [str(p.path) for p in predictors]
     return {
         "fcls_version": fcls_version(),
@@ -318,7 +340,33 @@ def _model_report(
         "confusion_matrix": m.confusion.tolist(),
         "model_seconds": seconds,
         "confusion_png": None,
+        "reliability_png": None,
     }
+
+
+def _pngs(
+    out: Path, report: dict[str, Any], class_names: list[str], outputs: OutputSet
+) -> list[Path]:
+    """A confusion matrix and a reliability diagram per model, staged in `outputs`."""
+    paths = [m["path"] for m in report["models"]]
+    written = []
+    for model, name in zip(report["models"], _png_names(paths)):
+        dest = out / name
+        _confusion_png(model, report["rows"], class_names, outputs.stage(dest), dest)
+        model["confusion_png"] = name
+        written.append(dest)
+    for model, name in zip(report["models"], _png_names(paths, "reliability")):
+        dest = out / name
+        cal = model["calibration"]
+        title = (
+            f"{Path(model['path']).name}: ECE {cal['ece']:.4f} at T={cal['temperature']:.3f} "
+            f"(uncalibrated {cal['ece_raw']:.4f}), {report['rows']} rows"
+        )
+        with output_errors(dest):
+            reliability_png(outputs.stage(dest), cal["reliability"], cal["reliability_raw"], title)
+        model["reliability_png"] = name
+        written.append(dest)
+    return written
 
 
 def _confusion_png(

@@ -80,6 +80,23 @@ def labelled_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return pixels, labels.astype(np.int64)
 
 
+def naive_ece_nll(logits: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[float, float]:
+    """ECE over `bins` equal-width confidence bins and the mean NLL, row by row in float64."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = z / z.sum(axis=1, keepdims=True)
+    members: dict[int, list[tuple[float, bool]]] = {}
+    for p, label in zip(probs, y):
+        conf = float(p.max())
+        b = min(max(int(np.ceil(conf * bins)) - 1, 0), bins - 1)
+        members.setdefault(b, []).append((conf, int(p.argmax()) == label))
+    ece = sum(
+        abs(np.mean([c for c, _ in m]) - np.mean([h for _, h in m])) * len(m) / len(y)
+        for m in members.values()
+    )
+    nll = float(np.mean([-np.log(p[label]) for p, label in zip(probs, y)]))
+    return float(ece), nll
+
+
 def assert_like_sklearn(model: dict, y_true: np.ndarray, y_pred: np.ndarray, names: list[str]):
     """Every number of one model's report entry equals scikit-learn's on the same labels."""
     p, r, f1, support = precision_recall_fscore_support(
@@ -217,9 +234,17 @@ def test_cli_two_models_report_equals_sklearn(tmp_path: Path, data, rows, models
     assert [pair["disagreements_by_true_class"][n] for n in NAMES] == by_class
     assert pair["label_matrix"] == confusion_matrix(pred_a, pred_b, labels=LABELS).tolist()
     # PNGs (matplotlib is in the dev extra) and the summary line and JSON
+    for model, offset in zip(report["models"], (0, 10)):  # no profile: T = 1, raw = calibrated
+        cal = model["calibration"]
+        ece, nll = naive_ece_nll(pixels[:, offset : offset + K].astype(np.float64), y)
+        assert cal["temperature"] == 1.0
+        assert cal["ece"] == cal["ece_raw"] == pytest.approx(ece, abs=1e-6)
+        assert cal["nll"] == pytest.approx(nll, rel=1e-6)
     assert sorted(p.name for p in out.iterdir()) == [
         "confusion_a.png",
         "confusion_b.png",
+        "reliability_a.png",
+        "reliability_b.png",
         "report.json",
     ]
     assert (out / "confusion_a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -59,8 +59,10 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 @dataclass
 class Reliability:
     """Confidence vs accuracy in ECE_BINS equal-width confidence bins, in constant memory:
-    add batches of probabilities and true labels, read ECE and the per-bin figures."""
+    add batches of logits and true labels, read ECE, NLL and the per-bin figures of
+    softmax(logits / temperature)."""
 
+    temperature: float = 1.0
     bins: int = ECE_BINS
     rows: np.ndarray = field(init=False)  # (bins,) rows whose top probability falls in the bin
     confidence: np.ndarray = field(init=False)  # (bins,) sum of top probabilities
@@ -72,17 +74,17 @@ class Reliability:
         self.confidence = np.zeros(self.bins, np.float64)
         self.correct = np.zeros(self.bins, np.int64)
 
-    def add(self, probs: np.ndarray, labels: np.ndarray) -> None:
-        """Count one batch: (n, k) probabilities and (n,) true labels."""
-        top = probs.max(axis=1).astype(np.float64)
-        hit = probs.argmax(axis=1) == labels
+    def add(self, logits: np.ndarray, labels: np.ndarray) -> None:
+        """Count one batch: (n, k) logits and (n,) true labels."""
+        logp = log_softmax(np.asarray(logits, np.float64) / self.temperature)
+        top = np.exp(logp.max(axis=1))
+        hit = logp.argmax(axis=1) == labels
         # bin b holds confidences in (b/bins, (b+1)/bins]; 0 joins the first bin
         where = np.clip(np.ceil(top * self.bins).astype(np.int64) - 1, 0, self.bins - 1)
         self.rows += np.bincount(where, minlength=self.bins)
         self.confidence += np.bincount(where, weights=top, minlength=self.bins)
         self.correct += np.bincount(where, weights=hit, minlength=self.bins).astype(np.int64)
-        p_true = probs[np.arange(len(labels)), labels].astype(np.float64)
-        self.log_loss += float(-np.log(np.maximum(p_true, 1e-12)).sum())
+        self.log_loss += float(-logp[np.arange(len(labels)), labels].sum())
 
     @property
     def total(self) -> int:
@@ -112,8 +114,8 @@ class Reliability:
         }
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> Reliability:
-    """The reliability tally of one set of probabilities."""
-    tally = Reliability(bins)
-    tally.add(probs, labels)
+def reliability(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> Reliability:
+    """The reliability tally of softmax(logits / temperature) against `labels`."""
+    tally = Reliability(temperature)
+    tally.add(logits, labels)
     return tally

@@ -116,3 +116,24 @@ def confusion_png(
     for (i, j), n in np.ndenumerate(cm):
         ax.text(j, i, str(n), ha="center", va="center", color="white" if n > dark else "black")
     fig.savefig(target, format="png", dpi=100)
+
+
+def reliability_png(
+    target: Path | IO[bytes], calibrated: dict[str, Any], raw: dict[str, Any], title: str
+) -> None:
+    """Draw a reliability diagram (accuracy against confidence per bin, calibrated and raw,
+    from `Reliability.to_dict`) and save it as PNG to `target`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 7), layout="constrained")
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect calibration")
+    for tally, name, style in ((raw, "softmax", "s--"), (calibrated, "calibrated", "o-")):
+        seen = np.asarray(tally["bin_rows"]) > 0
+        conf = np.asarray(tally["bin_confidence"])[seen]
+        acc = np.asarray(tally["bin_accuracy"])[seen]
+        ax.plot(conf, acc, style, label=f"{name} (ECE {tally['ece']:.4f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top probability)", ylabel="accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.savefig(target, format="png", dpi=100)
