@@ -82,9 +82,14 @@ def write_eval_csv(path: Path, pixels: np.ndarray, ids: list[str] | None = None)
     return path
 
 
+def tiny_weights() -> np.ndarray:
+    """The (1024, 10) float32 weights of `tiny_model`."""
+    return np.random.default_rng(0).normal(size=(1024, 10)).astype(np.float32) / 64
+
+
 def tiny_model(path: Path) -> Path:
     """A one-layer graph with fcls's interface: uint8 [batch,1024] -> logits, label."""
-    w = np.random.default_rng(0).normal(size=(1024, 10)).astype(np.float32) / 64
+    w = tiny_weights()
     graph = helper.make_graph(
         [
             helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
@@ -103,6 +108,38 @@ def tiny_model(path: Path) -> Path:
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+def naive_ece_nll(logits: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[float, float]:
+    """ECE over `bins` equal-width confidence bins and the mean NLL, row by row in float64."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = z / z.sum(axis=1, keepdims=True)
+    members: dict[int, list[tuple[float, bool]]] = {}
+    for p, label in zip(probs, y):
+        conf = float(p.max())
+        b = min(max(int(np.ceil(conf * bins)) - 1, 0), bins - 1)
+        members.setdefault(b, []).append((conf, int(p.argmax()) == label))
+    ece = sum(
+        abs(np.mean([c for c, _ in m]) - np.mean([h for _, h in m])) * len(m) / len(y)
+        for m in members.values()
+    )
+    nll = float(np.mean([-np.log(p[label]) for p, label in zip(probs, y)]))
+    return float(ece), nll
+
+
+def tiny_logits(pixels: np.ndarray) -> np.ndarray:
+    """What `tiny_model` computes: (n, 10) float32 logits of (n, 1024) uint8 rows."""
+    return pixels.astype(np.float32) @ tiny_weights()
+
+
+def with_profile(model: Path, profile: Any) -> Path:
+    """Store `profile` (a common.drift.Profile) in the ONNX model's metadata, as fcls-export does."""
+    from fcls.infer.common.drift import PROFILE_KEY
+
+    proto = onnx.load(str(model))
+    proto.metadata_props.add(key=PROFILE_KEY, value=profile.to_json())
+    onnx.save(proto, str(model))
+    return model
 
 
 ERRNOS = [errno.ENOSPC, errno.EIO, errno.EACCES]

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from helpers import deadline, write_eval_csv, write_train_csv
+from helpers import deadline, naive_ece_nll, write_eval_csv, write_train_csv
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -78,23 +78,6 @@ def labelled_rows(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     labels = np.where(rng.random(n) < 0.6, expected_labels(pixels, 0), rng.integers(0, K, n))
     labels[labels == 9] = 8  # class 9 never occurs in the data
     return pixels, labels.astype(np.int64)
-
-
-def naive_ece_nll(logits: np.ndarray, y: np.ndarray, bins: int = 15) -> tuple[float, float]:
-    """ECE over `bins` equal-width confidence bins and the mean NLL, row by row in float64."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    probs = z / z.sum(axis=1, keepdims=True)
-    members: dict[int, list[tuple[float, bool]]] = {}
-    for p, label in zip(probs, y):
-        conf = float(p.max())
-        b = min(max(int(np.ceil(conf * bins)) - 1, 0), bins - 1)
-        members.setdefault(b, []).append((conf, int(p.argmax()) == label))
-    ece = sum(
-        abs(np.mean([c for c, _ in m]) - np.mean([h for _, h in m])) * len(m) / len(y)
-        for m in members.values()
-    )
-    nll = float(np.mean([-np.log(p[label]) for p, label in zip(probs, y)]))
-    return float(ece), nll
 
 
 def assert_like_sklearn(model: dict, y_true: np.ndarray, y_pred: np.ndarray, names: list[str]):
