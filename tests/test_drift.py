@@ -267,3 +267,46 @@ def test_options_added_later_stay_out_of_an_older_journal_s_identity():
     assert "proba_raw" not in plain and "flag_ood" not in plain
     assert ScoringOptions(flag_ood=True).identity()["flag_ood"] is True
     assert ScoringOptions(proba=True, proba_raw=True).identity()["proba_raw"] is True
+
+
+@pytest.mark.slow
+def test_a_real_fashion_model_tells_fashion_from_digits_inverted_and_shifted(
+    tmp_path, fashion_trained, shared_data, digits
+):
+    """The export's profile on real data, and the verdicts with their figures (-s prints them)."""
+    from fcls.export import ExportConfig, export_onnx
+    from fcls.infer.formats.sources import read_pixels
+
+    dest = tmp_path / "fashion.onnx"
+    export_onnx(fashion_trained, dest, ExportConfig(), log=lambda s: None)
+    model = Predictor(dest)
+    assert model.profile is not None and model.profile.source.endswith("train.csv.gz")
+    held = json.loads((tmp_path / "fashion.parity.json").read_text())["calibration"]["heldout"]
+    assert (
+        held["ece"]["after"] < held["ece"]["before"]
+        and held["nll"]["after"] < held["nll"]["before"]
+    )
+    fashion = read_pixels(shared_data / "evaluate.csv.gz", "unlabelled", limit=2000)
+    images = fashion.reshape(-1, 32, 32)
+    shifted = np.zeros_like(images)
+    shifted[:, :, 6:] = images[:, :, :-6]  # the camera moved 6 pixels to the right
+    cases = {
+        "fashion": fashion,
+        "digits": digits[0][:1500],
+        "inverted": 255 - fashion,
+        "shifted": shifted.reshape(-1, 1024),
+    }
+    verdicts = {}
+    for name, pixels in cases.items():
+        data = write_eval_csv(tmp_path / f"{name}.csv", pixels)
+        report = tmp_path / f"{name}.drift.json"
+        with deadline(120):
+            predict_files([data], [tmp_path / f"{name}.results.csv"], model, drift_report=report)
+        run = json.loads(report.read_text())["run"]
+        verdicts[name] = run["verdict"]
+        top = max(run["psi"], key=run["psi"].get)
+        print(
+            f"{name}: {run['verdict']}, OOD share {run['ood_share']:.3f}, PSI {top} {run['psi'][top]:.2f}"
+        )
+    assert verdicts["fashion"] == OK
+    assert all(verdicts[k] in (DRIFT, OOD) for k in ("digits", "inverted", "shifted")), verdicts

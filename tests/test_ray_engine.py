@@ -19,7 +19,7 @@ from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, OutputError
 from fcls.infer.engine import ray as ray_engine
 from fcls.infer.engine.options import ScoringOptions
-from fcls.infer.engine.pipeline import predict_csv
+from fcls.infer.engine.pipeline import predict_csv, predict_files
 from fcls.infer.engine.predictor import Predictor
 from fcls.infer.engine.ray import WorkerError, _OrderedWriter, plan_shards
 from fcls.infer.formats.paths import expand_inputs, output_paths
@@ -209,13 +209,31 @@ def test_ray_outputs_equal_single_process_bytes(tmp_path, parts, exported, ray_l
     out = tmp_path / "out"
     out.mkdir()
     summaries = predict_csv_ray(
-        [str(p) for p in parts], out, exported, workers=2, shard_bytes=150_000
+        [str(p) for p in parts],
+        out,
+        exported,
+        workers=2,
+        shard_bytes=150_000,
+        flag_ood=True,
+        drift_report=tmp_path / "ray.drift.json",
     )
     assert [s.rows for s in summaries] == list(SIZES)
     for p in parts:
         single = tmp_path / f"{p.stem}.single.csv"
-        predict_csv(p, single, exported)
+        predict_csv(p, single, exported, flag_ood=True)
         assert (out / f"{p.stem}.results.csv").read_bytes() == single.read_bytes()
+    # the workers' drift counts, added up in the driver, give the local engine's report
+    local = predict_files(
+        parts,
+        [tmp_path / f"{p.stem}.local.csv" for p in parts],
+        exported,
+        drift_report=tmp_path / "local.drift.json",
+    )
+    ray_report = json.loads((tmp_path / "ray.drift.json").read_text())
+    local_report = json.loads((tmp_path / "local.drift.json").read_text())
+    assert ray_report["run"] == local_report["run"] and ray_report["run"]["rows"] == sum(SIZES)
+    assert [f["verdict"] for f in ray_report["files"]] == [s.drift["verdict"] for s in local]
+    assert [s.drift for s in summaries] == [s.drift for s in local]
 
     # one input: -o is the file itself, and --proba output matches too
     result = CliRunner().invoke(
