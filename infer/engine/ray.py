@@ -35,7 +35,7 @@ from ..common.output import OutputSet, output_errors
 from ..common.system import available_cpus
 from ..formats.csvfile import CsvReader, LineInput, read_header
 from ..formats.csvgrammar import parse_header_line
-from ..formats.paths import expand_inputs, output_paths
+from ..formats.paths import expand_inputs, is_regular, output_paths
 from ..formats.results import format_rows, header_line
 from ..formats.tables import TableReader, plan_layout, table_format, table_schema
 from .options import ScoringOptions
@@ -293,6 +293,12 @@ def predict_csv_ray(
     opts = ScoringOptions.of(options, **fields)
     use = _worker_provider(opts.provider, gpus_per_worker)
     paths = expand_inputs(inputs)
+    pipes = [p for p in paths if not is_regular(p)]
+    if pipes:
+        raise ConfigError(
+            f"--engine ray: {pipes[0]} is not a regular file (its workers read each input "
+            "again at byte offsets); use --engine local for a pipe"
+        )
     dests = output_paths(paths, out)
     tables = [d for d in dests if table_format(d) != "csv"]
     if tables:
