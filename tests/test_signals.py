@@ -98,7 +98,15 @@ def test_torch_free_commands_stop_cleanly(tmp_path, files, cli, signum):
     work.mkdir()
     (work / "out.csv").write_text("old results\n")
     args = {
-        "infer": [str(files["csv"]), "-m", str(files["model"]), "-o", "out.csv", "--batch-size", "1"],
+        "infer": [
+            str(files["csv"]),
+            "-m",
+            str(files["model"]),
+            "-o",
+            "out.csv",
+            "--batch-size",
+            "1",
+        ],
         "eval": [str(files["labelled"]), "-m", str(files["model"]), "-o", "report/"],
         "convert": [str(files["csv"]), "out.parquet"],
     }[cli]
