@@ -286,3 +286,23 @@ def test_a_60_mb_line_is_refused_in_the_memory_of_a_normal_run(tmp_path, data, m
             code, peak, err = _peak_mib(module, name, *extra, cwd=tmp_path)
             assert code == 1 and "longer than 1048576 bytes" in err, err
             assert peak < normal[1] + 40, (name, module, peak, normal[1])
+
+
+# -- Ray on a healthy run --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ray_prints_no_error_or_warning_on_a_healthy_run(tmp_path, data, model):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'fcls[ray]')")
+    import re
+
+    command = [sys.executable, "-m", "fcls.infer.cli.infer", str(data), "-m", str(model)]
+    command += ["-o", "out.csv", "--engine", "ray"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    noisy = re.compile(r"\b(ERROR|WARNING|Error|Warning)\b|^\[[^]]* [EW] \d+ ")
+    assert [line for line in done.stderr.splitlines() if noisy.search(line)] == []
+    assert "300 rows in" in done.stderr

@@ -244,8 +244,15 @@ class _Scorer:
 
 def _init_ray(address: str | None) -> Any:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
+    # Ray's C++ core logs an ERROR line on every healthy run: Ray Data passes its actors
+    # their constructor arguments through the object store and makes them restartable, which
+    # the core warns about (ray-project/ray#53727). fcls reports Ray's failures itself, from
+    # the exceptions; RAY_BACKEND_LOG_LEVEL set by the user still wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import logging
 
+    # a new local instance gets Ray's default token authentication, with a WARNING saying so
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     import ray
 
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
