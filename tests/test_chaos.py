@@ -13,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -61,8 +60,7 @@ def rows(start: int, stop: int, texts: list[bytes]) -> bytes:
 
 def generate(path: Path, n: int, gz: bool = False) -> Path:
     texts = row_texts()
-    opener = gzip.open(path, "wb", compresslevel=1) if gz else path.open("wb")
-    with opener as f:
+    with gzip.open(path, "wb", compresslevel=1) if gz else path.open("wb") as f:
         f.write(HEADER)
         for start in range(0, n, 10_000):
             f.write(rows(start, min(n, start + 10_000), texts))
@@ -91,7 +89,8 @@ def chaos(src: Path, model: Path, work: Path, kills: int, seed: int, slow: bool)
         t0 = time.monotonic()
         proc = subprocess.Popen(command)
         try:
-            wait_until(lambda: handles(proc.pid, signal.SIGTERM), 120, "start", proc)
+            started = lambda pid=proc.pid: handles(pid, signal.SIGTERM)  # noqa: E731
+            wait_until(started, 120, "start", proc)
             # past the first checkpoint (2 s) so that every resume makes progress
             time.sleep(rng.uniform(2.2, max(2.5, 0.5 * clean_s)))
             if proc.poll() is None:
@@ -141,28 +140,28 @@ def test_chaos_resume_1m_rows(tmp_path, tiny, gz):
 def _stdin_run(n: int, model: Path, work: Path, marks: tuple[int, ...] = ()) -> dict:
     """`fcls-infer -` fed `n` generated rows; peak RSS (MiB) and when each mark was fed."""
     command = [sys.executable, "-c", PEAK, "-", "-m", str(model), "-o", "out.csv", "-q"]
-    proc = subprocess.Popen(
-        command, cwd=work, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False
-    )
+    log = work / "stderr.txt"
     fed: dict[int, float] = {}
     texts = row_texts()
-
-    def feed() -> None:
-        assert proc.stdin is not None
-        with proc.stdin:
-            proc.stdin.write(HEADER)
-            for start in range(0, n, 10_000):
-                proc.stdin.write(rows(start, min(n, start + 10_000), texts))
-                if start + 10_000 in marks:
-                    fed[start + 10_000] = time.monotonic()
-
     t0 = time.monotonic()
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    _, err = proc.communicate(timeout=1800)
-    writer.join(60)
-    line = err.decode().split("peak ")[-1].split()
-    assert line[0] == "0", err.decode()
+    with log.open("wb") as err:  # a file, not a pipe: stdin is written from this thread
+        proc = subprocess.Popen(command, cwd=work, stdin=subprocess.PIPE, stderr=err)
+        try:
+            assert proc.stdin is not None
+            with proc.stdin:
+                proc.stdin.write(HEADER)
+                for start in range(0, n, 10_000):
+                    proc.stdin.write(rows(start, min(n, start + 10_000), texts))
+                    if start + 10_000 in marks:
+                        fed[start + 10_000] = time.monotonic()
+            proc.wait(timeout=1800)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text()
+    line = text.split("peak ")[-1].split()
+    assert line[0] == "0", text
     return {"peak_mib": int(line[1]) / 1024, "fed": fed, "seconds": time.monotonic() - t0}
 
 
