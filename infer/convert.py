@@ -31,7 +31,7 @@ from .common.errors import ConfigError
 from .common.output import atomic_path, output_errors
 from .common.spec import N_PIXELS, PIXEL_COLUMNS, Kind
 from .formats.chunk import Chunk
-from .formats.paths import check_outputs
+from .formats.paths import check_outputs, is_regular
 from .formats.results import csv_field
 from .formats.sources import id_type, input_kind, open_chunks
 from .formats.tables import TableWriter, table_format
@@ -160,6 +160,12 @@ def convert(
         raise ConfigError(f"compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}")
     fmt = output_format(dest)
     check_outputs([src], [dest])
+    if kind is None and src.exists() and not is_regular(src):
+        # the form (ID or label) is read from the header before the rows: twice, for a pipe
+        raise ConfigError(
+            f"{src} is not a regular file: fcls-convert reads its header before its rows; "
+            "save it to a file first"
+        )
     t0 = time.perf_counter()
     kind = kind or input_kind(src)
     rows = 0

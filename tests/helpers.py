@@ -215,3 +215,35 @@ def inject(monkeypatch: pytest.MonkeyPatch, point: str, code: int, at: int = 1) 
     monkeypatch.setattr(os, "fsync", fake_fsync)
     monkeypatch.setattr(os, "replace", fake_replace)
     return calls
+
+
+def handles(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler installed for `signum` (Linux: /proc SigCgt)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
+
+
+def wait_until(condition: Any, seconds: float, what: str, proc: Any = None) -> None:
+    """Poll `condition()` every 10 ms; fail after `seconds` or when `proc` exits first."""
+    import time
+
+    end = time.monotonic() + seconds
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the process exited ({proc.returncode}) before {what}")
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} within {seconds} s: a hang")
+        time.sleep(0.01)
+
+
+def temps_under(directory: Path) -> list[Path]:
+    """Temp and backup files of atomic writes anywhere under `directory`."""
+    return sorted(
+        p for p in Path(directory).rglob("*") if p.name.endswith((TEMP_SUFFIX, ".fcls-bak"))
+    )

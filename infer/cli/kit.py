@@ -13,16 +13,21 @@ Torch-free and cheap to import (click and the standard library only, at import t
 `standard` adds `--version`, `-q/--quiet`, `-v/--verbose` (counted), `--json` (the summary as
 one JSON object on stdout instead of the human line) and `--summary-json FILE` (written
 atomically), and turns every FclsError into `Error: <message>` plus the exit code of its kind
-(EXIT_CODES, the one table; the README's is checked against it) and Ctrl-C into exit 130.
+(EXIT_CODES, the one table; the README's is checked against it). Ctrl-C, SIGTERM and SIGHUP
+stop a command the same way (`stop_signals`): the cleanup of a KeyboardInterrupt runs and the
+exit status is 128 + the signal's number.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -57,9 +62,63 @@ MODEL = ExitCode(
 )
 OUTPUT = ExitCode(4, "an output cannot be written (disk full, permission, a file in the way)")
 MISSING = ExitCode(5, "an optional dependency is not installed (the message names the extra)")
+HANGUP = ExitCode(129, "hung up (SIGHUP); stopped as for Ctrl-C")
 INTERRUPTED = ExitCode(130, "interrupted (Ctrl-C); nothing written unless --resume keeps it")
 PIPE = ExitCode(141, "stdout closed early by its reader (`head` after `fcls-infer ... -o -`)")
-EXIT_CODES: tuple[ExitCode, ...] = (OK, FAILED, USAGE, MODEL, OUTPUT, MISSING, INTERRUPTED, PIPE)
+TERMINATED = ExitCode(143, "terminated (SIGTERM: `kill`, `timeout`, a scheduler); as for Ctrl-C")
+EXIT_CODES: tuple[ExitCode, ...] = (
+    OK,
+    FAILED,
+    USAGE,
+    MODEL,
+    OUTPUT,
+    MISSING,
+    HANGUP,
+    INTERRUPTED,
+    PIPE,
+    TERMINATED,
+)
+# Signals that stop a command like Ctrl-C: its cleanup runs, then exit 128 + the number
+STOP_SIGNALS = {signal.SIGTERM: TERMINATED, signal.SIGHUP: HANGUP}
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread where Ctrl-C raises KeyboardInterrupt, so
+    that every cleanup written for Ctrl-C (temps unlinked, journals kept) runs for them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_code(error: KeyboardInterrupt) -> int:
+    """128 + the signal's number: 143 for SIGTERM, 129 for SIGHUP, 130 for Ctrl-C."""
+    return 128 + error.signum if isinstance(error, Stopped) else INTERRUPTED.code
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Stopped` in the main thread.
+
+    After the first one, further stop signals are ignored: a scheduler that sends SIGTERM
+    twice must not break the cleanup the first one started (SIGKILL still ends the process).
+    Outside the main thread (signals cannot be handled there) the block runs unchanged.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _: object) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def exit_code(error: BaseException) -> int:
@@ -237,8 +296,8 @@ def scoring_options(threads_help: str) -> Callable[[F], F]:
 
 def standard(command: str, *, torch: bool = False) -> Callable[[F], F]:
     """Add --version, -q/-v, --json and --summary-json to a click command function, pass it
-    a `run: Run`, and turn FclsError / Ctrl-C into one line and the documented exit code.
-    Place it directly below `@click.command`."""
+    a `run: Run`, and turn FclsError, Ctrl-C, SIGTERM and SIGHUP into one line and the
+    documented exit code. Place it directly below `@click.command`."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -253,13 +312,15 @@ def standard(command: str, *, torch: bool = False) -> Callable[[F], F]:
                 summary_path=kwargs.pop("summary_json"),
             )
             try:
-                return fn(run=run, **kwargs)
+                with stop_signals():
+                    return fn(run=run, **kwargs)
             except FclsError as e:
                 raise fail(e) from None
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as e:
+                what = f"stopped by {e.args[0]}" if isinstance(e, Stopped) else "interrupted"
                 note = f"; {run.interrupt_note}" if run.interrupt_note else ""
-                click.echo(f"{command}: interrupted{note}", err=True)
-                sys.exit(INTERRUPTED.code)
+                click.echo(f"{command}: {what}{note}", err=True)
+                sys.exit(stop_code(e))
 
         options = [
             click.Option(

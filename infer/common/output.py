@@ -14,7 +14,7 @@ import contextlib
 import errno
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -38,15 +38,35 @@ def temp_name(dest: Path, suffix: str = TEMP_SUFFIX) -> Path:
     return _parent(dest) / f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
 
 
-def leftover_temps(dest: Path) -> list[Path]:
-    """Temp files that killed runs left beside `dest` (their process is gone)."""
+def leftover_temps(dest: Path, suffix: str = TEMP_SUFFIX) -> list[Path]:
+    """Temp files (or backups) that killed runs left beside `dest` (their process is gone)."""
     parent = _parent(dest)
     found = []
-    for path in parent.glob(f".{dest.name}.*{TEMP_SUFFIX}"):
+    for path in parent.glob(f".{dest.name}.*{suffix}"):
         pid = path.name[len(dest.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             found.append(path)
     return sorted(found)
+
+
+def recover_backups(dest: Path) -> list[str]:
+    """Put back what a run killed inside a commit had moved aside; returns what was done.
+
+    A backup outlives its commit only when the commit did not finish (it is removed once every
+    rename of the group is durable), so the killed run never reported success: whatever it
+    left at `dest` is undone and the previous file restored, as its own rollback would have.
+    """
+    dest = Path(dest)
+    notes = []
+    for i, backup in enumerate(reversed(leftover_temps(dest, BACKUP_SUFFIX))):
+        with output_errors(dest, "cannot restore the backup a killed run left"):
+            if i == 0:
+                os.replace(backup, dest)
+                notes.append(f"restored {dest} from the backup a killed run left ({backup.name})")
+            else:
+                backup.unlink(missing_ok=True)
+                notes.append(f"removed an older backup of {dest} ({backup.name})")
+    return notes
 
 
 def _alive(pid: int) -> bool:
@@ -105,6 +125,7 @@ class OutputSet:
 
     durable: bool = True
     staged: dict[Path, Path] = field(default_factory=dict)  # destination -> temp
+    log: Callable[[str], None] | None = None  # says what `stage` recovered from killed runs
 
     def __enter__(self) -> OutputSet:
         return self
@@ -113,12 +134,16 @@ class OutputSet:
         self.discard_all()
 
     def stage(self, dest: Path, temp: Path | None = None) -> Path:
-        """An empty temp file beside `dest` (proving its directory is writable); returns its path."""
+        """An empty temp file beside `dest` (proving its directory is writable); returns its path.
+        A backup that a run killed inside its commit left for `dest` is restored first."""
         dest = Path(dest)
         parent = _parent(dest)
         if not parent.is_dir():
             what = "is not a directory" if parent.exists() else "does not exist"
             raise OutputError(f"{dest}: directory {parent} {what}")
+        for note in recover_backups(dest):
+            if self.log is not None:
+                self.log(note)
         if dest.is_dir():
             raise OutputError(f"{dest}: is a directory, not a file")
         tmp = temp or temp_name(dest)

@@ -31,7 +31,7 @@ from ..common.errors import ConfigError
 from ..common.output import OutputSet, output_errors
 from ..common.system import available_cpus, file_sha256
 from ..formats.csvfile import source_name
-from ..formats.paths import check_outputs, is_stdin
+from ..formats.paths import check_outputs, is_regular, is_stdin
 from ..formats.results import header_line, results_schema
 from ..formats.sources import id_type, is_table
 from ..formats.tables import table_format
@@ -159,7 +159,7 @@ def predict_files(
             for path in found:
                 path.unlink(missing_ok=True)
             say(f"removed {len(found)} leftover file(s) of killed runs beside {dst}")
-    with OutputSet(opts.durable) as outputs:
+    with OutputSet(opts.durable, log=say) as outputs:
         journals: list[Journal] = []
         try:
             if not isinstance(model, Predictor):
@@ -182,6 +182,7 @@ def predict_files(
             for journal in journals:  # keep the partial outputs and journals for --resume
                 if journal.dest in outputs.staged:
                     outputs.release(journal.dest)
+                journal.unlock()
             raise
     for journal in journals:
         journal.remove()
@@ -231,6 +232,12 @@ def _check_resumable(sources: list[Any], destinations: list[Path]) -> None:
             f"--resume: {streams[0]} cannot be resumed (a stream cannot be read again); "
             "give a file, or drop --resume"
         )
+    pipes = [str(s) for s in sources if not _is_stream(s) and not is_regular(s)]
+    if pipes:
+        raise ConfigError(
+            f"--resume: {pipes[0]} is not a regular file (a pipe or device cannot be read "
+            "again at an offset); give a file, or drop --resume"
+        )
     tables = [str(s) for s in sources if is_table(s)]
     tables += [str(d) for d in destinations if table_format(d) != "csv"]
     if tables:
@@ -262,6 +269,7 @@ def _score_file(
     """Score one input into `tmp` and say what was done."""
     start = None
     if journal is not None:
+        journal.lock()  # before the journal is read: a live run's is its own
         start = journal.load()
         if start is None:
             say(f"nothing to resume for {dst}: starting from the first row")

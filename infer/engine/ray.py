@@ -35,7 +35,7 @@ from ..common.output import OutputSet, output_errors
 from ..common.system import available_cpus
 from ..formats.csvfile import CsvReader, LineInput, read_header
 from ..formats.csvgrammar import parse_header_line
-from ..formats.paths import expand_inputs, output_paths
+from ..formats.paths import expand_inputs, is_regular, output_paths
 from ..formats.results import format_rows, header_line
 from ..formats.tables import TableReader, plan_layout, table_format, table_schema
 from .options import ScoringOptions
@@ -250,8 +250,15 @@ class _Scorer:
 
 def _init_ray(address: str | None) -> Any:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
+    # Ray's C++ core logs an ERROR line on every healthy run: Ray Data passes its actors
+    # their constructor arguments through the object store and makes them restartable, which
+    # the core warns about (ray-project/ray#53727). fcls reports Ray's failures itself, from
+    # the exceptions; RAY_BACKEND_LOG_LEVEL set by the user still wins.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
     import logging
 
+    # a new local instance gets Ray's default token authentication, with a WARNING saying so
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
     import ray
 
     quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
@@ -303,6 +310,12 @@ def predict_csv_ray(
     opts = ScoringOptions.of(options, **fields)
     use = _worker_provider(opts.provider, gpus_per_worker)
     paths = expand_inputs(inputs)
+    pipes = [p for p in paths if not is_regular(p)]
+    if pipes:
+        raise ConfigError(
+            f"--engine ray: {pipes[0]} is not a regular file (its workers read each input "
+            "again at byte offsets); use --engine local for a pipe"
+        )
     dests = output_paths(paths, out)
     tables = [d for d in dests if table_format(d) != "csv"]
     if tables:

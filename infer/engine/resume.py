@@ -8,10 +8,16 @@ and the file line the next block starts on. The journal also records everything 
 continuing safe: the input's identity (size, mtime, sha256 of its first and last MiB), the
 model's sha256, the options that change output bytes and the fcls version. A restart with any
 of them different is refused with a message naming the item.
+
+One resumable run at a time per destination: a run holds an advisory lock (flock) on
+`.NAME.fcls-resume.lock`, holding its pid, from before it reads the journal until it ends; a
+second run is refused naming that pid, and a run without --resume leaves a live run's files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +33,82 @@ from .options import refusal_words
 RESUME_SUFFIX = ".fcls-resume"
 JOURNAL_FORMAT = 1
 HASH_BYTES = 1 << 20  # the input's first and last MiB identify it cheaply
+
+
+def lock_path(dest: Path) -> Path:
+    """The lock file of a destination's resume state."""
+    temp, _ = resume_paths(dest)
+    return temp.with_name(temp.name + ".lock")
+
+
+def _holder(fd: int) -> str:
+    with contextlib.suppress(OSError, ValueError):
+        return str(int(os.pread(fd, 32, 0).decode().strip()))
+    return "unknown"
+
+
+class ResumeLock:
+    """An exclusive flock on a destination's lock file, held by one resumable run."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest, self.path = Path(dest), lock_path(dest)
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock, or refuse the run with the holder's pid (a ConfigError)."""
+        while self._fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise OutputError(
+                    f"{self.dest}: cannot lock its resume state ({e.strerror})"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                pid = _holder(fd)
+                os.close(fd)
+                raise ConfigError(
+                    f"cannot resume {self.dest}: another --resume run (pid {pid}) is writing "
+                    "it; wait for it to end, or stop it first"
+                ) from None
+            if _same_file(fd, self.path):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                self._fd = fd
+            else:  # its holder removed it as we opened it: lock the file now there
+                os.close(fd)
+
+    def release(self) -> None:
+        """Remove the lock file while holding it (so a waiting run locks a fresh one)."""
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def lock_holder(dest: Path) -> str | None:
+    """The pid of the live run holding `dest`'s resume lock ('unknown' if unreadable), or None."""
+    try:
+        fd = os.open(lock_path(dest), os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return _holder(fd)
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+    return None
 
 
 def resume_paths(dest: Path) -> tuple[Path, Path]:
@@ -105,6 +187,15 @@ class Journal:
         self.dest = Path(dest)
         self.temp, self.path = resume_paths(self.dest)
         self.identity = {"format": JOURNAL_FORMAT, "fcls": fcls_version(), **identity}
+        self._lock = ResumeLock(self.dest)
+
+    def lock(self) -> None:
+        """Take the destination's resume lock (a ConfigError naming the holder if taken)."""
+        self._lock.acquire()
+
+    def unlock(self) -> None:
+        """Let another run resume this destination."""
+        self._lock.release()
 
     def load(self) -> Position | None:
         """The recorded position, None when there is nothing to resume; refuse any mismatch."""
@@ -145,14 +236,16 @@ class Journal:
             raise OutputError(f"{self.dest}: cannot record resume state ({e})") from None
 
     def remove(self) -> None:
-        """Drop the journal (after the output was committed)."""
+        """Drop the journal (after the output was committed) and the lock."""
         self.path.unlink(missing_ok=True)
+        self.unlock()
 
 
 def leftovers(dest: Path, keep_resumable: bool) -> list[Path]:
-    """Files killed runs left for `dest`: dead processes' temps and, unless kept, resume files."""
+    """Files killed runs left for `dest`: dead processes' temps and, unless kept, resume files
+    (never those of a live --resume run, which holds their lock)."""
     temp, journal = resume_paths(dest)
     found = [*leftover_temps(Path(dest)), *leftover_temps(journal)]
-    if not keep_resumable:
-        found += [p for p in (temp, journal) if p.exists()]
+    if not keep_resumable and lock_holder(dest) is None:
+        found += [p for p in (temp, journal, lock_path(dest)) if p.exists()]
     return found

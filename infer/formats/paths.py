@@ -15,7 +15,8 @@ INPUT_PATTERNS = ("*.csv", "*.csv.gz", *(f"*{s}" for s in TABLE_SUFFIXES))
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Files, directories (their *.csv, *.csv.gz, *.parquet, *.pq, *.arrow, *.feather and
-    *.ipc) and globs, in a stable order."""
+    *.ipc) and globs, in a stable order. Any other readable path that is not a directory (a
+    named pipe, `<(zcat x.csv.gz)`'s /dev/fd/N) is an input too: it is read as a stream."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -29,12 +30,19 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             if not found:
                 raise DataError(item, "no file matches this pattern")
             paths += found
-        elif path.is_file():
+        elif path.exists():  # a file, or a pipe or device read as a stream
             paths.append(path)
         else:
             raise DataError(item, "no such file")
-    unique = list(dict.fromkeys(p.resolve() for p in paths))
+    # a pipe's /dev/fd/N resolves to a name that cannot be opened: keep non-files as given
+    unique = list(dict.fromkeys(p.resolve() if p.is_file() else p for p in paths))
     return unique
+
+
+def is_regular(src: object) -> bool:
+    """Whether `src` is a path to a regular file (not stdin, a pipe, a FIFO or a device):
+    what can be read again at a byte offset."""
+    return isinstance(src, (str, Path)) and not is_stdin(src) and Path(src).is_file()
 
 
 def output_stem(path: Path) -> str:
