@@ -53,11 +53,14 @@ def input_statistics(pixels: np.ndarray) -> dict[str, np.ndarray]:
     and the column and row of the intensity's centre of mass (0..31; 15.5 for a blank image)."""
     n = len(pixels)
     images = pixels.reshape(n, SIDE, SIDE)
-    by_row = images.sum(axis=2, dtype=np.int64)  # (n, 32)
-    by_column = images.sum(axis=1, dtype=np.int64)
-    total = by_row.sum(axis=1)
+    # 32 pixels of at most 255 sum to at most 8160: uint16 sums are exact and the fastest
+    by_row = images.sum(axis=2, dtype=np.uint16)  # (n, 32)
+    by_column = images[:, 0, :].astype(np.uint16)
+    for r in range(1, SIDE):  # a row at a time: contiguous adds, unlike a reduction over axis 1
+        by_column += images[:, r, :]
+    total = by_row.sum(axis=1, dtype=np.int64)
     weight = np.maximum(total, 1)
-    place = np.arange(SIDE)
+    place = np.arange(SIDE, dtype=np.int64)
     blank = total == 0
     return {
         "mean_intensity": total / (SIDE * SIDE),
