@@ -153,12 +153,7 @@ def predict_files(
     check_outputs(files, [*destinations, *extra], model_path)  # before anything is touched
     if resume:
         _check_resumable(sources, destinations)
-    for dst in destinations:
-        found = leftovers(dst, keep_resumable=resume)
-        if found:
-            for path in found:
-                path.unlink(missing_ok=True)
-            say(f"removed {len(found)} leftover file(s) of killed runs beside {dst}")
+    _remove_leftovers(destinations, resume, say)
     with OutputSet(opts.durable, log=say) as outputs:
         journals: list[Journal] = []
         try:
@@ -187,6 +182,16 @@ def predict_files(
     for journal in journals:
         journal.remove()
     return summaries
+
+
+def _remove_leftovers(destinations: list[Path], resume: bool, say: Log) -> None:
+    """Remove what killed runs left beside the destinations (not what --resume continues)."""
+    for dst in destinations:
+        found = leftovers(dst, keep_resumable=resume)
+        if found:
+            for path in found:
+                path.unlink(missing_ok=True)
+            say(f"removed {len(found)} leftover file(s) of killed runs beside {dst}")
 
 
 def check_profile(model: Predictor, options: ScoringOptions, say: Log) -> None:
