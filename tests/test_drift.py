@@ -310,3 +310,13 @@ def test_a_real_fashion_model_tells_fashion_from_digits_inverted_and_shifted(
         )
     assert verdicts["fashion"] == OK
     assert all(verdicts[k] in (DRIFT, OOD) for k in ("digits", "inverted", "shifted")), verdicts
+
+
+def test_a_failed_run_writes_no_report(tmp_path, profiled):
+    data = write_eval_csv(tmp_path / "in.csv", sparse_pixels(500, seed=10))
+    text = data.read_bytes().splitlines(keepends=True)
+    text[400] = text[400].replace(b",0,", b",x,", 1)  # a bad cell near the end
+    data.write_bytes(b"".join(text))
+    code, _, err = run_cli(str(data), "-m", str(profiled), "-o", str(tmp_path / "r.csv"))
+    assert code == 1 and "in.csv:401" in err and "drift:" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
