@@ -442,7 +442,7 @@ class _OrderedWriter:
                 with output_errors(self.dests[file]):
                     self._file(file).write(piece["text"])
                 self.rows[file] += rows
-                self._add_drift(file, piece["drift"])
+                self._add_drift(file, piece.get("drift", b""))
             row += rows
             if row >= int(piece["part_rows"]):
                 shard, part, row = (shard + 1, 0, 0) if piece["last"] else (shard, part + 1, 0)
