@@ -8,15 +8,18 @@ both print their figures (run with -s to see them).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from helpers import handles, temps_under, tiny_model, wait_until
 
@@ -138,45 +141,86 @@ def test_chaos_resume_1m_rows(tmp_path, tiny, gz):
 
 
 def _stdin_run(n: int, model: Path, work: Path, marks: tuple[int, ...] = ()) -> dict:
-    """`fcls-infer -` fed `n` generated rows; peak RSS (MiB) and when each mark was fed."""
+    """`fcls-infer -` fed `n` generated rows: peak RSS (MiB), when each mark was fed, and RSS
+    (MiB) sampled every 0.25 s against the rows fed by then."""
     command = [sys.executable, "-c", PEAK, "-", "-m", str(model), "-o", "out.csv", "-q"]
     log = work / "stderr.txt"
     fed: dict[int, float] = {}
+    sent = [0]
+    curve: list[tuple[int, float]] = []
     texts = row_texts()
     t0 = time.monotonic()
     with log.open("wb") as err:  # a file, not a pipe: stdin is written from this thread
         proc = subprocess.Popen(command, cwd=work, stdin=subprocess.PIPE, stderr=err)
+
+        process = psutil.Process(proc.pid)
+
+        def sample() -> None:
+            while proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    curve.append((sent[0], process.memory_info().rss / 2**20))
+                time.sleep(0.25)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         try:
             assert proc.stdin is not None
             with proc.stdin:
                 proc.stdin.write(HEADER)
                 for start in range(0, n, 10_000):
                     proc.stdin.write(rows(start, min(n, start + 10_000), texts))
-                    if start + 10_000 in marks:
-                        fed[start + 10_000] = time.monotonic()
+                    sent[0] = min(n, start + 10_000)
+                    if sent[0] in marks:
+                        fed[sent[0]] = time.monotonic()
             proc.wait(timeout=1800)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            sampler.join()
     text = log.read_text()
     line = text.split("peak ")[-1].split()
     assert line[0] == "0", text
-    return {"peak_mib": int(line[1]) / 1024, "fed": fed, "seconds": time.monotonic() - t0}
+    return {
+        "peak_mib": int(line[1]) / 1024,
+        "fed": fed,
+        "seconds": time.monotonic() - t0,
+        "curve": curve,
+    }
+
+
+def rss_at(curve: list[tuple[int, float]], rows_fed: int) -> float:
+    """The highest RSS sampled while at most `rows_fed` rows had been fed."""
+    return max((mib for fed, mib in curve if fed <= rows_fed), default=float("nan"))
+
+
+SOAK_ROWS = 5_000_000
+# The baseline is a steady-state run. RSS sampled over a 2,000,000-row stdin run: 195 MiB at
+# 20,000 rows, 211 at 200,000, 218 at 1,000,000, 218 at 2,000,000, while Python objects (gc),
+# traced allocations (tracemalloc) and Arrow's pool stayed flat: glibc's dynamic mmap threshold
+# moves the blocks' buffers (MiBs each) from mmap into per-thread malloc arenas after the first
+# frees, and the arenas keep their high-water mark (with MALLOC_MMAP_THRESHOLD_=131072, RSS is
+# 185-188 MiB from 20,000 to 2,000,000 rows). A 20,000-row run ends during that warm-up, so
+# +10% against it measured the allocator, not growth with rows; 200,000 rows is past most of
+# it and is the size the bench's RSS target ends at (bench/README.md).
+BASELINE_ROWS = 200_000
 
 
 @pytest.mark.soak
 @pytest.mark.slow
 def test_soak_5m_rows_on_stdin(tmp_path, tiny):
-    small = _stdin_run(20_000, tiny, tmp_path)
+    small = _stdin_run(BASELINE_ROWS, tiny, tmp_path)
     # the first million from row 100,000: start-up (imports, the model) is no part of a pace
-    marks = (100_000, 1_100_000, 4_000_000, 5_000_000)
-    big = _stdin_run(5_000_000, tiny, tmp_path, marks)
+    marks = (100_000, 1_100_000, SOAK_ROWS - 1_000_000, SOAK_ROWS)
+    big = _stdin_run(SOAK_ROWS, tiny, tmp_path, marks)
     fed = big["fed"]
     first = 1_000_000 / (fed[1_100_000] - fed[100_000])
-    last = 1_000_000 / (fed[5_000_000] - fed[4_000_000])
+    last = 1_000_000 / (fed[SOAK_ROWS] - fed[SOAK_ROWS - 1_000_000])
+    at = [20_000, BASELINE_ROWS, *range(1_000_000, SOAK_ROWS + 1, 1_000_000)]
+    curve = ", ".join(f"{n:,}: {rss_at(big['curve'], n):.0f}" for n in at)
     print(
-        f"\nsoak: peak RSS {big['peak_mib']:.0f} MiB (20,000 rows: {small['peak_mib']:.0f} MiB); "
+        f"\nsoak: peak RSS {big['peak_mib']:.0f} MiB ({BASELINE_ROWS:,} rows: "
+        f"{small['peak_mib']:.0f} MiB); RSS by rows fed (MiB) {curve}; "
         f"rows/s first million {first:,.0f}, last million {last:,.0f}"
     )
     assert big["peak_mib"] <= 1.1 * small["peak_mib"]

@@ -315,6 +315,89 @@ def test_bad_input_is_a_located_data_error(tmp_path, rows, case):
         list(TableReader(path, kind, batch_rows=128))  # type: ignore[arg-type]
 
 
+def _with(table: pa.Table, column: str, row: int, value: object) -> pa.Table:
+    """`table` with one cell of `column` replaced (None for a null), keeping the type."""
+    values = table.column(column).to_pylist()
+    values[row] = value
+    i = table.schema.get_field_index(column)
+    return table.set_column(i, column, pa.array(values, table.schema.field(column).type))
+
+
+FIRST_ROW_CASES = {
+    # columns are checked one after another: a later column's earlier row was named second
+    "earlier row, later column": (
+        lambda px: _with(_with(columns_table(px, pa.int16()), "pix5", 7, 300), "pix900", 2, None),
+        r"row 3 column pix900: null pixel value",
+    ),
+    # within a column, nulls were checked before ranges
+    "range before null in a column": (
+        lambda px: _with(_with(columns_table(px, pa.int16()), "pix5", 6, None), "pix5", 1, 256),
+        r"row 2 column pix5: pixel 256 is out of range",
+    ),
+    # ID is the file's first column: in one row it comes before a pixel
+    "file order within a row": (
+        lambda px: _with(_with(columns_table(px, pa.int16()), "pix1", 4, -1), "ID", 4, None),
+        r"row 5 column ID: null ID value",
+    ),
+    "short list before a null list": (
+        lambda px: pa.table(
+            {
+                "ID": _ids(len(px)),
+                "pixels": pa.array(
+                    [
+                        None if i == 6 else list(r[: 1000 if i == 3 else 1024])
+                        for i, r in enumerate(px)
+                    ],
+                    pa.list_(pa.int16()),
+                ),
+            }
+        ),
+        r"row 4 column pixels: list of 1000 values, expected 1024",
+    ),
+    "bad value before a short list": (
+        lambda px: pa.table(
+            {
+                "ID": _ids(len(px)),
+                "pixels": pa.array(
+                    [
+                        [*r[:9], 999, *r[10:]] if i == 2 else list(r[: 1000 if i == 5 else 1024])
+                        for i, r in enumerate(px)
+                    ],
+                    pa.list_(pa.int16()),
+                ),
+            }
+        ),
+        r"row 3 column pixels: pixel 999 is out of range 0\.\.255 \(value 10 of the row\)",
+    ),
+    "short binary before a null": (
+        lambda px: pa.table(
+            {
+                "ID": _ids(len(px)),
+                "pixels": pa.array(
+                    [
+                        None if i == 6 else r.tobytes()[: 7 if i == 4 else 1024]
+                        for i, r in enumerate(px)
+                    ],
+                    pa.binary(),
+                ),
+            }
+        ),
+        r"row 5 column pixels: 7 bytes, expected 1024",
+    ),
+}
+
+
+@pytest.mark.parametrize("batch_rows", [1, 3, 4096])
+@pytest.mark.parametrize("case", list(FIRST_ROW_CASES))
+def test_error_names_the_first_bad_row_then_the_first_column(tmp_path, rows, case, batch_rows):
+    """Several bad cells: the error names the first bad row and, in it, the first bad column in
+    the file's order, whatever the batch size (found by tests/test_parquetio_fuzz.py)."""
+    build, message = FIRST_ROW_CASES[case]
+    path = write(build(rows[:10]), tmp_path / "x.parquet")
+    with pytest.raises(DataError, match=message):
+        list(TableReader(path, batch_rows=batch_rows))
+
+
 @pytest.mark.parametrize(
     "case", ["out of range", "null ID", "short list", "missing column", "missing ID", "float ID"]
 )

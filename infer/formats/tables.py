@@ -12,7 +12,9 @@ Accepted schemas (extra columns are ignored: a columnar file is read column by c
 keeps its Arrow type; `label` is an integer column in 0..9 without nulls.
 
 Rows are counted from 1 (the first data row is row 1, whatever the row groups or batches), and
-every error names the file, the row and the column: `x.parquet row 17 column pix3: ...`.
+every error names the file, the row and the column: `x.parquet row 17 column pix3: ...`. Of
+several bad values the error names the first bad row and, in it, the first bad column in the
+file's order, whatever the batch size.
 Schema errors (a missing column, a float pixel column) name the column only.
 
 Memory: Parquet is read with `ParquetFile.iter_batches` (at most `batch_rows` rows per chunk,
@@ -72,6 +74,7 @@ class Layout:
     kind: Kind
     pixels: Literal["columns", "list", "binary"]
     columns: tuple[str, ...]  # the columns to read, in the order they are used
+    file_order: tuple[str, ...] = ()  # the same columns in the file's order (errors name the first)
 
     @property
     def has_ids(self) -> bool:
@@ -99,11 +102,16 @@ def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
     has_pix = [c for c in PIXEL_COLUMNS if c in seen]
     if "pixels" in seen and has_pix:
         raise DataError(name, "both a pixels column and pix1..pix1024 columns: keep one form")
+    form: Literal["columns", "list", "binary"]
     if "pixels" in seen:  # the pixel columns are checked first, then the ID or label
         form = _pixels_form(schema.field("pixels").type, name)
-        return Layout(kind, form, (_check_key_column(schema, kind, name), "pixels"))
-    _check_pixel_columns(schema, seen, name)
-    return Layout(kind, "columns", (_check_key_column(schema, kind, name), *PIXEL_COLUMNS))
+        columns: tuple[str, ...] = (_check_key_column(schema, kind, name), "pixels")
+    else:
+        _check_pixel_columns(schema, seen, name)
+        form = "columns"
+        columns = (_check_key_column(schema, kind, name), *PIXEL_COLUMNS)
+    used = set(columns)
+    return Layout(kind, form, columns, tuple(c for c in names if c in used))
 
 
 def _pixels_form(t: pa.DataType, name: str) -> Literal["list", "binary"]:
@@ -162,29 +170,23 @@ def _first_null(arr: pa.Array) -> int:
     return int(np.flatnonzero(pc.is_null(arr).to_numpy(zero_copy_only=False))[0])
 
 
-def _check_range(
-    values: np.ndarray, hi: int, name: str, first_row: int, column: str, per_row: int = 1
-) -> None:
-    """Refuse a value outside 0..hi, naming the first one (values are per_row per row)."""
+@dataclass(frozen=True)
+class _Fault:
+    """The first bad value of one column in a batch: its row (from 0) and what is wrong."""
+
+    at: int
+    column: str
+    message: str
+
+
+def _out_of_range(values: np.ndarray, hi: int) -> int | None:
+    """The index of the first value outside 0..hi, or None."""
     if values.size == 0:
-        return
+        return None
     low = values.min() if values.dtype.kind == "i" else 0
     if low >= 0 and values.max() <= hi:
-        return
-    at = int(np.flatnonzero((values < 0) | (values > hi))[0])
-    what = "label" if column == "label" else "pixel"
-    extra = f" (value {at % per_row + 1} of the row)" if per_row > 1 else ""
-    raise row_error(
-        name,
-        first_row + at // per_row,
-        f"{what} {values[at]} is out of range 0..{hi}{extra}",
-        column,
-    )
-
-
-def _no_nulls(arr: pa.Array, name: str, first_row: int, column: str, what: str) -> None:
-    if arr.null_count:
-        raise row_error(name, first_row + _first_null(arr), f"null {what} value", column)
+        return None
+    return int(np.flatnonzero((values < 0) | (values > hi))[0])
 
 
 def _int_values(arr: pa.Array) -> np.ndarray:
@@ -192,34 +194,61 @@ def _int_values(arr: pa.Array) -> np.ndarray:
     return arr.to_numpy(zero_copy_only=False)
 
 
-def _columns_pixels(batch: pa.RecordBatch, name: str, first_row: int) -> np.ndarray:
+def _int_column(
+    arr: pa.Array, hi: int, column: str, what: str
+) -> tuple[np.ndarray | None, _Fault | None]:
+    """An integer column's values in 0..hi, or its first null or out-of-range value."""
+    # the rows before the first null are the only ones whose range can name an earlier row
+    end = _first_null(arr) if arr.null_count else len(arr)
+    if arr.type == pa.uint8() and hi >= 255:
+        values = np.frombuffer(arr.buffers()[1], np.uint8, end, arr.offset)
+    else:
+        values = _int_values(arr.slice(0, end))
+        at = _out_of_range(values, hi)
+        if at is not None:
+            return None, _Fault(at, column, f"{what} {values[at]} is out of range 0..{hi}")
+    if end < len(arr):
+        return None, _Fault(end, column, f"null {what} value")
+    return values, None
+
+
+def _columns_pixels(batch: pa.RecordBatch, faults: list[_Fault]) -> np.ndarray | None:
     """(n, 1024) uint8 from pix1..pix1024 integer columns, range-checked."""
-    n = batch.num_rows
-    out = np.empty((n, N_PIXELS), np.uint8)
+    out = np.empty((batch.num_rows, N_PIXELS), np.uint8)
     for j, col in enumerate(PIXEL_COLUMNS):
-        arr = batch.column(col)
-        _no_nulls(arr, name, first_row, col, "pixel")
-        if arr.type == pa.uint8():
-            out[:, j] = np.frombuffer(arr.buffers()[1], np.uint8, n, arr.offset)
-        else:
-            values = _int_values(arr)
-            _check_range(values, 255, name, first_row, col)
+        values, fault = _int_column(batch.column(col), 255, col, "pixel")
+        if fault is not None:
+            faults.append(fault)
+        elif not faults:
             out[:, j] = values
-    return out
+    return None if faults else out
 
 
-def _binary_pixels(arr: pa.Array, name: str, first_row: int) -> np.ndarray:
+def _bad_length(lengths: pa.Array, n: int) -> int:
+    """The index of the first length other than 1024 (nulls count as bad), or n."""
+    bad = np.flatnonzero(lengths.fill_null(-1).to_numpy(zero_copy_only=False) != N_PIXELS)
+    return int(bad[0]) if bad.size else n
+
+
+def _binary_pixels(arr: pa.Array, faults: list[_Fault]) -> np.ndarray | None:
     """(n, 1024) uint8 from a binary column of 1024-byte values (one byte per pixel)."""
     n = len(arr)
-    _no_nulls(arr, name, first_row, "pixels", "pixels")
     if pa.types.is_fixed_size_binary(arr.type):
+        if arr.null_count:
+            faults.append(_Fault(_first_null(arr), "pixels", "null pixels value"))
+            return None
         data = np.frombuffer(arr.buffers()[1], np.uint8, n * N_PIXELS, arr.offset * N_PIXELS)
         return data.reshape(n, N_PIXELS)
-    lengths = pc.binary_length(arr).to_numpy(zero_copy_only=False)
-    bad = np.flatnonzero(lengths != N_PIXELS)
-    if bad.size:
-        at = int(bad[0])
-        raise row_error(name, first_row + at, f"{lengths[at]} bytes, expected {N_PIXELS}", "pixels")
+    lengths = pc.binary_length(arr)
+    at = _bad_length(lengths, n)
+    if at < n:
+        message = (
+            "null pixels value"
+            if not arr[at].is_valid
+            else f"{lengths[at].as_py()} bytes, expected {N_PIXELS}"
+        )
+        faults.append(_Fault(at, "pixels", message))
+        return None
     offset_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
     offsets = arr.buffers()[1]  # np.frombuffer's offset counts bytes, not elements
     start = (
@@ -235,57 +264,79 @@ def _binary_pixels(arr: pa.Array, name: str, first_row: int) -> np.ndarray:
     return data.reshape(n, N_PIXELS)
 
 
-def _list_pixels(arr: pa.Array, name: str, first_row: int) -> np.ndarray:
+def _list_pixels(arr: pa.Array, faults: list[_Fault]) -> np.ndarray | None:
     """(n, 1024) uint8 from a (fixed-size) list column of integers, length- and range-checked."""
     n = len(arr)
-    _no_nulls(arr, name, first_row, "pixels", "pixels")
-    if not pa.types.is_fixed_size_list(arr.type):
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        bad = np.flatnonzero(lengths != N_PIXELS)
-        if bad.size:
-            at = int(bad[0])
-            raise row_error(
-                name, first_row + at, f"list of {lengths[at]} values, expected {N_PIXELS}", "pixels"
-            )
-    flat = arr.flatten()  # (n * 1024,) integers, this slice only
-    if flat.null_count:
-        at = _first_null(flat)
-        raise row_error(
-            name,
-            first_row + at // N_PIXELS,
-            f"null pixel (value {at % N_PIXELS + 1} of the row)",
-            "pixels",
+    lengths = pc.list_value_length(arr)  # null for a null list
+    end = _bad_length(lengths, n)
+    fault = None
+    if end < n:
+        length = lengths[end].as_py()
+        message = (
+            "null pixels value"
+            if length is None
+            else f"list of {length} values, expected {N_PIXELS}"
         )
-    values = _int_values(flat)
-    if values.dtype != np.uint8:
-        _check_range(values, 255, name, first_row, "pixels", N_PIXELS)
+        fault = _Fault(end, "pixels", message)
+    # the rows before `end` hold 1024 values each: a bad value there is an earlier fault
+    flat = arr.slice(0, end).flatten()
+    null_at = _first_null(flat) if flat.null_count else len(flat)
+    values = _int_values(flat.slice(0, null_at))
+    range_at = None if values.dtype == np.uint8 else _out_of_range(values, 255)
+    if range_at is not None:
+        fault = _Fault(
+            range_at // N_PIXELS,
+            "pixels",
+            f"pixel {values[range_at]} is out of range 0..255 "
+            f"(value {range_at % N_PIXELS + 1} of the row)",
+        )
+    elif null_at < len(flat):
+        fault = _Fault(
+            null_at // N_PIXELS,
+            "pixels",
+            f"null pixel (value {null_at % N_PIXELS + 1} of the row)",
+        )
+    if fault is not None:
+        faults.append(fault)
+        return None
     return values.astype(np.uint8, copy=False).reshape(n, N_PIXELS)
 
 
-def _ids(arr: pa.Array, name: str, first_row: int) -> pa.Array:
+def _ids(arr: pa.Array, faults: list[_Fault]) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
-    _no_nulls(arr, name, first_row, "ID", "ID")
+    if arr.null_count:
+        faults.append(_Fault(_first_null(arr), "ID", "null ID value"))
     return arr
 
 
 def batch_chunk(batch: pa.RecordBatch, layout: Layout, name: str, first_row: int) -> Chunk:
-    """Validate one record batch (its first row is data row `first_row`) into a Chunk."""
+    """Validate one record batch (its first row is data row `first_row`) into a Chunk.
+
+    A bad batch is refused at its first bad row and, in that row, the first bad column in the
+    file's order: every column is checked before choosing, so that the error does not depend
+    on the batch size or on the order in which columns are read."""
+    faults: list[_Fault] = []
+    pixels: np.ndarray | None
     if layout.pixels == "columns":
-        pixels = _columns_pixels(batch, name, first_row)
+        pixels = _columns_pixels(batch, faults)
     elif layout.pixels == "binary":
-        pixels = _binary_pixels(batch.column("pixels"), name, first_row)
+        pixels = _binary_pixels(batch.column("pixels"), faults)
     else:
-        pixels = _list_pixels(batch.column("pixels"), name, first_row)
+        pixels = _list_pixels(batch.column("pixels"), faults)
     ids = labels = None
     if layout.kind == "unlabelled":
-        ids = _ids(batch.column("ID"), name, first_row)
+        ids = _ids(batch.column("ID"), faults)
     else:
-        arr = batch.column("label")
-        _no_nulls(arr, name, first_row, "label", "label")
-        values = _int_values(arr)
-        _check_range(values, N_CLASSES - 1, name, first_row, "label")
-        labels = values.astype(np.int64)
+        values, fault = _int_column(batch.column("label"), N_CLASSES - 1, "label", "label")
+        if values is not None:
+            labels = values.astype(np.int64)
+        if fault is not None:
+            faults.append(fault)
+    if faults:
+        first = min(faults, key=lambda f: (f.at, layout.file_order.index(f.column)))
+        raise row_error(name, first_row + first.at, first.message, first.column)
+    assert pixels is not None
     return Chunk(pixels=pixels, ids=ids, labels=labels, start=first_row)
 
 
