@@ -320,3 +320,26 @@ def test_a_failed_run_writes_no_report(tmp_path, profiled):
     code, _, err = run_cli(str(data), "-m", str(profiled), "-o", str(tmp_path / "r.csv"))
     assert code == 1 and "in.csv:401" in err and "drift:" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_any_row(tmp_path, profiled):
+    data = write_eval_csv(tmp_path / "in.csv", sparse_pixels(100, seed=11))
+    out = tmp_path / "r.csv"
+    code, _, err = run_cli(
+        str(data), "-m", str(profiled), "-o", str(out), "--drift-report", str(out)
+    )
+    assert code == 1 and "are the same file" in err
+    code, _, err = run_cli(
+        str(data),
+        "-m",
+        str(profiled),
+        "-o",
+        str(out),
+        "--drift-report",
+        str(tmp_path / "no" / "d.json"),
+    )
+    assert code == 4 and "does not exist" in err and "drift:" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+    # --no-drift has no report, so no default path to refuse or write
+    code, _, err = run_cli(str(data), "-m", str(profiled), "-o", str(out), "--no-drift")
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "r.csv"]

@@ -107,6 +107,7 @@ def _pieces(file: int, rows_per_part: list[list[int]], tag: str) -> list[dict]:
                             "part_rows": n,
                             "last": part == len(parts) - 1,
                             "text": text,
+                            "drift": b"",
                             "error": "",
                         }
                     )
@@ -126,6 +127,7 @@ def _error(file: int, block: int, part: int, line: int) -> dict:
         "part_rows": 0,
         "last": True,
         "text": b"",
+        "drift": b"",
         "error": json.dumps(fields),
     }
 

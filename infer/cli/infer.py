@@ -160,7 +160,7 @@ def main(
         progress=run.progress,
         durable=not to_stdout,
     )
-    report = drift_report or drift_report_path(dests, to_stdout)
+    report = None if drift is False else drift_report or drift_report_path(dests, to_stdout)
     sources = [STDIN] if stdin else paths
     plan = _Plan(
         sources,

@@ -180,14 +180,18 @@ class Profile:
         """The counts of no rows: a flat int64 vector (histograms, classes, tail, rows)."""
         return np.zeros(sum(self._sizes()), np.int64)
 
-    def is_ood(self, logits: np.ndarray) -> np.ndarray:
-        """(n,) bool: the rows whose OOD score is beyond the reference's tail."""
-        return ood_score(logits) > self.ood_threshold
+    def is_ood(self, logits: np.ndarray, score: np.ndarray | None = None) -> np.ndarray:
+        """(n,) bool: the rows whose OOD score (`score`, if already computed) is beyond the
+        reference's tail."""
+        return (ood_score(logits) if score is None else score) > self.ood_threshold
 
-    def count(self, pixels: np.ndarray, logits: np.ndarray) -> np.ndarray:
-        """The counts of one block of rows and their logits, as a flat vector (see `empty`)."""
+    def count(
+        self, pixels: np.ndarray, logits: np.ndarray, score: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The counts of one block of rows and their logits (and their OOD `score`, if already
+        computed), as a flat vector (see `empty`)."""
         stats = input_statistics(pixels)
-        score = ood_score(logits)
+        score = ood_score(logits) if score is None else score
         parts = [self.histograms[name].count(stats[name]) for name in INPUT_STATISTICS]
         parts.append(self.histograms[OOD_SCORE].count(score))
         parts.append(np.bincount(logits.argmax(axis=1), minlength=len(self.classes)))

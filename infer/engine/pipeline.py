@@ -160,6 +160,7 @@ def predict_files(
             if not isinstance(model, Predictor):
                 model = Predictor(model, opts.provider, opts.threads, spinning=False)
             check_profile(model, opts, say)
+            report = stage_drift_report(model, opts, drift_report, outputs)
             model_sha = file_sha256(model.path) if resume else ""
             summaries = []
             for src, dst in zip(sources, destinations):
@@ -171,7 +172,7 @@ def predict_files(
                 summaries.append(_score_file(src, tmp, dst, model, opts, journal, say))
             if checks_drift(model, opts):
                 names = [source_name(s) for s in sources]
-                summaries = report_drift(model, names, summaries, drift_report, outputs, say)
+                summaries = report_drift(model, names, summaries, report, outputs, say)
             outputs.commit_all()
         except BaseException:
             for journal in journals:  # keep the partial outputs and journals for --resume
@@ -204,6 +205,17 @@ def check_profile(model: Predictor, options: ScoringOptions, say: Log) -> None:
         say(f"drift: not checked: {model.path.name}: {model.profile_note}")
 
 
+def stage_drift_report(
+    model: Predictor, options: ScoringOptions, path: Path | None, outputs: OutputSet
+) -> Path | None:
+    """Stage the drift report before any row is scored (proving it writable), when a run
+    checks drift and has somewhere to write it; returns its path, or None."""
+    if path is None or not checks_drift(model, options):
+        return None
+    outputs.stage(path)
+    return path
+
+
 def report_drift(
     model: Predictor,
     names: list[str],
@@ -212,8 +224,9 @@ def report_drift(
     outputs: OutputSet,
     say: Log,
 ) -> list[Summary]:
-    """Judge each file's and the run's drift counts, stage the report at `report_path`, say
-    the verdict in one line; returns the summaries with their file's verdict."""
+    """Judge each file's and the run's drift counts, write the report to `report_path`
+    (staged by `stage_drift_report`), say the verdict in one line; returns the summaries with
+    their file's verdict."""
     profile = model.profile
     assert profile is not None
     files = []
@@ -222,9 +235,8 @@ def report_drift(
         files.append((name, counts if counts is not None else profile.empty()))
     report = drift_report(profile, model.path.name, files, DriftRule())
     if report_path is not None:
-        temp = outputs.stage(report_path)
         with output_errors(report_path):
-            temp.write_text(json.dumps(report, indent=2) + "\n")
+            outputs.temp(report_path).write_text(json.dumps(report, indent=2) + "\n")
     say(drift_line(report, str(report_path) if report_path else None))
     return [replace(s, drift=f) for s, f in zip(summaries, report["files"])]
 
@@ -362,8 +374,6 @@ def _run(job: _Job, drift: np.ndarray | None) -> tuple[int, np.ndarray | None]:
             bar.close()
     if halt.error is not None:
         raise halt.error
-    if scorer.drift is None and checks_drift(model, options) and model.profile is not None:
-        scorer.drift = model.profile.empty()  # a file of no rows
     return scorer.rows, scorer.drift
 
 

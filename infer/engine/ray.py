@@ -35,11 +35,11 @@ from ..common.output import OutputSet, output_errors
 from ..common.system import available_cpus
 from ..formats.csvfile import CsvReader, LineInput, read_header
 from ..formats.csvgrammar import parse_header_line
-from ..formats.paths import expand_inputs, is_regular, output_paths
+from ..formats.paths import check_outputs, expand_inputs, is_regular, output_paths
 from ..formats.results import format_rows, header_line
 from ..formats.tables import TableReader, plan_layout, table_format, table_schema
 from .options import ScoringOptions
-from .pipeline import Log, Summary, check_profile, report_drift
+from .pipeline import Log, Summary, check_profile, report_drift, stage_drift_report
 from .predictor import Predictor
 from .stages import checks_drift, score_rows
 
@@ -317,6 +317,8 @@ def predict_csv_ray(
             "again at byte offsets); use --engine local for a pipe"
         )
     dests = output_paths(paths, out)
+    if drift_report is not None:
+        check_outputs(paths, [*dests, Path(drift_report)], model)
     tables = [d for d in dests if table_format(d) != "csv"]
     if tables:
         raise ConfigError(
@@ -331,6 +333,7 @@ def predict_csv_ray(
     engine = f"{use} (ray x{workers})"
     with OutputSet() as outputs:
         temps = [outputs.stage(d) for d in dests]
+        report = stage_drift_report(driver, opts, drift_report, outputs)
         header = header_line(opts.proba, opts.class_names, driver.class_names, opts.flag_ood)
         with _OrderedWriter(temps, dests, [len(p) for p in plans], header) as writer:
             _run([s for plan in plans for s in plan], writer, model, cluster, opts)
@@ -341,7 +344,7 @@ def predict_csv_ray(
         ]
         if checks_drift(driver, opts):
             names = [str(p) for p in paths]
-            summaries = report_drift(driver, names, summaries, drift_report, outputs, say)
+            summaries = report_drift(driver, names, summaries, report, outputs, say)
         outputs.commit_all()
     return summaries
 
@@ -442,7 +445,7 @@ class _OrderedWriter:
                 with output_errors(self.dests[file]):
                     self._file(file).write(piece["text"])
                 self.rows[file] += rows
-                self._add_drift(file, piece.get("drift", b""))
+                self._add_drift(file, piece["drift"])
             row += rows
             if row >= int(piece["part_rows"]):
                 shard, part, row = (shard + 1, 0, 0) if piece["last"] else (shard, part + 1, 0)

@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
+from ..common.drift import ood_score
 from ..common.errors import FclsError, ModelError
 from ..common.output import output_errors
 from ..formats.chunk import Chunk
@@ -140,11 +141,12 @@ def score_rows(predictor: Predictor, pixels: np.ndarray, options: ScoringOptions
     logits = predictor.logits_batches(pixels, options.batch_size)
     profile = predictor.profile
     assert profile is not None  # the CLI refuses --flag-ood for a model without one
+    score = ood_score(logits)
     return Scores(
         logits.argmax(axis=1).astype(np.int64),
         predictor.probabilities(logits, not options.proba_raw) if options.proba else None,
-        profile.is_ood(logits) if options.flag_ood else None,
-        profile.count(pixels, logits) if drift else None,
+        profile.is_ood(logits, score) if options.flag_ood else None,
+        profile.count(pixels, logits, score) if drift else None,
     )
 
 

@@ -143,8 +143,14 @@ def same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(inputs: list[Path], outputs: list[Path], model: Path | None = None) -> None:
-    """Refuse an output that is one of the inputs (or the model): writing it would destroy it."""
-    for dest in outputs:
+    """Refuse an output that is one of the inputs (or the model): writing it would destroy
+    it; and two outputs that are one file: one would overwrite the other."""
+    for i, dest in enumerate(outputs):
+        for other in outputs[:i]:
+            if same_file(dest, other):
+                raise ConfigError(
+                    f"outputs {other} and {dest} are the same file: choose another path for one"
+                )
         for src in inputs:
             if same_file(dest, src):
                 raise ConfigError(
