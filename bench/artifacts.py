@@ -50,10 +50,10 @@ def bench_training(out: Path) -> TrainConfig:
     fcls-export's int8 gate (>= 99% agreement, <= 0.5 points accuracy drop) needs a confident
     model; weaker ones (4 epochs at 1e-3, val accuracy 86%) are rightly refused.
     """
-    from fcls.train.config import Stage, TrainConfig
+    from fcls.train.config import Recipe, Stage, TrainConfig
 
-    adam = Stage("adam", "adam", lr=3e-3)
-    return TrainConfig(out=out, max_epochs=12, stages=(adam,), device="cpu")
+    recipe = Recipe("bench", (Stage("adam", "adam", lr=3e-3),))
+    return TrainConfig(out=out, max_epochs=12, recipe=recipe, device="cpu")
 
 
 def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:

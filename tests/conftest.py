@@ -86,7 +86,7 @@ def fashion_trained(tmp_path_factory, shared_data) -> Path:
     Adam only, 3 epochs (~1 minute): a model this weak still has confident enough logits for
     the int8 gate to mean something (with 1 epoch, int8 top-1 agreement is only ~97%).
     """
-    from fcls.train.config import DEFAULT_STAGES, TrainConfig
+    from fcls.train.config import DEFAULT_STAGES, Recipe, TrainConfig
     from fcls.train.trainer import train
 
     out = tmp_path_factory.mktemp("fashion")
@@ -95,7 +95,7 @@ def fashion_trained(tmp_path_factory, shared_data) -> Path:
         data=shared_data / "train.csv.gz",
         limit=3000,
         max_epochs=3,
-        stages=DEFAULT_STAGES[:1],
+        recipe=Recipe("adam", DEFAULT_STAGES[:1]),
     )
     train(config, log=lambda s: None)
     return out / "model.pt"

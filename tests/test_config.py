@@ -14,7 +14,14 @@ from click.testing import CliRunner
 from helpers import deadline
 
 from fcls.infer.common.errors import ConfigError
-from fcls.train.config import TrainConfig, check_class_names, parse_class_names
+from fcls.train.config import (
+    FAST,
+    RECIPES,
+    Recipe,
+    TrainConfig,
+    check_class_names,
+    parse_class_names,
+)
 
 TEN = tuple(f"c{i}" for i in range(10))
 # a comma, a quote, a slash and non-ASCII: all must survive into CSV headers and cells
@@ -137,3 +144,25 @@ def test_names_flow_from_fcls_train_to_every_artefact(tmp_path: Path, trained: P
     result = CliRunner().invoke(fcls_eval, [str(digits_csv), "-m", str(onnx_path), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "report.json").read_text())["class_names"] == list(ODD)
+
+
+@pytest.mark.parametrize("recipe", list(RECIPES.values()), ids=list(RECIPES))
+def test_recipe_round_trips_through_the_saved_config(recipe: Recipe):
+    config = TrainConfig(recipe=recipe)
+    saved = config.to_dict()
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    assert Recipe.of_run(saved) == recipe
+    assert Recipe.of_run(json.loads(json.dumps(saved))) == recipe  # report.json's JSON too
+
+
+def test_notebook_recipe_keeps_the_identity_runs_had_before_recipes():
+    """A state.pt written before recipes existed must still resume."""
+    identity = TrainConfig().identity()
+    assert "recipe" not in identity
+    assert identity["stages"] == [
+        {"name": "adam", "optimizer": "adam", "lr": 1e-3, "weight_decay": 1e-3},
+        {"name": "sgd_wd", "optimizer": "sgd", "lr": 1e-3, "weight_decay": 1e-3},
+        {"name": "sgd", "optimizer": "sgd", "lr": 1e-3, "weight_decay": 0.0},
+    ]
+    fast = TrainConfig(recipe=FAST).identity()
+    assert fast["recipe"]["name"] == "fast" and fast["stages"][0]["nesterov"] is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -16,9 +17,10 @@ from click.testing import CliRunner
 
 from fcls.infer.common.errors import CheckpointError, ConfigError
 from fcls.infer.formats.sources import read_train
+from fcls.train import trainer
 from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
-from fcls.train.config import DEFAULT_STAGES, TrainConfig
+from fcls.train.config import DEFAULT_STAGES, FAST, NOTEBOOK, Recipe, TrainConfig
 from fcls.train.trainer import OUTPUTS, train
 
 pytestmark = pytest.mark.slow
@@ -211,17 +213,21 @@ class _Interrupt(Exception):
 
 
 @pytest.mark.parametrize(
-    ("cut_at", "resumed_from"),
+    ("recipe", "cut_at", "resumed_from"),
     [
-        (3, "stage adam epoch 2"),  # on the boundary: the next stage starts afresh
-        (2, "stage adam epoch 1"),  # mid-stage: Adam's moments must be restored
+        (NOTEBOOK, 3, "stage adam epoch 2"),  # on the boundary: the next stage starts afresh
+        (NOTEBOOK, 2, "stage adam epoch 1"),  # mid-stage: Adam's moments must be restored
+        # mid-schedule: momentum, the EMA, its update count and the augmentation draws
+        (FAST, 2, "stage onecycle epoch 1"),
     ],
 )
 def test_interrupted_run_resumes_to_the_same_model(
-    tmp_path: Path, digits_csv: Path, cut_at: int, resumed_from: str
+    tmp_path: Path, digits_csv: Path, recipe: Recipe, cut_at: int, resumed_from: str
 ):
     max_epochs = 2 if cut_at == 3 else 3
-    config = TrainConfig(out=tmp_path / "full", data=digits_csv, max_epochs=max_epochs, limit=200)
+    config = TrainConfig(
+        out=tmp_path / "full", data=digits_csv, max_epochs=max_epochs, limit=200, recipe=recipe
+    )
     train(config, log=lambda s: None)
 
     seen: list[str] = []
@@ -231,7 +237,7 @@ def test_interrupted_run_resumes_to_the_same_model(
         if sum(s.startswith("stage ") for s in seen) == cut_at:
             raise _Interrupt  # before this epoch's state is saved
 
-    cut = TrainConfig(out=tmp_path / "cut", data=digits_csv, max_epochs=max_epochs, limit=200)
+    cut = dataclasses.replace(config, out=tmp_path / "cut")
     with pytest.raises(_Interrupt):
         train(cut, log=stop_at_epoch)
     lines: list[str] = []
@@ -336,6 +342,71 @@ def test_thin_classes_are_warned_about(tmp_path: Path):
     labels = np.arange(40) % 2  # two classes of 20 rows: about 4 test rows each
     path = write_train_csv(tmp_path / "thin.csv", rng.integers(0, 256, (40, 1024)), labels)
     lines: list[str] = []
-    config = TrainConfig(out=tmp_path / "run", data=path, max_epochs=1, stages=DEFAULT_STAGES[:1])
+    config = TrainConfig(
+        out=tmp_path / "run", data=path, max_epochs=1, recipe=Recipe("adam", DEFAULT_STAGES[:1])
+    )
     train(config, log=lines.append)
     assert any(s.startswith("warning: 2 classes have fewer than 10 test rows") for s in lines)
+
+
+def test_fast_recipe_saves_the_moving_average_and_records_itself(
+    tmp_path: Path, digits_csv: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """model.pt (what fcls-export reads) holds the EMA weights, not the trained ones."""
+    snapshots: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []
+    real_epoch = trainer.train_epoch
+
+    def recording_epoch(model, optimizer, x, y, plan, ema, *rest):
+        result = real_epoch(model, optimizer, x, y, plan, ema, *rest)
+        assert ema is not None
+        copy = {k: v.clone() for k, v in model.state_dict().items()}
+        snapshots.append((copy, {k: v.clone() for k, v in ema.model.state_dict().items()}))
+        return result
+
+    monkeypatch.setattr(trainer, "train_epoch", recording_epoch)
+    config = TrainConfig(out=tmp_path, data=digits_csv, max_epochs=1, recipe=FAST, limit=200)
+    result = train(config, log=lambda s: None)
+    ((raw, averaged),) = snapshots
+    saved = Checkpoint.load(tmp_path / "model.pt")
+    for k, v in averaged.items():
+        torch.testing.assert_close(saved.weights[k], v, rtol=0, atol=0, msg=k)
+    assert not torch.equal(saved.weights["fc5.weight"], raw["fc5.weight"])
+    assert saved.config is not None and Recipe.of_run(saved.config) == FAST
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert Recipe.from_dict(report["recipe"]) == FAST
+    assert report["test_accuracy"] == result.test_accuracy
+    assert result.epochs == {"onecycle": 1}
+
+
+@pytest.mark.parametrize(
+    ("recipe", "scripted", "expected"),
+    [
+        # the notebook's EarlyStopping: the first epoch sets the mark, then only a strict
+        # improvement resets the count; 4 epochs without one end the stage
+        (
+            NOTEBOOK,
+            [[0.5, 0.6, 0.6, 0.55, 0.6, 0.59], [0.1 * i for i in range(1, 9)], [0.9] * 5],
+            {"adam": 6, "sgd_wd": 8, "sgd": 5},
+        ),
+        # the fast recipe waits 8 epochs (--max-epochs 12 would end its schedule later)
+        (FAST, [[0.5, 0.6, *[0.6] * 8]], {"onecycle": 10}),
+        (FAST, [[0.05 * i for i in range(1, 13)]], {"onecycle": 12}),
+    ],
+)
+def test_early_stopping_follows_the_recipe(
+    tmp_path: Path,
+    digits_csv: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recipe: Recipe,
+    scripted: list[list[float]],
+    expected: dict[str, int],
+):
+    accuracies = iter([a for stage in scripted for a in stage])
+    monkeypatch.setattr(trainer, "train_epoch", lambda *a, **k: (0.0, 0.0))
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: (next(accuracies), 0.0))
+    max_epochs = 8 if recipe is NOTEBOOK else 12
+    config = TrainConfig(
+        out=tmp_path, data=digits_csv, limit=200, recipe=recipe, max_epochs=max_epochs
+    )
+    result = train(config, log=lambda s: None)
+    assert result.epochs == expected

@@ -68,6 +68,7 @@ def write_outputs(
         "per_class": metrics["per_class"],
         "confusion_matrix": metrics["confusion_matrix"],
         "class_names": list(class_names),
+        "recipe": config.recipe.to_dict(),
     }
     best_val = max(
         (h["val_accuracy"] for h in history if h["stage"] == config.stages[-1].name), default=None

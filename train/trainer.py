@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm import tqdm
 
 from fcls.infer.common.errors import CheckpointError, ConfigError, DataError, OutputError
 from fcls.infer.common.output import atomic_file, output_errors
@@ -20,9 +17,10 @@ from fcls.infer.common.system import fcls_version, file_sha256
 from fcls.infer.formats.csvfile import write_eval_csv
 
 from . import data as fdata
-from .config import Stage, TrainConfig
-from .model import FinalCNNet, evaluate, to_input
+from .config import TrainConfig
+from .model import FinalCNNet, evaluate
 from .report import write_outputs
+from .steps import Ema, EpochPlan, batch_bounds, make_optimizer, train_epoch
 
 Log = Callable[[str], None]
 STATE_FILE = "state.pt"
@@ -78,54 +76,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
         torch.save(obj, f.raw)
 
 
-def _make_optimizer(stage: Stage, model: torch.nn.Module) -> torch.optim.Optimizer:
-    if stage.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
-
-
-def _batches(n: int, batch_size: int) -> list[tuple[int, int]]:
-    """Batch bounds; a trailing batch of one row is dropped (BatchNorm cannot train on it)."""
-    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
-    return [b for b in bounds if b[1] - b[0] > 1 or len(bounds) == 1]
-
-
-def train_epoch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,  # (N, 1024) uint8 on the training device
-    y: torch.Tensor,  # (N,) int64
-    order: torch.Tensor | None,  # (N,) int64 permutation, None keeps file order
-    batch_size: int,
-    amp: bool,
-    desc: str,
-    progress: bool = True,
-) -> tuple[float, float]:
-    """One pass over the data; returns (accuracy, mean loss per sample)."""
-    model.train()
-    device = x.device
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    seen = 0
-    bounds = _batches(len(y), batch_size)
-    for start, stop in tqdm(
-        bounds, desc=desc, leave=False, disable=not (progress and sys.stderr.isatty())
-    ):
-        idx = order[start:stop] if order is not None else slice(start, stop)
-        xb, yb = to_input(x[idx]), y[idx]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(xb)
-            loss = F.cross_entropy(logits.float(), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        # accumulate on the device: no host sync per batch
-        total_loss += loss.detach() * (stop - start)
-        correct += (logits.argmax(1) == yb).sum()
-        seen += stop - start
-    return correct.item() / seen, total_loss.item() / seen
-
-
 class _Run:
     """Mutable progress of a staged run; saved as `state.pt` after every epoch."""
 
@@ -139,6 +89,8 @@ class _Run:
         self.model_state: dict[str, torch.Tensor] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.optimizer_state: dict[str, Any] | None = None
+        self.ema_state: dict[str, torch.Tensor] | None = None  # recipes with ema_decay
+        self.ema_updates = 0
         self.rng_state: torch.Tensor | None = None
         self.cuda_rng_state: list[torch.Tensor] | None = None  # CUDA runs: dropout draws there
         self.history: list[dict[str, Any]] = []
@@ -242,27 +194,28 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     parts = fdata.split(pixels, labels, seed=config.split_seed)
     for warning in fdata.check_split(parts, source):
         log(warning)
+    recipe = config.recipe
+    x4 = recipe.augment == "x4"
     log(
         f"data: {source} ({len(labels)} rows; train {len(parts.y_train)}, "
-        f"val {len(parts.y_val)}, test {len(parts.y_test)}; x4 augmented train/val) on {device}"
+        f"val {len(parts.y_val)}, test {len(parts.y_test)}; "
+        f"{'x4 augmented train/val' if x4 else 'augmented per batch'}; "
+        f"recipe {recipe.name}) on {device}"
     )
-    # the whole augmented dataset lives on the device as uint8; batches are cast there
-    x_train = torch.from_numpy(fdata.augment(parts.x_train, config.augment_k)).to(device)
-    y_train = torch.from_numpy(fdata.augment_labels(parts.y_train)).to(device)
-    x_val = torch.from_numpy(fdata.augment(parts.x_val, config.augment_k)).to(device)
-    y_val = torch.from_numpy(fdata.augment_labels(parts.y_val)).to(device)
+    tensors = _device_data(parts, config, device)
 
     torch.manual_seed(config.seed)
     # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (figures: train/README.md);
     # torch's stubs lack Module.to's memory_format overload, which exists at run time
     model = FinalCNNet().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.scale_dropout(recipe.dropout)
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
 
     state_path = config.out / STATE_FILE
     while not run.finished:
-        _train_stage(config, run, model, (x_train, y_train, x_val, y_val), state_path, log)
+        _train_stage(config, run, model, tensors, state_path, log)
 
     assert run.best_state is not None
     model.load_state_dict(run.best_state)
@@ -290,10 +243,56 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     )
 
 
+def _device_data(
+    parts: fdata.Split, config: TrainConfig, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train and validation rows as uint8 on the device (batches are cast there): the x4
+    copies for the notebook's augmentation, the rows themselves for per-batch augmentation."""
+    if config.recipe.augment == "x4":
+        arrays = (
+            fdata.augment(parts.x_train, config.augment_k),
+            fdata.augment_labels(parts.y_train),
+            fdata.augment(parts.x_val, config.augment_k),
+            fdata.augment_labels(parts.y_val),
+        )
+    else:
+        arrays = (parts.x_train, parts.y_train, parts.x_val, parts.y_val)
+    x_train, y_train, x_val, y_val = (torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    return x_train.to(device), y_train.to(device), x_val.to(device), y_val.to(device)
+
+
+def _stage_epochs(config: TrainConfig) -> int:
+    """A stage's epoch limit: --max-epochs, capped by the recipe's schedule length."""
+    return min(config.max_epochs, config.recipe.epochs or config.max_epochs)
+
+
+def _epoch_plan(config: TrainConfig, run: _Run, n_train: int, device: torch.device) -> EpochPlan:
+    """The epoch's batches: its shuffle, augmentation draws and place in the schedule."""
+    steps = len(batch_bounds(n_train, config.batch_size))
+    order, rng = None, None
+    if config.shuffle:
+        # derived from (seed, stage, epoch) so a resumed run sees the same order
+        perm = np.random.default_rng([config.seed, run.stage_index, run.epoch])
+        order = torch.from_numpy(perm.permutation(n_train)).to(device)
+    if config.recipe.augment == "batch":
+        rng = np.random.default_rng([config.seed, run.stage_index, run.epoch, 1])
+    return EpochPlan(
+        recipe=config.recipe,
+        stage=config.stages[run.stage_index],
+        batch_size=config.batch_size,
+        first_step=run.epoch * steps,
+        total_steps=_stage_epochs(config) * steps,
+        order=order,
+        rng=rng,
+        amp=config.amp,
+        zoom_k=config.augment_k,
+    )
+
+
 def _train_stage(
     config: TrainConfig,
     run: _Run,
-    model: torch.nn.Module,
+    model: FinalCNNet,
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     state_path: Path,
     log: Log,
@@ -301,35 +300,29 @@ def _train_stage(
     """Train the current stage until early stopping or max epochs, saving after every epoch."""
     x_train, y_train, x_val, y_val = tensors
     stage = config.stages[run.stage_index]
-    optimizer = _make_optimizer(stage, model)
+    optimizer = make_optimizer(stage, model)
     if run.optimizer_state is not None:
         optimizer.load_state_dict(run.optimizer_state)
+    ema = None
+    if config.recipe.ema_decay > 0:
+        ema = Ema(model, config.recipe.ema_decay, run.ema_updates)
+        if run.ema_state is not None:
+            ema.model.load_state_dict(run.ema_state)
+    scored = ema.model if ema is not None else model  # what validation and model.pt use
     # a saved state never sits on a finished stage (_next_stage runs before the save)
     stop = False
     while not stop:
         t = time.perf_counter()
-        order = None
-        if config.shuffle:
-            # derived from (seed, stage, epoch) so a resumed run sees the same order
-            rng = np.random.default_rng([config.seed, run.stage_index, run.epoch])
-            order = torch.from_numpy(rng.permutation(len(y_train))).to(x_train.device)
+        plan = _epoch_plan(config, run, len(y_train), x_train.device)
         desc = f"{stage.name} {run.epoch + 1}"
         tacc, tloss = train_epoch(
-            model,
-            optimizer,
-            x_train,
-            y_train,
-            order,
-            config.batch_size,
-            config.amp,
-            desc,
-            config.progress,
+            model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
-        vacc, vloss = evaluate(model, x_val, y_val, amp=config.amp)
+        vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp)
         run.epoch += 1
         # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement
         if vacc > run.best_acc:
-            run.best_acc, run.bad_epochs, run.best_state = vacc, 0, _cpu_state(model)
+            run.best_acc, run.bad_epochs, run.best_state = vacc, 0, _cpu_state(scored)
         else:
             run.bad_epochs += 1
         seconds = time.perf_counter() - t
@@ -339,12 +332,14 @@ def _train_stage(
             f"stage {stage.name} epoch {run.epoch}: train loss {tloss:.4f} acc {tacc:.4f} | "
             f"val loss {vloss:.4f} acc {vacc:.4f} | {seconds:.1f}s"
         )
-        stop = run.epoch >= config.max_epochs or run.bad_epochs >= config.patience
+        stop = run.epoch >= _stage_epochs(config) or run.bad_epochs >= config.early_stopping
         if stop:
             _next_stage(config, run, model)
         else:
             run.model_state = _cpu_state(model)
             run.optimizer_state = optimizer.state_dict()
+            if ema is not None:
+                run.ema_state, run.ema_updates = _cpu_state(ema.model), ema.updates
         run.rng_state, run.cuda_rng_state = _rng_states(x_train.device)
         _save_history(run.history, config.out / "history.csv")
         _atomic_save(run.to_dict(), state_path)
@@ -370,6 +365,7 @@ def _next_stage(config: TrainConfig, run: _Run, model: torch.nn.Module) -> None:
     model.load_state_dict(run.best_state)
     run.model_state = run.best_state
     run.optimizer_state = None
+    run.ema_state, run.ema_updates = None, 0  # a next stage averages from its start
     run.stage_index += 1
     run.epoch, run.bad_epochs = 0, 0
     # a new stage tracks its own best: like the notebook, its first epoch sets the mark

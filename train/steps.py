@@ -1,0 +1,135 @@
+"""One epoch of training: batches, optimizer steps, learning-rate schedule and weight EMA."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from . import augment
+from .config import Recipe, Stage
+from .model import FinalCNNet, to_input
+
+
+def make_optimizer(stage: Stage, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The stage's optimizer; fused kernels where torch has them (CPU and CUDA)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    params, lr, wd = model.parameters(), stage.lr, stage.weight_decay
+    if stage.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=wd, fused=fused or None)
+    if stage.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, fused=fused or None)
+    return torch.optim.SGD(
+        params,
+        lr=lr,
+        weight_decay=wd,
+        momentum=stage.momentum,
+        nesterov=stage.nesterov,
+        fused=fused or None,
+    )
+
+
+def learning_rate(stage: Stage, step: int, total: int) -> float:
+    """The stage's learning rate at optimizer step `step` of `total` (Stage.schedule)."""
+    if stage.schedule == "constant":
+        return stage.lr
+    warm = max(1, round(stage.warmup * total))
+    if step < warm:
+        return stage.lr * (step + 1) / warm
+    done = (step - warm) / max(1, total - warm)
+    return stage.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+
+class Ema:
+    """An exponential moving average of a model's weights and BatchNorm statistics.
+
+    The decay ramps up as (1 + n) / (10 + n) over the first updates, so that the average of
+    a short run is not dominated by the random initial weights.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float, updates: int = 0) -> None:
+        self.model = copy.deepcopy(model).eval()
+        self.decay, self.updates = decay, updates
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        mine, theirs = self.model.state_dict(), model.state_dict()
+        floats = [k for k, v in mine.items() if v.dtype.is_floating_point]
+        torch._foreach_lerp_([mine[k] for k in floats], [theirs[k] for k in floats], 1 - decay)
+        for k, v in mine.items():
+            if not v.dtype.is_floating_point:  # BatchNorm's num_batches_tracked
+                v.copy_(theirs[k])
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What one pass over the training rows needs beyond the model and its optimizer."""
+
+    recipe: Recipe
+    stage: Stage
+    batch_size: int
+    first_step: int  # optimizer steps the stage has taken before this epoch
+    total_steps: int  # the stage's length in steps, for its schedule
+    order: torch.Tensor | None  # (N,) int64 permutation; None keeps file order
+    rng: np.random.Generator | None  # draws per-batch augmentation; None: rows as they are
+    amp: bool = False
+    zoom_k: int = 2
+
+
+def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Batch bounds; a trailing batch of one row is dropped (BatchNorm cannot train on it)."""
+    bounds = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    return [b for b in bounds if b[1] - b[0] > 1 or len(bounds) == 1]
+
+
+def train_epoch(
+    model: FinalCNNet,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,  # (N, 1024) uint8 on the training device
+    y: torch.Tensor,  # (N,) int64
+    plan: EpochPlan,
+    ema: Ema | None = None,
+    desc: str = "",
+    progress: bool = True,
+) -> tuple[float, float]:
+    """One pass over the data; returns (accuracy, mean loss per sample) on the batches seen."""
+    model.train()
+    device = x.device
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    seen = 0
+    bounds = batch_bounds(len(y), plan.batch_size)
+    show = progress and sys.stderr.isatty()
+    for i, (start, stop) in enumerate(tqdm(bounds, desc=desc, leave=False, disable=not show)):
+        idx = plan.order[start:stop] if plan.order is not None else slice(start, stop)
+        rows, yb = x[idx], y[idx]
+        if plan.rng is not None:
+            draws = augment.draw(plan.rng, len(yb), plan.recipe.shift, plan.recipe.erase)
+            rows = augment.apply(rows, draws, plan.zoom_k)
+        if plan.stage.schedule != "constant":
+            lr = learning_rate(plan.stage, plan.first_step + i, plan.total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.amp):
+            logits = model.fast_forward(to_input(rows))
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=plan.recipe.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if ema is not None:
+            ema.update(model)
+        # accumulate on the device: no host sync per batch
+        total_loss += loss.detach() * (stop - start)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += stop - start
+    return correct.item() / seen, total_loss.item() / seen
