@@ -98,6 +98,13 @@ class BenchCommand(click.Command):
     "agreement is not measured and timings use the digits.",
 )
 @click.option(
+    "--train",
+    is_flag=True,
+    help="Measure training instead of inference: img/s per recipe and for the notebook's "
+    "plain loop, the validation forward, and each layer's forward + backward (--data: real "
+    "images; default: the digits).",
+)
+@click.option(
     "--quick", is_flag=True, help="0.25 s per point and 3,000 rows: under a minute once built."
 )
 @standard("fcls-bench", torch=True)
@@ -113,6 +120,7 @@ def main(
     no_e2e: bool,
     ingest_rows: str | None,
     data: Path | None,
+    train: bool,
     quick: bool,
     run: Run,
 ) -> None:
@@ -138,10 +146,10 @@ def main(
     if seconds is not None:
         settings["seconds"] = seconds
     require("fcls-bench", "torch", "onnx")
-    from .runner import BenchConfig, check_agreement, format_report, run_bench
+    from .runner import BenchConfig, check_agreement, format_report, run_bench, run_train_bench
 
     config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)
-    report = run_bench(config, log=run.echo)
+    report = (run_train_bench if train else run_bench)(config, log=run.echo)
     # the summary is the whole report (--json: on stdout; --summary-json FILE: in a file),
     # also when a backend missed its agreement bar: it is marked there, then the exit is 3
     run.summary(report, format_report(report))

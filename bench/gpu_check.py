@@ -95,17 +95,25 @@ def training_figures(history: list[dict[str, Any]], images_per_epoch: int) -> di
 
 
 def run_check(
-    data: Path, work: Path, out: Path, dry_run: bool, log: Callable[[str], None]
+    data: Path,
+    work: Path,
+    out: Path,
+    dry_run: bool,
+    log: Callable[[str], None],
+    recipe: str = "notebook",
 ) -> dict[str, Any]:
     """Train, export, check parity, score; returns the report (also written as it grows)."""
     import torch
 
     from fcls.export import ExportConfig, export_onnx
     from fcls.infer.engine.pipeline import predict_csv
-    from fcls.train.config import TrainConfig
+    from fcls.train.config import RECIPES, TrainConfig
     from fcls.train.trainer import train
 
-    report: dict[str, Any] = {"mode": "dry-run (CPU, tiny)" if dry_run else "cuda bf16, full"}
+    report: dict[str, Any] = {
+        "mode": "dry-run (CPU, tiny)" if dry_run else "cuda bf16, full",
+        "recipe": recipe,
+    }
     report["environment"] = environment()
     log(f"environment: {json.dumps(report['environment'])}")
     train_rows: list[int] = []
@@ -129,13 +137,19 @@ def run_check(
             amp=False,
             restart=True,
             write_test_csv=True,
+            recipe=RECIPES[recipe],
         )
-    else:  # the notebook's final recipe: 200 max epochs, patience 4, all three stages
+    else:  # the whole recipe: the notebook's runs each stage to early stopping
         config = TrainConfig(
-            out=run, data=data / "train.csv.gz", device="cuda", amp=True, restart=True
+            out=run,
+            data=data / "train.csv.gz",
+            device="cuda",
+            amp=True,
+            restart=True,
+            recipe=RECIPES[recipe],
         )
     report["train_config"] = {
-        k: v for k, v in config.to_dict().items() if k not in ("out", "stages", "restart")
+        k: v for k, v in config.to_dict().items() if k not in ("out", "restart")
     }
     cuda = config.device == "cuda"
     if cuda:
@@ -146,7 +160,8 @@ def run_check(
         result = train(config, log=train_log)
     finally:  # figures so far, also when stopped mid-run
         history = _history(run / "history.csv")
-        images = 4 * train_rows[0] if train_rows else 0  # x4 augmentation
+        copies = 4 if config.recipe.augment == "x4" else 1  # x4: the notebook's copies
+        images = copies * train_rows[0] if train_rows else 0
         report["training"] = training_figures(history, images)
         report["training"]["wall_seconds"] = round(time.perf_counter() - t0, 2)
         if cuda:
@@ -208,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path(".gpu-data"))
     parser.add_argument("--out", type=Path, required=True, help="report, plots and log")
     parser.add_argument("--work", type=Path, default=None, help="run folder [OUT/../work]")
+    parser.add_argument("--recipe", choices=["notebook", "fast"], default="notebook")
     args = parser.parse_args(argv)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {}
     code = 0
     try:
-        report = run_check(args.data, work, out, args.dry_run, log)
+        report = run_check(args.data, work, out, args.dry_run, log, args.recipe)
     except Deadline as e:
         report = _partial(out)
         report["status"] = f"timed out: {e}"

@@ -6,17 +6,21 @@
 #   bash bench/gpu_check.sh              # the real check (needs CUDA and .gpu-data/*.csv.gz)
 #   bash bench/gpu_check.sh --dry-run    # the same steps on CPU, tiny (CI)
 # Options: --out DIR (default: $OUT, else ./gpu-check-out), --data DIR (default .gpu-data),
-# --budget SECONDS (default 480: the report is written, partial, when it runs out).
+# --budget SECONDS (default 480: the report is written, partial, when it runs out),
+# --recipe notebook|fast|both (default notebook; both: fast, then the notebook's, each with
+# half the budget, reports in DIR/fast and DIR/notebook).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${OUT:-$root/gpu-check-out}
 budget=480
+recipe=notebook
 args=()
 while [ $# -gt 0 ]; do
     case $1 in
         --out) out=$2; shift 2 ;;
         --budget) budget=$2; shift 2 ;;
+        --recipe) recipe=$2; shift 2 ;;
         --dry-run) args+=(--dry-run); shift ;;
         --data) args+=(--data "$2"); shift 2 ;;
         *) echo "gpu_check.sh: unknown option $1" >&2; exit 2 ;;
@@ -33,8 +37,16 @@ trap 'rm -rf "$shim"' EXIT
 mkdir "$shim/fcls"
 for pkg in train export infer bench; do ln -s "$root/$pkg" "$shim/fcls/$pkg"; done
 export PYTHONPATH="$shim${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-mkdir -p "$out"
+case $recipe in
+    notebook|fast) runs=("$recipe"); dirs=("$out") ;;
+    both) runs=(fast notebook); dirs=("$out/fast" "$out/notebook"); budget=$((budget / 2)) ;;
+    *) echo "gpu_check.sh: --recipe must be notebook, fast or both, not $recipe" >&2; exit 2 ;;
+esac
 rc=0
-timeout --signal=TERM --kill-after=30 "$budget" \
-    "$python" -m fcls.bench.gpu_check --out "$out" ${args[@]+"${args[@]}"} || rc=$?
+for i in "${!runs[@]}"; do
+    mkdir -p "${dirs[$i]}"
+    timeout --signal=TERM --kill-after=30 "$budget" \
+        "$python" -m fcls.bench.gpu_check --out "${dirs[$i]}" --recipe "${runs[$i]}" \
+        ${args[@]+"${args[@]}"} || rc=$?
+done
 exit $rc

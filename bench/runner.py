@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from fcls.infer.common.spec import DEFAULT_BATCH_SIZE
+from fcls.train.model import MACS_PER_IMAGE
 
 from .artifacts import (
     BenchImages,
@@ -197,7 +198,7 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "ceiling_gflops": ceiling,
         "ceiling_how": ceiling_how,
         "gemm_kernels": gemm_kernels(),
-        "flops_per_image": 2 * 32_793_472,
+        "flops_per_image": 2 * MACS_PER_IMAGE,
         "models": {k: str(v) for k, v in models.onnx.items()},
         "checkpoint": None if models.checkpoint is None else str(models.checkpoint),
         "reference": reference,
@@ -214,6 +215,32 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     report["agreement_failures"] = _failures(report, reference)
     report["wall_seconds"] = time.perf_counter() - t0
     return report
+
+
+def run_train_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
+    """fcls-bench --train: the machine, its ceiling and the training section, nothing else."""
+    from .training import measure_training
+
+    t0 = time.perf_counter()
+    info = machine_info()
+    ceiling, ceiling_how = matmul_ceiling(seconds=min(1.5, 6 * config.seconds))
+    images = bench_images(config.data, None)
+    log(f"training: {images.note}")
+    quick = config.seconds < 1  # --quick, or --seconds under 1: one short round
+    rounds, rows = (1, 512) if quick else (3, 2560)
+    return {
+        "machine": info,
+        "ceiling_gflops": ceiling,
+        "ceiling_how": ceiling_how,
+        "gemm_kernels": gemm_kernels(),
+        "flops_per_image": 2 * MACS_PER_IMAGE,
+        "notes": [images.note],
+        "seconds_per_point": config.seconds,
+        "rows": [],
+        "training": measure_training(images.pool, ceiling, rounds=rounds, rows=rows),
+        "agreement_failures": [],
+        "wall_seconds": time.perf_counter() - t0,
+    }
 
 
 def _model_rows(
@@ -362,6 +389,8 @@ def _end_to_end(
                 "agreement_bar": bar,
                 "agreement_ok": None if agreement is None else agreement >= bar,
                 "peak_rss_mb": run.peak_rss_mb,
+                "cpu_seconds": run.cpu_seconds,
+                "cores_busy": run.cores_busy,
             }
         )
     return results
@@ -485,13 +514,18 @@ def format_report(report: dict[str, Any]) -> str:
         f"ceiling: fp32 matmul {report['ceiling_gflops']:.1f} GFLOP/s (best: {report['ceiling_how']}) | FinalCNNet "
         f"{report['flops_per_image'] / 1e6:.1f} MFLOP/image | {report['seconds_per_point']} s per point",
         format_gemm(report.get("gemm_kernels", {})),
-        f"agree: top-1 agreement with {'PyTorch eager' if reference == 'torch' else reference + ' (onnxruntime fp32)'}"
-        " on the check set",
         *report.get("notes", []),
-        "",
-        f"{'backend':10s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} {'img/s':>9s} "
-        f"{'GFLOP/s':>8s} {'%ceil':>6s} {'x torch':>7s} {'p99/t':>6s} {'agree':>6s}  {'peak MB':>7s}  provider",
     ]
+    if report["rows"]:
+        lines += [
+            f"agree: top-1 agreement with "
+            f"{'PyTorch eager' if reference == 'torch' else reference + ' (onnxruntime fp32)'}"
+            " on the check set",
+            "",
+            f"{'backend':10s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
+            f"{'img/s':>9s} {'GFLOP/s':>8s} {'%ceil':>6s} {'x torch':>7s} {'p99/t':>6s} "
+            f"{'agree':>6s}  {'peak MB':>7s}  provider",
+        ]
     for r in report["rows"]:
         lines.append(
             f"{r['backend']:10s} {r['batch']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
@@ -513,19 +547,22 @@ def format_report(report: dict[str, Any]) -> str:
     if "e2e" in report:
         lines += [
             "",
-            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'rows/s':>8s} {'x notebook':>10s} "
-            f"{'x script':>8s} {'/model':>6s} {'agree':>6s}  {'peak MB':>7s}",
+            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'CPU s':>7s} {'cores':>5s} "
+            f"{'rows/s':>8s} {'x notebook':>10s} {'x script':>8s} {'/model':>6s} {'agree':>6s}  "
+            f"{'peak MB':>7s}",
         ]
         for e in report["e2e"]:
             lines.append(
-                f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} {e['rows_per_s']:8.0f} "
+                f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} "
+                f"{e.get('cpu_seconds', 0):7.1f} {e.get('cores_busy', 0):5.2f} {e['rows_per_s']:8.0f} "
                 f"{_fmt(e['vs_notebook'], '10.2f')} {_fmt(e.get('vs_script'), '8.2f')} "
                 f"{_fmt(e.get('vs_model_only'), '6.2f')} {_agree(e)} "
                 f"{e.get('peak_rss_mb', 0):7.0f}{_below(e)}"
             )
         lines.append(
             f"(x script: fcls-infer / the polars + onnxruntime script, same precision; /model: "
-            f"end to end / the same model alone at batch {E2E_BATCH}, from the table above)"
+            f"end to end / the same model alone at batch {E2E_BATCH}, from the table above; "
+            f"cores: CPU seconds / wall seconds, the cores the run kept busy)"
         )
     if "ingest" in report:
         g = report["ingest"]
@@ -551,6 +588,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"{g['ceiling'][0]['rows']} rows: {g['rss_growth']:.2f}x"
         )
         lines += g["notes"]
+    if "training" in report:
+        from .training import format_training
+
+        lines += format_training(report["training"])
     failures = report.get("agreement_failures") or []
     if failures:
         lines += ["", f"FAILED: {len(failures)} below the agreement bar:", *failures]
@@ -563,4 +604,11 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
 
-__all__ = ["BenchConfig", "check_agreement", "format_report", "run_bench", "write_json"]
+__all__ = [
+    "BenchConfig",
+    "check_agreement",
+    "format_report",
+    "run_bench",
+    "run_train_bench",
+    "write_json",
+]

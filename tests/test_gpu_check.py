@@ -54,6 +54,26 @@ def test_dry_run_writes_the_whole_report(tmp_path: Path):
     assert "gpu_check: passed" in (out / "gpu_check.log").read_text()
 
 
+def test_dry_run_of_the_fast_recipe(tmp_path: Path):
+    out = tmp_path / "out"
+    proc = _check(out, "--dry-run", "--recipe", "fast", timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((out / "gpu_report.json").read_text())
+    assert (report["status"], report["recipe"]) == ("passed", "fast")
+    assert report["train_config"]["recipe"]["name"] == "fast"
+    training = report["training"]
+    assert training["epochs_per_stage"] == {"onecycle": 1}
+    assert training["train_images_per_epoch"] == training["split"]["train"]  # one copy per row
+    history = _history(out / "history.csv")
+    figures = training_figures(history, training["train_images_per_epoch"])
+    assert {k: training[k] for k in figures} == figures
+
+
+def test_unknown_recipe_is_refused(tmp_path: Path):
+    proc = _check(tmp_path / "out", "--dry-run", "--recipe", "slow", timeout=60)
+    assert proc.returncode == 2 and "--recipe must be notebook, fast or both" in proc.stderr
+
+
 def test_real_check_without_data_says_how_to_get_it(tmp_path: Path):
     proc = _check(tmp_path / "out", "--data", str(tmp_path / "none"), timeout=120)
     assert proc.returncode == 2

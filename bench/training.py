@@ -1,0 +1,187 @@
+"""`fcls-bench --train`: training speed per recipe, the validation forward and per-layer cost.
+
+Every figure is measured in one process, one after the other, on the same images:
+- per recipe, fcls's own `train_epoch` (the recipe's optimizer, augmentation, EMA and
+  memory format) over `rows` rows at batch 256;
+- the notebook's way: eval-free plain loop over the same rows (NCHW float input, Adam,
+  `model(x)`), the baseline the recipes are compared with;
+- the eval-mode forward fcls validates with, against the plain module at the same batch;
+- each layer's forward + backward at batch 256, as fcls computes it and as plain NCHW.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fcls.train.config import RECIPES, Recipe
+from fcls.train.model import MACS_PER_IMAGE, FinalCNNet, patch_matmul, predict_logits, to_input
+from fcls.train.steps import Ema, EpochPlan, batch_bounds, make_optimizer, train_epoch
+
+BATCH = 256
+EVAL_BATCH = 1024
+TRAIN_FLOPS = 3 * 2 * MACS_PER_IMAGE  # a training step: forward, and a backward of twice that
+
+
+def _median_seconds(fn: Callable[[], object], rounds: int) -> float:
+    fn()  # warm-up: oneDNN picks and caches its kernels on the first call
+    times = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _recipe_epoch(recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+    """One fcls epoch of `recipe` over x, as fcls-train runs it (first stage)."""
+    torch.manual_seed(0)
+    model = FinalCNNet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model.scale_dropout(recipe.dropout)
+    stage = recipe.stages[0]
+    optimizer = make_optimizer(stage, model)
+    ema = Ema(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+    steps = len(batch_bounds(len(y), BATCH))
+
+    def epoch() -> object:
+        rng = np.random.default_rng(0) if recipe.augment == "batch" else None
+        order = torch.from_numpy(np.random.default_rng(1).permutation(len(y)))
+        plan = EpochPlan(recipe, stage, BATCH, 0, 10 * steps, order, rng)
+        return train_epoch(model, optimizer, x, y, plan, ema, progress=False)
+
+    return epoch
+
+
+def _plain_epoch(x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+    """The notebook's loop: NCHW float input made once, Adam, the module's own forward."""
+    torch.manual_seed(0)
+    model = FinalCNNet().train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
+    xf = to_input(x)
+
+    def epoch() -> object:
+        for start, stop in batch_bounds(len(y), BATCH):
+            optimizer.zero_grad()
+            F.cross_entropy(model(xf[start:stop]), y[start:stop]).backward()
+            optimizer.step()
+        return None
+
+    return epoch
+
+
+def _fwd_bwd(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        y = layer(x)
+        y.backward(torch.ones_like(y))
+
+    return step
+
+
+def _layer_costs(rounds: int) -> list[dict[str, Any]]:
+    """Forward + backward ms per layer at batch 256: fcls's formulation and plain NCHW."""
+    torch.manual_seed(0)
+    model = FinalCNNet()
+    shapes = {"conv1": (1, 32), "conv2": (64, 15), "conv3": (128, 7), "conv4": (256, 6)}
+    out = []
+    for name, (channels, side) in shapes.items():
+        conv = getattr(model, name)
+        gemm = name in ("conv1", "conv4")  # FinalCNNet.fast_forward's choice
+        x = torch.randn(BATCH, channels, side, side)
+        grad_in = name != "conv1"  # the image needs no gradient
+        cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(grad_in)
+        fcls_way = partial(patch_matmul, conv=conv) if gemm else conv
+        out.append(
+            {
+                "layer": name,
+                "fcls_ms": 1000 * _median_seconds(_fwd_bwd(fcls_way, cl), rounds),
+                "fcls_how": "patch GEMM" if gemm else "oneDNN, channels-last",
+                "nchw_ms": 1000
+                * _median_seconds(_fwd_bwd(conv, x.requires_grad_(grad_in)), rounds),
+            }
+        )
+    return out
+
+
+def measure_training(
+    images: np.ndarray, ceiling_gflops: float, rounds: int = 3, rows: int = 2560
+) -> dict[str, Any]:
+    """The training section of fcls-bench's report (module docstring)."""
+    pool = images[np.arange(rows) % len(images)]
+    x = torch.from_numpy(np.ascontiguousarray(pool))
+    y = torch.from_numpy(np.arange(rows) % 10).long()  # labels do not change the cost
+
+    def row(name: str, seconds: float, flops: float) -> dict[str, Any]:
+        img_s = rows / seconds
+        gflops = img_s * flops / 1e9
+        return {
+            "what": name,
+            "img_per_s": img_s,
+            "gflops": gflops,
+            "pct_ceiling": 100 * gflops / ceiling_gflops,
+        }
+
+    plain = _median_seconds(_plain_epoch(x, y), rounds)
+    recipes = [
+        {**row(f"train, recipe {n}", _median_seconds(_recipe_epoch(r, x, y), rounds), TRAIN_FLOPS)}
+        for n, r in RECIPES.items()
+    ]
+    plain_row = row("train, the notebook's loop", plain, TRAIN_FLOPS)
+    for r in recipes:
+        r["vs_notebook_loop"] = r["img_per_s"] / plain_row["img_per_s"]
+    model = FinalCNNet().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+    plain_model = FinalCNNet().eval()
+
+    def plain_eval() -> None:
+        with torch.no_grad():
+            for start in range(0, rows, EVAL_BATCH):
+                plain_model(to_input(x[start : start + EVAL_BATCH]))
+
+    fwd = row(
+        "validation forward",
+        _median_seconds(lambda: predict_logits(model, x), rounds),
+        2 * MACS_PER_IMAGE,
+    )
+    plain_fwd = row(
+        "forward, the notebook's way", _median_seconds(plain_eval, rounds), 2 * MACS_PER_IMAGE
+    )
+    fwd["vs_notebook_loop"] = fwd["img_per_s"] / plain_fwd["img_per_s"]
+    return {
+        "rows": rows,
+        "batch": BATCH,
+        "eval_batch": EVAL_BATCH,
+        "rounds": rounds,
+        "threads": torch.get_num_threads(),
+        "throughput": [*recipes, plain_row, fwd, plain_fwd],
+        "layers": _layer_costs(rounds),
+    }
+
+
+def format_training(section: dict[str, Any]) -> list[str]:
+    """The training section's lines for the text report."""
+    lines = [
+        "",
+        f"training: {section['rows']} rows per epoch, batch {section['batch']} (forward "
+        f"{section['eval_batch']}), median of {section['rounds']}, {section['threads']} torch threads",
+        f"{'':34s} {'img/s':>8s} {'GFLOP/s':>8s} {'%ceil':>6s} {'x notebook':>10s}",
+    ]
+    for r in section["throughput"]:
+        ratio = r.get("vs_notebook_loop")
+        shown = f"{ratio:10.2f}" if ratio is not None else f"{'':10s}"
+        lines.append(
+            f"{r['what']:34s} {r['img_per_s']:8.0f} {r['gflops']:8.1f} {r['pct_ceiling']:6.1f} {shown}"
+        )
+    lines.append(
+        f"{'layer, forward + backward':26s} {'fcls ms':>8s} {'NCHW ms':>8s}  fcls computes it as"
+    )
+    for layer in section["layers"]:
+        lines.append(
+            f"{layer['layer']:26s} {layer['fcls_ms']:8.1f} {layer['nchw_ms']:8.1f}  {layer['fcls_how']}"
+        )
+    return lines
