@@ -22,6 +22,14 @@ class E2E:
     seconds: float
     labels: np.ndarray
     peak_rss_mb: float = 0.0  # of the process that ran it (each run gets a fresh one)
+    # CPU time of every thread of that process over the run: idle cores show as
+    # cores_busy below the CPUs the run may use
+    cpu_seconds: float = 0.0
+
+    @property
+    def cores_busy(self) -> float:
+        """Average cores kept busy: CPU seconds over wall seconds."""
+        return self.cpu_seconds / self.seconds
 
     @property
     def rows_per_s(self) -> float:
@@ -40,7 +48,7 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     model = Checkpoint.load(checkpoint).model
     # pandas 3 hands out read-only arrays; torch.Tensor(x) warns but copies, as the notebook did
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     edf = pd.read_csv(src)
     ids = edf.loc[:, "ID"]
     x_eval = edf.drop("ID", axis=1).to_numpy()
@@ -56,8 +64,8 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     out["ID"] = ids
     out["label"] = labels
     out.to_csv(dst, index=False)
-    seconds = time.perf_counter() - t0
-    return E2E("notebook (pandas + torch)", len(labels), seconds, labels, peak_rss_mb())
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return E2E("notebook (pandas + torch)", len(labels), seconds, labels, peak_rss_mb(), cpu)
 
 
 def fcls_pipeline(
@@ -73,12 +81,15 @@ def fcls_pipeline(
 
     from fcls.infer.engine.pipeline import predict_csv
 
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = predict_csv(
         src, dst, model, threads=threads, progress=False, parse_threads=parse_threads
     )
+    # the summary times reading to writing; the CPU share is taken over the whole call
+    busy = (time.process_time() - c0) / (time.perf_counter() - t0)
     peak = peak_rss_mb()
     labels = pacsv.read_csv(dst).column("label").to_numpy()
-    return E2E(name, summary.rows, summary.seconds, labels, peak)
+    return E2E(name, summary.rows, summary.seconds, labels, peak, busy * summary.seconds)
 
 
 SCRIPT_BATCH = 256
@@ -95,7 +106,7 @@ def script_pipeline(
     from fcls.infer.common.spec import PIXEL_COLUMNS
     from fcls.infer.common.system import available_cpus
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     df = pl.read_csv(src, schema={"ID": pl.String, **dict.fromkeys(PIXEL_COLUMNS, pl.UInt8)})
     x = df.drop("ID").to_numpy()  # (n, 1024) uint8
     options = ort.SessionOptions()
@@ -109,4 +120,5 @@ def script_pipeline(
         ]
     )
     pl.DataFrame({"ID": df["ID"], "label": labels}).write_csv(dst)
-    return E2E(name, len(labels), time.perf_counter() - t0, labels, peak_rss_mb())
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return E2E(name, len(labels), seconds, labels, peak_rss_mb(), cpu)

@@ -27,6 +27,7 @@ from fcls.bench.runner import (
     plan_backends,
     run_bench,
 )
+from fcls.train.model import MACS_PER_IMAGE
 
 SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05", "--ingest-rows", "0"]
 
@@ -71,6 +72,11 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
     assert fcls_row["agreement"] == script_row["agreement"] == 1.0 and fcls_row["rows"] == 200
     assert fcls_row["vs_script"] == pytest.approx(fcls_row["rows_per_s"] / script_row["rows_per_s"])
     assert fcls_row["vs_model_only"] is None  # batch 64 was not in this run's table
+    cpus = report["machine"]["cpus_available"]
+    for e in report["e2e"]:
+        assert e["cores_busy"] == pytest.approx(e["cpu_seconds"] / e["seconds"])
+        assert 0 < e["cores_busy"] < cpus + 1  # threads cannot keep more cores busy than exist
+    assert "cores" in result.output
     ingest = report["ingest"]
     assert [p["parser"] for p in ingest["parse"]] == list(PARSERS)  # all agree on the pixels
     assert [(c["rows"], c["parse_threads"]) for c in ingest["ceiling"]] == [
@@ -430,3 +436,38 @@ class _Inline:
         f: Future = Future()
         f.set_result(fn(*args))
         return f
+
+
+@pytest.mark.slow
+def test_fcls_bench_train_section(tmp_path: Path):
+    out = tmp_path / "train.json"
+    args = ["--train", "--quick", "--summary-json", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["rows"] == [] and "e2e" not in report
+    section = report["training"]
+    assert (section["rows"], section["rounds"]) == (512, 1)
+    rows = {r["what"]: r for r in section["throughput"]}
+    assert list(rows) == [
+        "train, recipe notebook",
+        "train, recipe fast",
+        "train, the notebook's loop",
+        "validation forward",
+        "forward, the notebook's way",
+    ]
+    loop, forward = rows["train, the notebook's loop"], rows["forward, the notebook's way"]
+    for name, r in rows.items():
+        flops = (3 if name.startswith("train") else 1) * 2 * MACS_PER_IMAGE
+        assert r["gflops"] == pytest.approx(r["img_per_s"] * flops / 1e9)
+        assert r["pct_ceiling"] == pytest.approx(100 * r["gflops"] / report["ceiling_gflops"])
+    for name in ("train, recipe notebook", "train, recipe fast"):
+        assert rows[name]["vs_notebook_loop"] == pytest.approx(
+            rows[name]["img_per_s"] / loop["img_per_s"]
+        )
+    assert rows["validation forward"]["vs_notebook_loop"] == pytest.approx(
+        rows["validation forward"]["img_per_s"] / forward["img_per_s"]
+    )
+    assert [layer["layer"] for layer in section["layers"]] == ["conv1", "conv2", "conv3", "conv4"]
+    assert all(layer["fcls_ms"] > 0 and layer["nchw_ms"] > 0 for layer in section["layers"])
+    assert "train, recipe fast" in result.output and "patch GEMM" in result.output
