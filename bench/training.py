@@ -1,6 +1,7 @@
 """`fcls-bench --train`: training speed per recipe, the validation forward and per-layer cost.
 
-Every figure is measured in one process, one after the other, on the same images:
+Every figure is measured in a fresh process of its own, one after the other, on the same
+images (fcls's processes set up memory as fcls-train does, the notebook's keep the defaults):
 - per recipe, fcls's own `train_epoch` (the recipe's optimizer, augmentation, EMA and
   memory format) over `rows` rows at batch 256;
 - the notebook's way: eval-free plain loop over the same rows (NCHW float input, Adam,
@@ -11,9 +12,11 @@ Every figure is measured in one process, one after the other, on the same images
 
 from __future__ import annotations
 
+import multiprocessing
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -23,7 +26,14 @@ import torch.nn.functional as F
 
 from fcls.train.config import RECIPES, Recipe
 from fcls.train.model import MACS_PER_IMAGE, FinalCNNet, patch_matmul, predict_logits, to_input
-from fcls.train.steps import Ema, EpochPlan, batch_bounds, make_optimizer, train_epoch
+from fcls.train.steps import (
+    Ema,
+    EpochPlan,
+    batch_bounds,
+    keep_freed_memory,
+    make_optimizer,
+    train_epoch,
+)
 
 BATCH = 256
 EVAL_BATCH = 1024
@@ -92,7 +102,7 @@ def _layer_costs(rounds: int) -> list[dict[str, Any]]:
     out = []
     for name, (channels, side) in shapes.items():
         conv = getattr(model, name)
-        gemm = name in ("conv1", "conv4")  # FinalCNNet.fast_forward's choice
+        gemm = name == "conv4"  # FinalCNNet.fast_forward's choice
         x = torch.randn(BATCH, channels, side, side)
         grad_in = name != "conv1"  # the image needs no gradient
         cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(grad_in)
@@ -109,6 +119,35 @@ def _layer_costs(rounds: int) -> list[dict[str, Any]]:
     return out
 
 
+def _timed(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
+    """Seconds per pass of one measurement, or the layer table; runs in its own process."""
+    if what.startswith("fcls"):
+        keep_freed_memory()  # as fcls-train does
+    if what.startswith("fcls recipe "):
+        return _median_seconds(_recipe_epoch(RECIPES[what.split()[-1]], x, y), rounds)
+    if what == "fcls forward":
+        model = FinalCNNet().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+        return _median_seconds(lambda: predict_logits(model, x, EVAL_BATCH), rounds)
+    if what == "fcls layers":
+        return _layer_costs(rounds)
+    if what == "notebook loop":
+        return _median_seconds(_plain_epoch(x, y), rounds)
+    plain = FinalCNNet().eval()  # "notebook forward"
+
+    def forward() -> None:
+        with torch.no_grad():
+            for start in range(0, len(x), EVAL_BATCH):
+                plain(to_input(x[start : start + EVAL_BATCH]))
+
+    return _median_seconds(forward, rounds)
+
+
+def _isolated(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context) as worker:
+        return worker.submit(_timed, what, x, y, rounds).result()
+
+
 def measure_training(
     images: np.ndarray, ceiling_gflops: float, rounds: int = 3, rows: int = 2560
 ) -> dict[str, Any]:
@@ -117,8 +156,8 @@ def measure_training(
     x = torch.from_numpy(np.ascontiguousarray(pool))
     y = torch.from_numpy(np.arange(rows) % 10).long()  # labels do not change the cost
 
-    def row(name: str, seconds: float, flops: float) -> dict[str, Any]:
-        img_s = rows / seconds
+    def row(name: str, what: str, flops: float) -> dict[str, Any]:
+        img_s = rows / _isolated(what, x, y, rounds)
         gflops = img_s * flops / 1e9
         return {
             "what": name,
@@ -127,39 +166,21 @@ def measure_training(
             "pct_ceiling": 100 * gflops / ceiling_gflops,
         }
 
-    plain = _median_seconds(_plain_epoch(x, y), rounds)
-    recipes = [
-        {**row(f"train, recipe {n}", _median_seconds(_recipe_epoch(r, x, y), rounds), TRAIN_FLOPS)}
-        for n, r in RECIPES.items()
-    ]
-    plain_row = row("train, the notebook's loop", plain, TRAIN_FLOPS)
+    recipes = [row(f"train, recipe {n}", f"fcls recipe {n}", TRAIN_FLOPS) for n in RECIPES]
+    loop = row("train, the notebook's loop", "notebook loop", TRAIN_FLOPS)
     for r in recipes:
-        r["vs_notebook_loop"] = r["img_per_s"] / plain_row["img_per_s"]
-    model = FinalCNNet().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-    plain_model = FinalCNNet().eval()
-
-    def plain_eval() -> None:
-        with torch.no_grad():
-            for start in range(0, rows, EVAL_BATCH):
-                plain_model(to_input(x[start : start + EVAL_BATCH]))
-
-    fwd = row(
-        "validation forward",
-        _median_seconds(lambda: predict_logits(model, x), rounds),
-        2 * MACS_PER_IMAGE,
-    )
-    plain_fwd = row(
-        "forward, the notebook's way", _median_seconds(plain_eval, rounds), 2 * MACS_PER_IMAGE
-    )
-    fwd["vs_notebook_loop"] = fwd["img_per_s"] / plain_fwd["img_per_s"]
+        r["vs_notebook_loop"] = r["img_per_s"] / loop["img_per_s"]
+    forward = row("validation forward", "fcls forward", 2 * MACS_PER_IMAGE)
+    plain_forward = row("forward, the notebook's way", "notebook forward", 2 * MACS_PER_IMAGE)
+    forward["vs_notebook_loop"] = forward["img_per_s"] / plain_forward["img_per_s"]
     return {
         "rows": rows,
         "batch": BATCH,
         "eval_batch": EVAL_BATCH,
         "rounds": rounds,
         "threads": torch.get_num_threads(),
-        "throughput": [*recipes, plain_row, fwd, plain_fwd],
-        "layers": _layer_costs(rounds),
+        "throughput": [*recipes, loop, forward, plain_forward],
+        "layers": _isolated("fcls layers", x, y, rounds),
     }
 
 

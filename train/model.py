@@ -97,11 +97,11 @@ class FinalCNNet(nn.Module):
         - ReLU and channel dropout run after max pooling, on a quarter of the values: both
           commute with a 2x2 max (ReLU is monotonic; Dropout2d scales a whole channel by 0 or
           a positive constant), and Dropout2d draws the same (N, C) mask either way.
-        - conv1 and conv4 run as one matrix product over the channels-last patches: oneDNN's
-          direct kernels suit neither one input channel nor a 4x4 kernel on a 6x6 map.
+        - conv4 runs as one matrix product over its channels-last patches: oneDNN's direct
+          kernels do not suit a 4x4 kernel on a 6x6 map (`fcls-bench --train` times both).
         """
         x = x.contiguous(memory_format=torch.channels_last)
-        x = self.conv1_do(relu(self.pool(self.conv1_bn(patch_matmul(x, self.conv1)))))
+        x = self.conv1_do(relu(self.pool(self.conv1_bn(self.conv1(x)))))
         x = self.conv2_do(relu(self.pool(self.conv2_bn(self.conv2(x)))))
         x = self.conv3_do(relu(self.conv3_bn(self.conv3(x))))
         x = self.conv4_do(relu(self.conv4_bn(patch_matmul(x, self.conv4))))

@@ -20,7 +20,7 @@ from . import data as fdata
 from .config import TrainConfig
 from .model import FinalCNNet, evaluate
 from .report import write_outputs
-from .steps import Ema, EpochPlan, batch_bounds, make_optimizer, train_epoch
+from .steps import Ema, EpochPlan, batch_bounds, keep_freed_memory, make_optimizer, train_epoch
 
 Log = Callable[[str], None]
 STATE_FILE = "state.pt"
@@ -177,6 +177,8 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     """
     t0 = time.perf_counter()
     device = resolve_device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     data_id = _data_identity(config)
     identity = {**config.identity(), "data_sha256": data_id["sha256"]}
     run = _prepare_out(config, identity, log)
