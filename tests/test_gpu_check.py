@@ -83,7 +83,7 @@ def test_real_check_without_data_says_how_to_get_it(tmp_path: Path):
 
 def test_budget_ends_the_check_with_a_partial_report(tmp_path: Path):
     out = tmp_path / "out"
-    proc = _check(out, "--dry-run", "--budget", "12", timeout=120)
+    proc = _check(out, "--dry-run", "--budget", "6", timeout=120)
     assert proc.returncode == 124, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = json.loads((out / "gpu_report.json").read_text())
     assert report["status"].startswith("timed out: stopped by signal 15")
