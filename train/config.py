@@ -150,8 +150,10 @@ class TrainConfig:
 
     @property
     def early_stopping(self) -> int:
-        """Epochs without a better validation accuracy before a stage stops."""
-        return self.recipe.patience if self.patience is None else self.patience
+        """Epochs without a better validation accuracy before a stage stops (`patience`,
+        never None once built: `__post_init__` fills in the recipe's)."""
+        assert self.patience is not None
+        return self.patience
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, so checkpoints load with `torch.load(weights_only=True)`.
