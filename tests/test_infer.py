@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
 import os
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from helpers import write_eval_csv
+from helpers import deadline, write_eval_csv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
@@ -389,3 +392,106 @@ def test_int8_runs_one_session_per_cpu_with_the_same_labels(tmp_path, exported, 
     for n in (1, 7, 300):
         np.testing.assert_array_equal(split.predict(pixels[:n]), single.predict(pixels[:n]))
     np.testing.assert_allclose(split.predict_proba(pixels), single.predict_proba(pixels), atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 2000),
+    batch_size=st.integers(1, 300),
+    takers=st.integers(1, 8),
+    smallest=st.integers(1, 64),
+)
+def test_claims_hand_out_every_row_once_in_order(rows, batch_size, takers, smallest):
+    from fcls.infer.engine.predictor import Claims
+
+    claims = Claims(rows, batch_size, takers, smallest)
+    ranges = list(iter(claims.take, None))
+    assert ranges[0].start == 0 and ranges[-1].stop == rows
+    assert all(a.stop == b.start for a, b in itertools.pairwise(ranges))  # contiguous, no overlap
+    sizes = [r.stop - r.start for r in ranges]
+    assert all(0 < s <= max(batch_size, 1) for s in sizes)
+    assert all(s >= min(smallest, batch_size) for s in sizes[:-1])
+    assert claims.take() is None
+
+
+def test_claims_shrink_near_the_end_so_sessions_finish_together():
+    from fcls.infer.engine.predictor import Claims
+
+    claims = Claims(773, 64, 2, 8)
+    sizes = [r.stop - r.start for r in iter(claims.take, None)]
+    assert sizes[:11] == [64] * 11  # whole batches while plenty remain
+    assert sizes[11:] == [35, 17, 9, 8]  # then what is left, shared out, down to 8 rows
+
+
+def test_claims_taken_from_many_threads_cover_every_row_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fcls.infer.engine.predictor import Claims
+
+    claims = Claims(100_000, 7, 4, 2)
+    with ThreadPoolExecutor(4) as pool:
+        taken = pool.map(lambda _: list(iter(claims.take, None)), range(4), timeout=30)
+        ranges = sorted((r for part in taken for r in part), key=lambda r: r.start)
+    assert sum(r.stop - r.start for r in ranges) == 100_000
+    assert all(a.stop == b.start for a, b in itertools.pairwise(ranges))
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory, exported, rows) -> Path:
+    from fcls.export.graph import set_metadata
+    from fcls.export.variants import quantize_int8
+
+    int8 = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    quantize_int8(exported, int8, rows[0][:128])
+    set_metadata(int8, {"variant": "int8"})
+    return int8
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("proba", [False, True])
+def test_default_run_gives_the_bytes_of_the_old_defaults(
+    tmp_path, exported, int8_model, digits, precision, proba
+):
+    """The same model file and input give the same output bytes with today's defaults as
+    with the settings fcls-infer used before (batch 64, one session, no spreading)."""
+    import hashlib
+
+    model = exported if precision == "fp32" else int8_model
+    rng = np.random.default_rng(0)
+    pixels = digits[0][rng.integers(0, len(digits[0]), 2_500)]
+    src = write_eval_csv(tmp_path / "in.csv", pixels)
+    old_defaults = Predictor(model, "cpu", 1, spinning=False)
+    old = predict_csv(src, tmp_path / "old.csv", old_defaults, batch_size=64, proba=proba)
+    new = predict_csv(src, tmp_path / "new.csv", model, provider="cpu", threads=2, proba=proba)
+    assert old.rows == new.rows == 2_500
+    if proba:  # ten probabilities a row, printed in full: any change in the arithmetic shows
+        assert len({row[2] for row in _read(tmp_path / "old.csv")[1:]}) > 1_000
+    digest = [
+        hashlib.sha256((tmp_path / f).read_bytes()).hexdigest() for f in ("old.csv", "new.csv")
+    ]
+    assert digest[0] == digest[1]
+
+
+class _FailingSession:
+    """Stands in for a replica session: fails on its `fail_at`-th call."""
+
+    def __init__(self, real: ort.InferenceSession, fail_at: int) -> None:
+        self.real, self.fail_at, self.calls = real, fail_at, 0
+
+    def run(self, names, feed):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("replica session failed")
+        return self.real.run(names, feed)
+
+
+@pytest.mark.parametrize("which", [0, 1])  # the calling thread's session, or a helper's
+def test_a_failing_replica_stops_the_spread_and_raises(int8_model, rows, which):
+    predictor = Predictor(int8_model, provider="cpu", threads=2)
+    assert len(predictor.replicas) == 2
+    predictor.replicas[which] = _FailingSession(predictor.replicas[which], fail_at=2)
+    with deadline(60), pytest.raises(RuntimeError, match="replica session failed"):
+        predictor.run_batches(rows[0], 16)
+    predictor.replicas[which] = predictor.replicas[which].real  # the predictor still works
+    labels, _ = predictor.run_batches(rows[0], 16)
+    np.testing.assert_array_equal(labels, Predictor(int8_model, "cpu", 1).predict(rows[0]))

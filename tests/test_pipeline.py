@@ -152,7 +152,7 @@ def test_parse_threads_give_the_same_bytes_and_the_first_error(tmp_path, tiny, d
 
 
 def test_model_failure_stops_the_pipeline(tmp_path, tiny, data, monkeypatch):
-    _nth_call_fails(monkeypatch, Predictor, "run", 5, RuntimeError("[ONNXRuntimeError] boom"))
+    _nth_call_fails(monkeypatch, Predictor, "_fetch", 5, RuntimeError("[ONNXRuntimeError] boom"))
     out = tmp_path / "r.csv"
     error = _in_thread(lambda: predict_csv(data, out, tiny, chunk_bytes=1 << 16, batch_size=16))
     assert isinstance(error, ModelError), error

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,30 @@ from .session import (
     ort_conflict,
     providers_for,
 )
+
+# The smallest call a spread over replica sessions makes near the end of a block
+TAIL_ROWS = 8
+
+
+class Claims:
+    """Contiguous row ranges of `rows` for `takers` sessions, handed out one `take` at a time
+    (thread-safe): `batch_size` rows while plenty remain, then the remainder divided by the
+    takers, never under `smallest` rows (except the very last range)."""
+
+    def __init__(self, rows: int, batch_size: int, takers: int, smallest: int) -> None:
+        self.rows, self.batch_size, self.takers, self.smallest = rows, batch_size, takers, smallest
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> slice | None:
+        """The next range, or None when every row has been handed out."""
+        with self._lock:
+            start, left = self._next, self.rows - self._next
+            if left <= 0:
+                return None
+            size = min(self.batch_size, max(self.smallest, -(-left // self.takers)))
+            self._next = start + min(size, left)
+            return slice(start, self._next)
 
 
 def check_sibling(path: Path, meta: dict[str, str]) -> None:
@@ -150,7 +175,8 @@ class Predictor:
         if self.io_binding:
             return self._run_bound(feed, want, self.provider)
         if len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
-            return self._run_split(feed, want)
+            share = -(-len(feed) // len(self.replicas))  # one call per session
+            return self._spread(feed, share, want, smallest=share)
         return self.session.run([want], {self.input_name: feed})[0]
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
@@ -181,28 +207,55 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`run` over `batch_size` rows at a time (every row is scored alone, so the result
         does not depend on the batch size): labels (n,) and, with `proba`, (n, classes)."""
-        outs = [
-            self.run(pixels[i : i + batch_size], proba, calibrated)
-            for i in range(0, len(pixels), batch_size)
-        ] or [self.run(pixels, proba, calibrated)]
-        labels = np.concatenate([o[0] for o in outs])
-        probs = np.concatenate([o[1] for o in outs if o[1] is not None]) if proba else None
-        return labels, probs
+        if len(pixels) == 0 or proba or self.label_name is None:
+            logits = self.logits_batches(pixels, batch_size)
+            labels = logits.argmax(axis=1).astype(np.int64)
+            return labels, self.probabilities(logits, calibrated) if proba else None
+        labels = self._fetch_batches(pixels, batch_size, self.label_name)
+        return labels.astype(np.int64, copy=False), None
 
     def logits_batches(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
         """`logits` over `batch_size` rows at a time: (n, classes) float32."""
-        outs = [self.logits(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-        return np.concatenate(outs) if outs else self.logits(pixels)
+        if len(pixels) == 0:
+            return self.logits(pixels)
+        return self._fetch_batches(pixels, batch_size, self.logits_name)
 
-    def _run_split(self, feed: np.ndarray, want: str) -> np.ndarray:
-        """One slice of the batch per replica session, run concurrently (ORT releases the GIL)."""
-        parts = np.array_split(feed, len(self.replicas))
-        futures = [
-            self._pool.submit(session.run, [want], {self.input_name: part})
-            for session, part in zip(self.replicas[1:], parts[1:])
-        ]
-        first = self.replicas[0].run([want], {self.input_name: parts[0]})[0]
-        return np.concatenate([first, *(f.result()[0] for f in futures)])
+    def _fetch_batches(self, pixels: np.ndarray, batch_size: int, want: str) -> np.ndarray:
+        """One output for (n >= 1, 1024) rows, `batch_size` rows per session call."""
+        if len(self.replicas) == 1 or len(pixels) <= batch_size:
+            outs = [
+                self._fetch(pixels[i : i + batch_size], want)
+                for i in range(0, len(pixels), batch_size)
+            ]
+            return np.concatenate(outs) if len(outs) > 1 else outs[0]
+        return self._spread(self._feed(pixels), batch_size, want, TAIL_ROWS)
+
+    def _spread(self, feed: np.ndarray, batch_size: int, want: str, smallest: int) -> np.ndarray:
+        """Run the replica sessions over `feed` concurrently (ORT releases the GIL), each taking
+        the next rows as soon as it is free rather than a fixed share: a session whose thread
+        the reader or writer delays leaves its rows to the others instead of holding them at a
+        barrier (figures: bench/README.md). Calls shrink from `batch_size` towards `smallest`
+        rows near the end (`Claims`), so the sessions run out of rows at about the same time."""
+        claims = Claims(len(feed), batch_size, len(self.replicas), smallest)
+        outs: dict[int, np.ndarray] = {}
+        failed = threading.Event()
+
+        def work(session: ort.InferenceSession) -> None:
+            while not failed.is_set() and (rows := claims.take()) is not None:
+                try:
+                    outs[rows.start] = session.run([want], {self.input_name: feed[rows]})[0]
+                except BaseException:
+                    failed.set()  # the others stop after their current call
+                    raise
+
+        helpers = [self._pool.submit(work, session) for session in self.replicas[1:]]
+        try:
+            work(self.replicas[0])
+        finally:
+            wait(helpers)  # never leave a helper writing into `outs` after a failure here
+        for helper in helpers:
+            helper.result()  # a helper's failure is raised here
+        return np.concatenate([outs[start] for start in sorted(outs)])
 
     def _run_bound(self, feed: np.ndarray, want: str, device: str) -> np.ndarray:
         """IO binding: uint8 pixels go in, only the wanted output comes back to host; the
