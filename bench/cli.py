@@ -83,6 +83,13 @@ class BenchCommand(click.Command):
 )
 @click.option("--no-e2e", is_flag=True, help="Skip the end-to-end comparison.")
 @click.option(
+    "--e2e-rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Alternating rounds of fcls-infer and the script per precision; medians are "
+    "reported [3] (--quick: 1).",
+)
+@click.option(
     "--ingest-rows",
     default=None,
     help="Rows of the ingest section's files, e.g. 20000,200000 (parsers on the largest, "
@@ -118,6 +125,7 @@ def main(
     threads: int | None,
     workdir: Path,
     no_e2e: bool,
+    e2e_rounds: int | None,
     ingest_rows: str | None,
     data: Path | None,
     train: bool,
@@ -143,6 +151,8 @@ def main(
         settings["ingest_rows"] = () if ingest_rows.strip() == "0" else _ints(ingest_rows)
     if rows is not None:
         settings["rows"] = rows
+    if e2e_rounds is not None:
+        settings["e2e_rounds"] = e2e_rounds
     if seconds is not None:
         settings["seconds"] = seconds
     require("fcls-bench", "torch", "onnx")
