@@ -356,8 +356,8 @@ def _end_to_end(
     notebook = models.checkpoint is not None
     alone = {(r["backend"], r["batch"]): r["throughput"] for r in model_rows}
     speed = {run.name: run.rows_per_s for run in runs}
-    results = []
-    for run in runs:
+    results: list[dict[str, Any]] = []
+    for run, tries in zip(runs, rounds):
         # images not drawn from the model's own data: labels are not compared (see notes)
         agreement = None if images.check is None else float((run.labels == base.labels).mean())
         bar = INT8_AGREEMENT if "int8" in run.name else 1.0
@@ -380,7 +380,7 @@ def _end_to_end(
                 "peak_rss_mb": run.peak_rss_mb,
                 "cpu_seconds": run.cpu_seconds,
                 "cores_busy": run.cores_busy,
-                "round_seconds": [r.seconds for r in rounds[len(results)]],
+                "round_seconds": [r.seconds for r in tries],
             }
         )
     return results
