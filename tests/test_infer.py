@@ -485,13 +485,12 @@ class _FailingSession:
         return self.real.run(names, feed)
 
 
-@pytest.mark.parametrize("which", [0, 1])  # the calling thread's session, or a helper's
+@pytest.mark.parametrize("which", [0, 1])
 def test_a_failing_replica_stops_the_spread_and_raises(int8_model, rows, which):
     predictor = Predictor(int8_model, provider="cpu", threads=2)
     assert len(predictor.replicas) == 2
     predictor.replicas[which] = _FailingSession(predictor.replicas[which], fail_at=2)
     with deadline(60), pytest.raises(RuntimeError, match="replica session failed"):
         predictor.run_batches(rows[0], 16)
-    predictor.replicas[which] = predictor.replicas[which].real  # the predictor still works
-    labels, _ = predictor.run_batches(rows[0], 16)
+    labels, _ = predictor.run_batches(rows[0], 16)  # the wrapper fails once: all works again
     np.testing.assert_array_equal(labels, Predictor(int8_model, "cpu", 1).predict(rows[0]))

@@ -631,3 +631,53 @@ def test_a_5mb_line_without_newline_fails_at_its_line_in_bounded_memory(tmp_path
     assert Counted.served <= len(head) + len(row) + MAX_LINE_BYTES + (2 << 20) + (1 << 16)
     assert Counted.served < len(body)
     _only(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_replicas(tmp_path_factory, tiny) -> Path:
+    """`tiny` marked as an int8 variant: on CPU with 2 threads, a Predictor runs it on one
+    session per thread (`Predictor.asynchronous`), the path that scores a block ahead."""
+    import onnx
+
+    model = onnx.load(str(tiny))
+    model.metadata_props.add(key="variant", value="int8")
+    path = tmp_path_factory.mktemp("replicas") / "tiny.int8.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_scoring_ahead_writes_every_block_before_a_bad_one(tiny_replicas):
+    """The scorer starts block k+1 before awaiting block k; a parse failure in a later block
+    still lets every earlier block reach the writer, in order, before it is raised."""
+    import queue
+    from concurrent.futures import Future
+
+    from fcls.infer.engine.pipeline import _score_all
+    from fcls.infer.formats.chunk import Chunk
+
+    predictor = Predictor(tiny_replicas, "cpu", 2)
+    assert predictor.asynchronous
+    parsed: queue.Queue[Any] = queue.Queue()
+    for k in range(3):
+        future: Future[Any] = Future()
+        future.set_result(Chunk(pixels(300, seed=k), None, None, start=2 + 300 * k))
+        parsed.put(stages.Parsed(future, 0, 302 + 300 * k))
+    bad: Future[Any] = Future()
+    bad.set_exception(DataError("data.csv", "pixel 300 is out of range 0..255", 902, "pix77"))
+    parsed.put(stages.Parsed(bad, 0, 0))
+    scored: queue.Queue[Any] = queue.Queue()
+    scorer = stages.Scorer(predictor, ScoringOptions(batch_size=16), "data.csv")
+    error = _in_thread(lambda: _score_all(scorer, parsed, scored, stages.Halt(), None))
+    assert isinstance(error, DataError) and error.line == 902
+    blocks = [scored.get_nowait() for _ in range(scored.qsize())]
+    assert [b.end.rows for b in blocks] == [300, 600, 900]
+    for k, block in enumerate(blocks):
+        expected = Predictor(tiny_replicas, "cpu", 1).predict(pixels(300, seed=k))
+        np.testing.assert_array_equal(block.scores.labels, expected)
+
+
+def test_replicas_give_the_bytes_of_one_session(tmp_path, tiny_replicas, data):
+    one = predict_csv(data, tmp_path / "one.csv", Predictor(tiny_replicas, "cpu", 1))
+    two = predict_csv(data, tmp_path / "two.csv", tiny_replicas, threads=2, chunk_bytes=1 << 16)
+    assert one.rows == two.rows == 3000
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()

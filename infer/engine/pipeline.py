@@ -18,6 +18,7 @@ import os
 import queue
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -44,6 +45,7 @@ from .stages import (
     Halt,
     Parsed,
     Reader,
+    Scored,
     Scorer,
     TableResultWriter,
     Worker,
@@ -384,19 +386,41 @@ def _rows(start: Position | None) -> int:
 def _score_all(
     scorer: Scorer, parsed: queue.Queue[Any], scored: queue.Queue[Any], halt: Halt, bar: Any
 ) -> None:
-    """The scoring stage: parsed blocks in, scored blocks out, then DONE (unless stopped)."""
+    """The scoring stage: parsed blocks in, scored blocks out, then DONE (unless stopped).
+    When the model runs on its own threads (`Predictor.asynchronous`), the next block is
+    started before this one is awaited, so those threads go from block to block without
+    waiting for this thread."""
+    ahead = 1 if scorer.predictor.asynchronous else 0
+    started: deque[Callable[[], Scored]] = deque()
     while (item := get(parsed, halt)) is not DONE:
         assert isinstance(item, Parsed)
-        chunk = result(item.future, halt)
+        try:
+            chunk = result(item.future, halt)
+        except BaseException:
+            _finish(started, 0, scored, halt, bar)  # what precedes a bad block is written
+            raise
         if chunk is DONE:
             return
-        block = scorer(chunk, item.end_offset, item.end_line)
-        if not put(scored, block, halt):
+        started.append(scorer.start(chunk, item.end_offset, item.end_line))
+        if not _finish(started, ahead, scored, halt, bar):
             return
+    if _finish(started, 0, scored, halt, bar):
+        put(scored, DONE, halt)
+
+
+def _finish(
+    started: deque[Callable[[], Scored]], keep: int, scored: queue.Queue[Any], halt: Halt, bar: Any
+) -> bool:
+    """Await the oldest started blocks, all but `keep`, and queue them for the writer; False
+    when the pipeline stops."""
+    while len(started) > keep:
+        block = started.popleft()()
+        if not put(scored, block, halt):
+            return False
         if bar is not None:  # bytes of the input when its size is known, else rows
             end = block.end
             bar.update(end.input_offset - bar.n if bar.total else end.rows - bar.n)
-    put(scored, DONE, halt)
+    return True
 
 
 def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,37 @@ class Claims:
             size = min(self.batch_size, max(self.smallest, -(-left // self.takers)))
             self._next = start + min(size, left)
             return slice(start, self._next)
+
+
+class Spread:
+    """Rows being run by the replica sessions, each session's thread taking the next rows as
+    soon as it is free rather than a fixed share: a thread the reader or writer delays leaves
+    its rows to the others instead of holding them at a barrier, and a thread done with these
+    rows goes on to the next `Spread` started (figures: bench/README.md)."""
+
+    def __init__(self, feed: np.ndarray, want: str, input_name: str, claims: Claims) -> None:
+        self.feed, self.want, self.input_name, self.claims = feed, want, input_name, claims
+        self.tasks: list[Future[None]] = []  # one per session thread
+        self._outs: dict[int, np.ndarray] = {}
+        self._failed = threading.Event()
+
+    def work(self, session: ort.InferenceSession) -> None:
+        """Run `session` on claimed rows until none are left or another task failed."""
+        while not self._failed.is_set() and (rows := self.claims.take()) is not None:
+            try:
+                feed = {self.input_name: self.feed[rows]}
+                self._outs[rows.start] = session.run([self.want], feed)[0]
+            except BaseException:
+                self._failed.set()  # the others stop after their current call
+                raise
+
+    def result(self) -> np.ndarray:
+        """The output for every row, in order, once every task is done; the first failure
+        of a task is raised (after all of them stopped)."""
+        wait(self.tasks)
+        for task in self.tasks:
+            task.result()
+        return np.concatenate([self._outs[start] for start in sorted(self._outs)])
 
 
 def check_sibling(path: Path, meta: dict[str, str]) -> None:
@@ -111,7 +144,13 @@ class Predictor:
         if self.provider == "cpu" and self.threads > 1 and self._variant() == "int8":
             # small batches (latency) keep the multi-threaded session
             self.replicas = [self._session("cpu", 1) for _ in range(self.threads)]
-            self._pool = ThreadPoolExecutor(len(self.replicas) - 1, thread_name_prefix="fcls-ort")
+            free: queue.SimpleQueue[int] = queue.SimpleQueue()
+            for k in range(len(self.replicas)):
+                free.put(k)
+            self._bound = threading.local()
+            self._pool = ThreadPoolExecutor(
+                len(self.replicas), "fcls-ort", initializer=self._bind, initargs=(free,)
+            )
 
     def _variant(self) -> str:
         return self.session.get_modelmeta().custom_metadata_map.get("variant", "")
@@ -176,7 +215,7 @@ class Predictor:
             return self._run_bound(feed, want, self.provider)
         if len(self.replicas) > 1 and len(feed) >= 2 * len(self.replicas):
             share = -(-len(feed) // len(self.replicas))  # one call per session
-            return self._spread(feed, share, want, smallest=share)
+            return self._spread(feed, share, want, smallest=share).result()
         return self.session.run([want], {self.input_name: feed})[0]
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
@@ -207,55 +246,67 @@ class Predictor:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """`run` over `batch_size` rows at a time (every row is scored alone, so the result
         does not depend on the batch size): labels (n,) and, with `proba`, (n, classes)."""
+        return self.submit_batches(pixels, batch_size, proba, calibrated)()
+
+    def submit_batches(
+        self, pixels: np.ndarray, batch_size: int, proba: bool = False, calibrated: bool = True
+    ) -> Callable[[], tuple[np.ndarray, np.ndarray | None]]:
+        """`run_batches` started: what it returns waits for the labels and probabilities.
+        With replica sessions (`asynchronous`) the model runs meanwhile on their threads, so
+        a caller can start the next rows before taking these; otherwise it has already run."""
         if len(pixels) == 0 or proba or self.label_name is None:
-            logits = self.logits_batches(pixels, batch_size)
-            labels = logits.argmax(axis=1).astype(np.int64)
-            return labels, self.probabilities(logits, calibrated) if proba else None
-        labels = self._fetch_batches(pixels, batch_size, self.label_name)
-        return labels.astype(np.int64, copy=False), None
+            later = self.submit_logits(pixels, batch_size)
+
+            def from_logits() -> tuple[np.ndarray, np.ndarray | None]:
+                logits = later()
+                labels = logits.argmax(axis=1).astype(np.int64)
+                return labels, self.probabilities(logits, calibrated) if proba else None
+
+            return from_logits
+        labels = self._submit(pixels, batch_size, self.label_name)
+        return lambda: (labels().astype(np.int64, copy=False), None)
 
     def logits_batches(self, pixels: np.ndarray, batch_size: int) -> np.ndarray:
         """`logits` over `batch_size` rows at a time: (n, classes) float32."""
-        if len(pixels) == 0:
-            return self.logits(pixels)
-        return self._fetch_batches(pixels, batch_size, self.logits_name)
+        return self.submit_logits(pixels, batch_size)()
 
-    def _fetch_batches(self, pixels: np.ndarray, batch_size: int, want: str) -> np.ndarray:
+    def submit_logits(self, pixels: np.ndarray, batch_size: int) -> Callable[[], np.ndarray]:
+        """`logits_batches` started (see `submit_batches`)."""
+        if len(pixels) == 0:
+            empty = self.logits(pixels)
+            return lambda: empty
+        return self._submit(pixels, batch_size, self.logits_name)
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether `submit_batches` returns while the model is still running."""
+        return len(self.replicas) > 1
+
+    def _submit(self, pixels: np.ndarray, batch_size: int, want: str) -> Callable[[], np.ndarray]:
         """One output for (n >= 1, 1024) rows, `batch_size` rows per session call."""
         if len(self.replicas) == 1 or len(pixels) <= batch_size:
             outs = [
                 self._fetch(pixels[i : i + batch_size], want)
                 for i in range(0, len(pixels), batch_size)
             ]
-            return np.concatenate(outs) if len(outs) > 1 else outs[0]
-        return self._spread(self._feed(pixels), batch_size, want, TAIL_ROWS)
+            out = np.concatenate(outs) if len(outs) > 1 else outs[0]
+            return lambda: out
+        return self._spread(self._feed(pixels), batch_size, want, TAIL_ROWS).result
 
-    def _spread(self, feed: np.ndarray, batch_size: int, want: str, smallest: int) -> np.ndarray:
-        """Run the replica sessions over `feed` concurrently (ORT releases the GIL), each taking
-        the next rows as soon as it is free rather than a fixed share: a session whose thread
-        the reader or writer delays leaves its rows to the others instead of holding them at a
-        barrier (figures: bench/README.md). Calls shrink from `batch_size` towards `smallest`
-        rows near the end (`Claims`), so the sessions run out of rows at about the same time."""
-        claims = Claims(len(feed), batch_size, len(self.replicas), smallest)
-        outs: dict[int, np.ndarray] = {}
-        failed = threading.Event()
+    def _spread(self, feed: np.ndarray, batch_size: int, want: str, smallest: int) -> Spread:
+        """Start the replica sessions on `feed`, one task per session thread (`Spread`)."""
+        spread = Spread(
+            feed, want, self.input_name, Claims(len(feed), batch_size, len(self.replicas), smallest)
+        )
+        spread.tasks = [self._pool.submit(self._work, spread) for _ in self.replicas]
+        return spread
 
-        def work(session: ort.InferenceSession) -> None:
-            while not failed.is_set() and (rows := claims.take()) is not None:
-                try:
-                    outs[rows.start] = session.run([want], {self.input_name: feed[rows]})[0]
-                except BaseException:
-                    failed.set()  # the others stop after their current call
-                    raise
+    def _work(self, spread: Spread) -> None:
+        spread.work(self._bound.session)
 
-        helpers = [self._pool.submit(work, session) for session in self.replicas[1:]]
-        try:
-            work(self.replicas[0])
-        finally:
-            wait(helpers)  # never leave a helper writing into `outs` after a failure here
-        for helper in helpers:
-            helper.result()  # a helper's failure is raised here
-        return np.concatenate([outs[start] for start in sorted(outs)])
+    def _bind(self, free: queue.SimpleQueue[int]) -> None:
+        """Give the pool thread that runs this its own replica session, for good."""
+        self._bound.session = self.replicas[free.get_nowait()]
 
     def _run_bound(self, feed: np.ndarray, want: str, device: str) -> np.ndarray:
         """IO binding: uint8 pixels go in, only the wanted output comes back to host; the

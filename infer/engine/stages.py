@@ -10,6 +10,7 @@ fraction of a second and the first error is the one raised.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -132,22 +133,34 @@ def checks_drift(predictor: Predictor, options: ScoringOptions) -> bool:
 def score_rows(predictor: Predictor, pixels: np.ndarray, options: ScoringOptions) -> Scores:
     """Labels, and what `options` asks for besides, of (n, 1024) uint8 rows: the one scoring
     step of the local pipeline and the Ray engine."""
+    return start_scores(predictor, pixels, options)()
+
+
+def start_scores(
+    predictor: Predictor, pixels: np.ndarray, options: ScoringOptions
+) -> Callable[[], Scores]:
+    """`score_rows` started: what it returns waits for the model (`Predictor.submit_batches`)."""
     drift = checks_drift(predictor, options)
     if not (drift or options.flag_ood):  # labels (and probabilities) straight from the graph
-        labels, probs = predictor.run_batches(
+        labelled = predictor.submit_batches(
             pixels, options.batch_size, options.proba, not options.proba_raw
         )
-        return Scores(labels, probs, None, None)
-    logits = predictor.logits_batches(pixels, options.batch_size)
-    profile = predictor.profile
-    assert profile is not None  # the CLI refuses --flag-ood for a model without one
-    score = ood_score(logits)
-    return Scores(
-        logits.argmax(axis=1).astype(np.int64),
-        predictor.probabilities(logits, not options.proba_raw) if options.proba else None,
-        profile.is_ood(logits, score) if options.flag_ood else None,
-        profile.count(pixels, logits, score) if drift else None,
-    )
+        return lambda: Scores(*labelled(), None, None)
+    later = predictor.submit_logits(pixels, options.batch_size)
+
+    def finish() -> Scores:
+        logits = later()
+        profile = predictor.profile
+        assert profile is not None  # the CLI refuses --flag-ood for a model without one
+        score = ood_score(logits)
+        return Scores(
+            logits.argmax(axis=1).astype(np.int64),
+            predictor.probabilities(logits, not options.proba_raw) if options.proba else None,
+            profile.is_ood(logits, score) if options.flag_ood else None,
+            profile.count(pixels, logits, score) if drift else None,
+        )
+
+    return finish
 
 
 @dataclass(frozen=True)
@@ -220,19 +233,35 @@ class Scorer:
         self.drift = drift
 
     def __call__(self, chunk: Chunk | None, end_offset: int, end_line: int) -> Scored:
-        scores = None
-        if chunk is not None:
-            scores = self.score(chunk)
-            self.rows += len(chunk)
-            if scores.drift is not None:
-                self.drift = scores.drift if self.drift is None else self.drift + scores.drift
-        counts = None if self.drift is None else tuple(self.drift.tolist())
-        return Scored(chunk, scores, Position(self.rows, end_offset, 0, end_line, counts))
+        return self.start(chunk, end_offset, end_line)()
 
-    def score(self, chunk: Chunk) -> Scores:
-        """What the model says of the block; a model failure is a ModelError."""
+    def start(self, chunk: Chunk | None, end_offset: int, end_line: int) -> Callable[[], Scored]:
+        """Start the model on the block; what this returns waits for it and gives the scored
+        block. Blocks must be finished in the order they were started (rows are counted
+        then)."""
+        later = None
+        if chunk is not None:
+            with self._failures(chunk):
+                later = start_scores(self.predictor, chunk.pixels, self.options)
+
+        def finish() -> Scored:
+            scores = None
+            if chunk is not None and later is not None:
+                with self._failures(chunk):
+                    scores = later()
+                self.rows += len(chunk)
+                if scores.drift is not None:
+                    self.drift = scores.drift if self.drift is None else self.drift + scores.drift
+            counts = None if self.drift is None else tuple(self.drift.tolist())
+            return Scored(chunk, scores, Position(self.rows, end_offset, 0, end_line, counts))
+
+        return finish
+
+    @contextlib.contextmanager
+    def _failures(self, chunk: Chunk) -> Iterator[None]:
+        """A model failure on the block becomes a ModelError naming it."""
         try:
-            return score_rows(self.predictor, chunk.pixels, self.options)
+            yield
         except FclsError:
             raise
         except Exception as e:
