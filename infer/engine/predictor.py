@@ -137,9 +137,10 @@ class Predictor:
         # on CPU it is the same path with outputs bound to host memory, so tests cover it
         self.io_binding = self.provider == "cuda" if io_binding is None else io_binding
         self._inspect()
-        # int8 graphs: one single-threaded session per CPU, each on a slice of the batch. Their
-        # small integer kernels scale better across sessions than across intra-op threads
-        # (fp32 gains nothing, so it keeps one; figures: bench/README.md).
+        # int8 graphs: one single-threaded session per CPU, each bound to a pool thread that
+        # takes rows as it frees up (`Spread`). Their small integer kernels scale better across
+        # sessions than across intra-op threads (fp32 loses, so it keeps one session;
+        # figures: bench/README.md).
         self.replicas = [self.session]
         if self.provider == "cpu" and self.threads > 1 and self._variant() == "int8":
             # small batches (latency) keep the multi-threaded session
