@@ -300,11 +300,11 @@ def test_proba_bytes_do_not_depend_on_batch_or_block_size(tmp_path, exported, da
 KILL_SCRIPT = """
 import sys, time
 from fcls.infer import Predictor, predict_csv
-real = Predictor.run
-def slow(self, pixels, proba=False):
+real = Predictor._fetch  # one onnxruntime call
+def slow(self, pixels, want):
     time.sleep(0.01)  # so that the test can kill it mid-run
-    return real(self, pixels, proba)
-Predictor.run = slow
+    return real(self, pixels, want)
+Predictor._fetch = slow
 src, dst, model = sys.argv[1:4]
 predict_csv(src, dst, model, resume=True, proba=True, chunk_bytes=1 << 16, checkpoint_seconds=0)
 """

@@ -121,8 +121,8 @@ def test_ray_and_convert_refuse_a_pipe(tmp_path, model):
 SLOW_RESUME = """
 import sys, time
 from fcls.infer.engine.predictor import Predictor
-run = Predictor.run
-Predictor.run = lambda self, *a, **k: (time.sleep(0.01), run(self, *a, **k))[1]
+run = Predictor._fetch  # one onnxruntime call
+Predictor._fetch = lambda self, *a, **k: (time.sleep(0.01), run(self, *a, **k))[1]
 from fcls.infer.cli.infer import main
 main()
 """
