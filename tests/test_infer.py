@@ -409,7 +409,7 @@ def test_claims_hand_out_every_row_once_in_order(rows, batch_size, takers, small
     assert ranges[0].start == 0 and ranges[-1].stop == rows
     assert all(a.stop == b.start for a, b in itertools.pairwise(ranges))  # contiguous, no overlap
     sizes = [r.stop - r.start for r in ranges]
-    assert all(0 < s <= max(batch_size, 1) for s in sizes)
+    assert all(0 < s <= batch_size for s in sizes)
     assert all(s >= min(smallest, batch_size) for s in sizes[:-1])
     assert claims.take() is None
 

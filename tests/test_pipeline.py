@@ -66,14 +66,17 @@ def _in_thread(fn: Any) -> BaseException | None:
 def _nth_call_fails(
     monkeypatch, owner: Any, name: str, n: int, error: BaseException, delay: float = 0.0
 ) -> None:
-    """The n-th call raises `error`; every call first sleeps `delay` (a slow peer)."""
+    """The n-th call raises `error`; every call first sleeps `delay` (a slow peer). Calls may
+    come from several threads at once: each takes its number under a lock."""
     real = getattr(owner, name)
-    calls = {"n": 0}
+    calls, lock = {"n": 0}, threading.Lock()
 
     def fake(*args: Any, **kwargs: Any) -> Any:
-        calls["n"] += 1
+        with lock:
+            calls["n"] += 1
+            k = calls["n"]
         time.sleep(delay)
-        if calls["n"] == n:
+        if k == n:
             raise error
         return real(*args, **kwargs)
 
@@ -681,3 +684,21 @@ def test_replicas_give_the_bytes_of_one_session(tmp_path, tiny_replicas, data):
     two = predict_csv(data, tmp_path / "two.csv", tiny_replicas, threads=2, chunk_bytes=1 << 16)
     assert one.rows == two.rows == 3000
     assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+
+
+def test_a_replica_failure_is_a_model_error_naming_the_block(
+    tmp_path, tiny_replicas, data, monkeypatch
+):
+    """A session failing on a replica thread, while the scorer is a block ahead, still stops
+    the run with one ModelError naming the block, and leaves nothing behind."""
+    from fcls.infer.engine.predictor import Spread
+
+    _nth_call_fails(monkeypatch, Spread, "work", 5, RuntimeError("[ONNXRuntimeError] boom"))
+    out = tmp_path / "r.csv"
+    run = lambda: predict_csv(  # noqa: E731
+        data, out, tiny_replicas, threads=2, chunk_bytes=1 << 16, batch_size=16
+    )
+    error = _in_thread(run)
+    assert isinstance(error, ModelError), error
+    assert "inference failed on the block of" in str(error) and "boom" in str(error)
+    _only(tmp_path)

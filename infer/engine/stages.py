@@ -239,7 +239,7 @@ class Scorer:
         """Start the model on the block; what this returns waits for it and gives the scored
         block. Blocks must be finished in the order they were started (rows are counted
         then)."""
-        later = None
+        later = None  # set exactly when there is a chunk
         if chunk is not None:
             with self._failures(chunk):
                 later = start_scores(self.predictor, chunk.pixels, self.options)
