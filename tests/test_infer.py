@@ -230,7 +230,7 @@ def _bad_cases(tmp: Path, eval_csv: Path) -> dict[str, tuple[list[str], str]]:
         "truncated gz": ([write("cut.csv.gz", gz[: len(gz) // 2])], "cut.csv.gz"),
         "model mismatch": (
             [str(eval_csv), "--model", str(tmp / "mnist784.onnx")],
-            "does not take rows of 1024 pixels",
+            "is neither uint8 [batch, pixels] rows nor float",
         ),
         "unreadable model": (
             [str(eval_csv), "--model", write("junk.onnx", b"\x00junk")],
