@@ -48,7 +48,7 @@ def test_input_statistics_equal_a_pixel_by_pixel_computation():
     images[0] = 0  # blank
     images[1] = 0
     images[1, 5 * 32 + 30] = 9  # one pixel: row 5, column 30
-    stats = input_statistics(images)
+    stats = input_statistics(images, (32, 32, 1))
     for i, row in enumerate(images):
         grid = row.reshape(32, 32).astype(np.float64)
         total = grid.sum()
@@ -59,6 +59,38 @@ def test_input_statistics_equal_a_pixel_by_pixel_computation():
         assert stats["zero_fraction"][i] == pytest.approx((row == 0).mean())
         assert (stats["centre_x"][i], stats["centre_y"][i]) == pytest.approx((cx, cy))
     assert (stats["centre_x"][1], stats["centre_y"][1]) == (30, 5)
+
+
+@pytest.mark.parametrize("image", [(28, 28, 1), (12, 20, 3), (8, 100, 3)])
+def test_input_statistics_at_any_geometry_equal_a_pixel_by_pixel_computation(image):
+    h, w, c = image
+    rng = np.random.default_rng(0)
+    images = (rng.integers(0, 256, (12, h * w * c)) * (rng.random((12, h * w * c)) < 0.3)).astype(
+        np.uint8
+    )
+    images[0] = 0
+    stats = input_statistics(images, image)
+    for i, row in enumerate(images):
+        grid = row.reshape(h, w, c).astype(np.float64).sum(axis=2)  # HWC: channels interleaved
+        total = grid.sum()
+        ys, xs = np.mgrid[0:h, 0:w]
+        cx = (grid * xs).sum() / total if total else (w - 1) / 2
+        cy = (grid * ys).sum() / total if total else (h - 1) / 2
+        assert stats["mean_intensity"][i] == pytest.approx(row.mean())
+        assert stats["zero_fraction"][i] == pytest.approx((row == 0).mean())
+        assert (stats["centre_x"][i], stats["centre_y"][i]) == pytest.approx((cx, cy))
+
+
+def test_profile_records_its_image_size_and_reads_old_profiles_as_32x32():
+    rows = np.random.default_rng(1).integers(0, 256, (50, 28 * 28 * 3), dtype=np.uint8)
+    logits = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
+    profile = Profile.build(rows, logits, "rgb", image=(28, 28, 3))
+    again = Profile.from_json(profile.to_json())
+    assert again.image == (28, 28, 3) and again == profile
+    assert again.count(rows, logits)[-1] == 50
+    old = json.loads(profile.to_json())
+    del old["image"]
+    assert Profile.from_json(json.dumps(old)).image == (32, 32, 1)
 
 
 def test_psi_equals_its_formula():

@@ -31,7 +31,6 @@ TAIL_QUANTILE = 0.99  # a row scoring above this quantile of the reference is fl
 # Interior bin edges at these quantiles of the reference: ten bins of about equal reference mass
 EDGE_QUANTILES = tuple(np.round(np.linspace(0.1, 0.9, 9), 2).tolist())
 PSI_FLOOR = 1e-4  # an empty bin counts as this share (PSI is infinite at 0)
-SIDE = 32  # images are SIDE x SIDE
 INPUT_STATISTICS = ("mean_intensity", "zero_fraction", "centre_x", "centre_y")
 OOD_SCORE = "ood_score"
 CLASSES = "predicted_class"
@@ -48,25 +47,29 @@ class DriftRule:
     min_rows: int = 200  # fewer rows: figures only, no verdict
 
 
-def input_statistics(pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image of (n, 1024) uint8 rows: mean intensity (0..255), the share of zero pixels,
-    and the column and row of the intensity's centre of mass (0..31; 15.5 for a blank image)."""
-    n = len(pixels)
-    images = pixels.reshape(n, SIDE, SIDE)
-    # 32 pixels of at most 255 sum to at most 8160: uint16 sums are exact and the fastest
-    by_row = images.sum(axis=2, dtype=np.uint16)  # (n, 32)
-    by_column = images[:, 0, :].astype(np.uint16)
-    for r in range(1, SIDE):  # a row at a time: contiguous adds, unlike a reduction over axis 1
+def input_statistics(pixels: np.ndarray, image: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    """Per image of (n, H*W*C) uint8 HWC rows of an `image` = (H, W, C): mean intensity
+    (0..255), the share of zero values, and the column and row of the intensity's centre of
+    mass (0..W-1 and 0..H-1; the middle for a blank image)."""
+    n, (h, w, c) = len(pixels), image
+    images = pixels.reshape(n, h, w * c)
+    # a row of up to 257 values of at most 255 sums within uint16: exact, and the fastest
+    acc = np.uint16 if w * c <= 257 else np.uint32
+    by_row = images.sum(axis=2, dtype=acc)  # (n, H)
+    by_column = images[:, 0, :].astype(acc)
+    for r in range(1, h):  # a row at a time: contiguous adds, unlike a reduction over axis 1
         by_column += images[:, r, :]
+    if c > 1:
+        by_column = by_column.reshape(n, w, c).sum(axis=2, dtype=np.int64)
     total = by_row.sum(axis=1, dtype=np.int64)
     weight = np.maximum(total, 1)
-    place = np.arange(SIDE, dtype=np.int64)
     blank = total == 0
+    values = h * w * c
     return {
-        "mean_intensity": total / (SIDE * SIDE),
-        "zero_fraction": (SIDE * SIDE - np.count_nonzero(pixels, axis=1)) / (SIDE * SIDE),
-        "centre_x": np.where(blank, (SIDE - 1) / 2, (by_column @ place) / weight),
-        "centre_y": np.where(blank, (SIDE - 1) / 2, (by_row @ place) / weight),
+        "mean_intensity": total / values,
+        "zero_fraction": (values - np.count_nonzero(pixels, axis=1)) / values,
+        "centre_x": np.where(blank, (w - 1) / 2, (by_column @ np.arange(w)) / weight),
+        "centre_y": np.where(blank, (h - 1) / 2, (by_row @ np.arange(h)) / weight),
     }
 
 
@@ -119,6 +122,8 @@ class Profile:
     ood_threshold: float  # TAIL_QUANTILE of the reference's OOD score
     temperature: float = 1.0  # divides the logits for calibrated probabilities
     calibration: dict[str, Any] | None = None  # how the temperature was fitted, what it gave
+    # (height, width, channels) of the images; profiles written before it were all 32x32x1
+    image: tuple[int, int, int] = (32, 32, 1)
 
     @classmethod
     def build(
@@ -128,19 +133,22 @@ class Profile:
         source: str,
         temperature: float = 1.0,
         calibration: dict[str, Any] | None = None,
+        image: tuple[int, int, int] = (32, 32, 1),
     ) -> Profile:
-        """The profile of reference rows (n, 1024) uint8 and the model's (n, k) logits."""
+        """The profile of reference rows (n, H*W*C) uint8 of `image` = (H, W, C) and the
+        model's (n, k) logits."""
         if not len(pixels):
             raise ValueError("a profile needs at least one reference row")
-        stats = input_statistics(pixels)
+        stats = input_statistics(pixels, image)
         score = ood_score(logits)
         hists = {name: Histogram.fit(stats[name]) for name in INPUT_STATISTICS}
         hists[OOD_SCORE] = Histogram.fit(score)
         k = logits.shape[1]
         mix = np.bincount(logits.argmax(axis=1), minlength=k) / len(pixels)
         threshold = float(np.quantile(score, TAIL_QUANTILE))
+        mix_shares = tuple(mix.tolist())
         return cls(
-            len(pixels), source, hists, tuple(mix.tolist()), threshold, temperature, calibration
+            len(pixels), source, hists, mix_shares, threshold, temperature, calibration, image
         )
 
     def to_json(self) -> str:
@@ -169,6 +177,7 @@ class Profile:
                 float(data["ood_threshold"]),
                 float(data.get("temperature", 1.0)),
                 data.get("calibration"),
+                _image(data.get("image", (32, 32, 1))),
             )
         except (TypeError, KeyError, AttributeError, json.JSONDecodeError) as e:
             raise ValueError(f"unreadable profile ({type(e).__name__}: {e})") from None
@@ -190,7 +199,7 @@ class Profile:
     ) -> np.ndarray:
         """The counts of one block of rows and their logits (and their OOD `score`, if already
         computed), as a flat vector (see `empty`)."""
-        stats = input_statistics(pixels)
+        stats = input_statistics(pixels, self.image)
         score = ood_score(logits) if score is None else score
         parts = [self.histograms[name].count(stats[name]) for name in INPUT_STATISTICS]
         parts.append(self.histograms[OOD_SCORE].count(score))
@@ -238,6 +247,13 @@ class Profile:
             "psi": {k: (v if n else None) for k, v in found.items()},  # JSON has no NaN
             "reasons": reasons,
         }
+
+
+def _image(value: Any) -> tuple[int, int, int]:
+    h, w, c = (int(v) for v in value)
+    if min(h, w, c) < 1:
+        raise ValueError(f"profile image size {value!r}")
+    return h, w, c
 
 
 def drift_report(
