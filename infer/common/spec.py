@@ -21,6 +21,7 @@ from typing import Any, Literal
 from .errors import FclsError
 
 DEFAULT_BATCH_SIZE = 64  # rows per onnxruntime call: every command's and the library's default
+SPEC_KEY = "image_spec"  # the ONNX metadata key that holds ImageSpec.to_json()
 PIXEL_ORDER = "HWC"
 
 # unlabelled: ID + pixel columns (what fcls-infer scores); labelled: pixel columns + label
@@ -188,6 +189,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_SPEC",
     "PIXEL_ORDER",
+    "SPEC_KEY",
     "ImageSpec",
     "Kind",
     "SpecError",

@@ -18,10 +18,8 @@ import onnxruntime as ort
 from ..common.drift import PROFILE_KEY, Profile
 from ..common.errors import ModelError, ProviderError
 from ..common.modelfile import VARIANT_TAGS
-from ..common.spec import ImageSpec, SpecError, geometry_for, number_names
+from ..common.spec import SPEC_KEY, ImageSpec, SpecError, geometry_for, number_names
 from .session import active_provider, make_session, ort_conflict, providers_for
-
-SPEC_KEY = "image_spec"  # ONNX metadata: ImageSpec.to_json()
 
 
 @dataclass(frozen=True)
