@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import io
+import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from helpers import deadline, write_eval_csv, write_train_csv
 
 from fcls.infer.common.errors import DataError
+from fcls.infer.common.spec import DEFAULT_SPEC, number_names
 from fcls.infer.formats.csvfile import DEFAULT_CHUNK_BYTES, CsvReader, read_header
 from fcls.infer.formats.csvgrammar import MAX_LINE_BYTES
 from fcls.infer.formats.sources import read_train
@@ -96,11 +99,11 @@ def test_header_only_yields_nothing(tmp_path):
     assert read_header(path)[0] == "ID"
 
 
-def _bad(tmp_path: Path, text: str, name: str = "bad.csv") -> DataError:
+def _bad(tmp_path: Path, text: str, name: str = "bad.csv", **options: Any) -> DataError:
     path = tmp_path / name
     path.write_text(text)
     with pytest.raises(DataError) as info:
-        for _ in CsvReader(path, "unlabelled" if text.startswith("ID") else "labelled"):
+        for _ in CsvReader(path, "unlabelled" if text.startswith("ID") else "labelled", **options):
             pass
     return info.value
 
@@ -131,10 +134,14 @@ def test_bad_pixel_names_line_and_column(tmp_path, cell, message):
     assert message in str(err) and "bad.csv:4 column pix100" in str(err)
 
 
-def test_label_out_of_range(tmp_path):
+def test_label_not_a_model_class(tmp_path):
     text = PIX + ",label\n" + _row([*ZEROS, "3"]) + _row([*ZEROS, "10"])
-    err = _bad(tmp_path, text)
-    assert (err.line, err.column) == (3, "label") and "label 10 is out of range 0..9" in str(err)
+    err = _bad(tmp_path, text, classes=number_names(10))
+    assert (err.line, err.column) == (3, "label")
+    assert "label '10' is not one of the model's 10 classes (0, 1, 2, 3, 4, ..., 9)" in str(err)
+    # without a model's classes, 10 is a label like any other (training finds the classes)
+    _, labels = read_train(tmp_path / "bad.csv")
+    assert labels.tolist() == [3, 10] and labels.dtype == np.int64
 
 
 def test_ragged_row(tmp_path):
@@ -146,20 +153,30 @@ def test_ragged_row(tmp_path):
 @pytest.mark.parametrize(
     ("header", "message"),
     [
-        ("pix1,pix2,label", "missing pix3"),
-        ("ID," + PIX.replace("pix7,", ""), "1023 of 1024 pixel columns"),
-        ("ID," + PIX + ",extra", "unexpected extra"),
-        ("id," + PIX, "missing ID column"),
+        ("pix1,pix2,label", "2 pixel columns (pix1..pix2), the model takes 1024 (32x32x1)"),
+        (
+            "ID," + PIX.replace("pix7,", ""),
+            "1023 of 1024 pixel columns pix1..pix1024 (missing pix7)",
+        ),
+        ("ID," + PIX + ",extra", "unexpected column 'extra'"),
+        ("Id," + PIX, "missing ID column"),
+        ("ID,id," + PIX, "both an ID and an id column"),
         (PIX + ",label,label", "duplicate column 'label'"),
+        ("label,pix1,pixel2", "pixel columns mix the prefixes pix and pixel (pix1, pixel2)"),
+        ("label,pix0,pix2", "2 of 3 pixel columns pix0..pix2 (missing pix1)"),
+        ("label,pix2,pix3", "2 of 3 pixel columns pix1..pix3 (missing pix1)"),
+        ("label", "no pixel columns"),
+        ("ID,label," + PIX, "unexpected column 'label'"),
     ],
 )
 def test_bad_header(tmp_path, header, message):
     kind = "unlabelled" if "ID" in header.upper().split(",")[0] else "labelled"
     path = tmp_path / "h.csv"
     path.write_text(header + "\n")
-    with pytest.raises(DataError, match=message) as info:
-        list(CsvReader(path, kind))
-    assert info.value.line == 1
+    with pytest.raises(DataError, match=re.escape(message)) as info:
+        list(CsvReader(path, kind, pixels=DEFAULT_SPEC))
+    assert info.value.line == 1 and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}:1")
 
 
 def test_empty_missing_and_truncated_gzip(tmp_path, rng_pixels):
@@ -208,7 +225,7 @@ def test_random_bytes_give_a_one_line_data_error(tmp_path, seed, suffix):
         (b"ID,pix1\x00", "NUL byte"),
         (b"ID,pix\xff1", "not UTF-8 text (byte 0xff at byte 7 of the line)"),
         (b'ID,"pix1,pix2', "quoted field not closed"),
-        (b"ID,pix1\x0b", "unexpected pix1\x0b"),
+        (b"ID,pix1\x0b", "unexpected column 'pix1\\x0b'"),
     ],
 )
 def test_binary_header_is_a_data_error(first, message):
@@ -254,10 +271,10 @@ def test_grammar_accepts_spaces_tabs_leading_zeros_and_quotes():
     ]
 
 
-def test_hex_label_is_rejected(tmp_path):
+def test_hex_label_is_not_a_class(tmp_path):
     text = PIX + ",label\n" + _row([*ZEROS, "3"]) + _row([*ZEROS, "0x3"])
-    err = _bad(tmp_path, text)
-    assert (err.line, err.column) == (3, "label") and "'0x3' is not an integer" in str(err)
+    err = _bad(tmp_path, text, classes=number_names(10))
+    assert (err.line, err.column) == (3, "label") and "label '0x3' is not one of" in str(err)
 
 
 def test_vertical_tab_and_line_separators_do_not_shift_line_numbers():
@@ -420,7 +437,7 @@ def test_fast_path_equals_pyarrow_path_on_the_real_files(shared_data, monkeypatc
     ):
         fast = list(CsvReader(shared_data / name, kind, limit=rows))
         with monkeypatch.context() as m:
-            m.setattr(csvfile, "fast_layout", lambda header, kind: None)
+            m.setattr(csvfile, "fast_layout", lambda columns, classes=None: None)
             slow = list(CsvReader(shared_data / name, kind, limit=rows))
         assert [len(c) for c in fast] == [len(c) for c in slow]
         for a, b in zip(fast, slow):

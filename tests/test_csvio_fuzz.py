@@ -34,6 +34,7 @@ from fcls.infer.formats import csvfast, csvfile, csvgrammar
 PIXELS = [f"pix{i}" for i in range(1, 1025)]
 COLUMNS = {"unlabelled": ["ID", *PIXELS], "labelled": [*PIXELS, "label"]}
 LIMIT = 20_000  # MAX_LINE_BYTES during these tests, so that overlong lines stay small
+CLASSES = tuple(str(i) for i in range(10))  # a model's classes: labels 0..9
 
 
 def _line_cap(limit: int) -> contextlib.ExitStack:
@@ -69,6 +70,8 @@ class Case:
     gzip: str  # "no", "ok" or "cut"
     cut: int  # bytes of the compressed file kept when gzip == "cut"
     as_stream: bool
+    pixels: int | None = 1024  # what the reader is told: a model's pixels per row
+    classes: tuple[str, ...] | None = CLASSES  # and its classes (labels 0..9)
 
 
 def _quote(text: str) -> str:
@@ -283,7 +286,14 @@ def _read(case: Case, workdir: Path) -> Good:
         blob = gzip.compress(case.data, mtime=0)
         src = workdir / "case.csv.gz"
         src.write_bytes(blob[: case.cut] if case.gzip == "cut" else blob)
-    chunks = list(csvfile.CsvReader(src, case.kind, chunk_bytes=case.chunk_bytes))  # type: ignore[arg-type]
+    reader = csvfile.CsvReader(
+        src,  # type: ignore[arg-type]
+        case.kind,  # type: ignore[arg-type]
+        chunk_bytes=case.chunk_bytes,
+        pixels=case.pixels,
+        classes=case.classes,
+    )
+    chunks = list(reader)
     pixels = np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024))
     if case.kind == "unlabelled":
         return Good(pixels, [s for c in chunks for s in c.ids.to_pylist()], None)
@@ -380,11 +390,11 @@ def check_fast_path(case: Case) -> None:
     (which then must not refuse the block)."""
     head, newline, body = case.data.partition(b"\n")
     try:
-        header = csvgrammar.parse_header_line(head, case.kind, "f.csv", bool(newline))  # type: ignore[arg-type]
+        columns = csvgrammar.header_columns(head, case.kind, "f.csv", bool(newline), case.pixels)  # type: ignore[arg-type]
     except DataError:
         return
-    parser = csvfile.BlockParser(header, case.kind, "f.csv")  # type: ignore[arg-type]
-    layout = csvfast.fast_layout(header, case.kind)  # type: ignore[arg-type]
+    parser = csvfile.BlockParser(columns, case.kind, "f.csv", classes=case.classes)  # type: ignore[arg-type]
+    layout = csvfast.fast_layout(columns, case.classes)
     if layout is None or not body:
         event("fast path: never applies (ID not first, or no rows)")
         return
@@ -402,7 +412,7 @@ def check_fast_path(case: Case) -> None:
         assert fast.ids.type == slow.ids.type and fast.ids.to_pylist() == slow.ids.to_pylist()
     else:
         assert fast.labels is not None and slow.labels is not None
-        assert fast.labels.dtype == slow.labels.dtype
+        assert fast.labels.dtype == slow.labels.dtype == np.int64
         np.testing.assert_array_equal(fast.labels, slow.labels)
 
 

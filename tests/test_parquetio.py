@@ -17,13 +17,16 @@ from helpers import sparse_pixels as pixels
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError
-from fcls.infer.common.spec import PIXEL_COLUMNS
+from fcls.infer.common.spec import number_names, pixel_column_names
 from fcls.infer.convert import convert
 from fcls.infer.engine.pipeline import predict_csv, predict_files
 from fcls.infer.formats.csvfile import CsvReader
 from fcls.infer.formats.paths import expand_inputs, output_stem
 from fcls.infer.formats.sources import input_kind, open_chunks, read_train
 from fcls.infer.formats.tables import TableReader
+
+PIXEL_COLUMNS = pixel_column_names(1024)
+CLASSES = number_names(10)
 
 N = 1000
 
@@ -273,7 +276,12 @@ def _bad_cases() -> dict[str, tuple[Callable[[np.ndarray], pa.Table], str, str]]
         "missing column": (
             lambda px: columns_table(px).drop_columns(["pix1024"]),
             "unlabelled",
-            r"1023 of 1024 pixel columns \(missing pix1024\)",
+            r"x\.parquet: 1023 pixel columns \(pix1\.\.pix1023\), the model takes 1024$",
+        ),
+        "gap in the columns": (
+            lambda px: columns_table(px).drop_columns(["pix7"]),
+            "unlabelled",
+            r"x\.parquet: 1023 of 1024 pixel columns pix1\.\.pix1024 \(missing pix7\)$",
         ),
         "missing ID": (
             lambda px: columns_table(px).drop_columns(["ID"]),
@@ -288,12 +296,12 @@ def _bad_cases() -> dict[str, tuple[Callable[[np.ndarray], pa.Table], str, str]]
         "both forms": (
             lambda px: columns_table(px, pixels=pa.array([b"x"] * len(px))),
             "unlabelled",
-            r"both a pixels column and pix1\.\.pix1024",
+            r"both a pixels column and pixel columns \(pix1, \.\.\.\)",
         ),
         "label out of range": (
             lambda px: train(px, 777, 10),
             "labelled",
-            r"row 778 column label: label 10 is out of range 0\.\.9",
+            r"row 778 column label: label '10' is not one of the model's 10 classes",
         ),
         "null label": (
             lambda px: train(px, 3, None),
@@ -312,7 +320,7 @@ def test_bad_input_is_a_located_data_error(tmp_path, rows, case):
     build, kind, message = BAD[case]
     path = write(build(rows), tmp_path / "x.parquet")
     with pytest.raises(DataError, match=message):
-        list(TableReader(path, kind, batch_rows=128))  # type: ignore[arg-type]
+        list(TableReader(path, kind, batch_rows=128, pixels=1024, classes=CLASSES))  # type: ignore[arg-type]
 
 
 def _with(table: pa.Table, column: str, row: int, value: object) -> pa.Table:
@@ -399,7 +407,8 @@ def test_error_names_the_first_bad_row_then_the_first_column(tmp_path, rows, cas
 
 
 @pytest.mark.parametrize(
-    "case", ["out of range", "null ID", "short list", "missing column", "missing ID", "float ID"]
+    "case",
+    ["out of range", "null ID", "short list", "gap in the columns", "missing ID", "float ID"],
 )
 def test_bad_input_in_the_cli_is_one_line_and_leaves_nothing(tmp_path, rows, tiny, case):
     build, _, message = BAD[case]

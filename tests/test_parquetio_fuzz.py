@@ -43,6 +43,7 @@ from fcls.infer.formats.tables import TableReader
 
 PIXELS = [f"pix{i}" for i in range(1, 1025)]
 PIXEL_SET = set(PIXELS)
+CLASSES = tuple(str(i) for i in range(10))
 INTS = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
 INTS += [pa.uint8(), pa.uint16(), pa.uint32(), pa.uint64()]
 CODECS = [c for c in ("lz4", "zstd") if pa.Codec.is_available(c)]
@@ -387,16 +388,38 @@ def _integer(t: pa.DataType) -> bool:
     return t in INTS
 
 
+PIXEL_NAME = re.compile(r"(pix|pixel)(0|[1-9][0-9]*)")
+
+
+def _pixel_names_ok(names: list[str], expected: int) -> bool:
+    """Pixel columns: one prefix, numbered 1..P or 0..P-1, P == expected."""
+    found = [m.groups() for m in map(PIXEL_NAME.fullmatch, names) if m]
+    numbers = sorted(int(n) for _, n in found)
+    return (
+        len({p for p, _ in found}) == 1
+        and len(numbers) == expected
+        and numbers in (list(range(expected)), list(range(1, expected + 1)))
+    )
+
+
+def _key(names: list[str], kind: str) -> str | None:
+    """The ID (ID or id, not both) or label column, or None."""
+    if kind == "labelled":
+        return "label" if "label" in names else None
+    ids = [n for n in names if n in ("ID", "id")]
+    return ids[0] if len(ids) == 1 else None
+
+
 def _schema_verdict(schema: pa.Schema, kind: str) -> Bad | str:
     """The schema rules of tables.py's docstring, checked in its order; the pixel layout."""
     names = schema.names
     for i, name in enumerate(names):
         if name in names[:i]:
             return Bad(None, name)
-    key = "ID" if kind == "unlabelled" else "label"
-    if key not in names:
+    key = _key(names, kind)
+    if key is None:
         return Bad(None, None)
-    if "pixels" in names and PIXEL_SET & set(names):
+    if "pixels" in names and any(PIXEL_NAME.fullmatch(n) for n in names):
         return Bad(None, None)
     if "pixels" in names:
         t = schema.field("pixels").type
@@ -411,19 +434,18 @@ def _schema_verdict(schema: pa.Schema, kind: str) -> Bad | str:
         else:
             return Bad(None, "pixels")
     else:
-        if not set(names) >= PIXEL_SET:
+        if not _pixel_names_ok(names, 1024):
             return Bad(None, None)
         for name in PIXELS:
             if not _integer(schema.field(name).type):
                 return Bad(None, name)
         layout = "columns"
     t = schema.field(key).type
-    if kind == "unlabelled":
-        value = t.value_type if isinstance(t, pa.DictionaryType) else t
-        if not (_integer(value) or value in (pa.string(), pa.large_string())):
-            return Bad(None, "ID")
-    elif not _integer(t):
-        return Bad(None, "label")
+    value = t.value_type if isinstance(t, pa.DictionaryType) else t
+    if not (_integer(value) or value in (pa.string(), pa.large_string())):
+        return Bad(None, key)
+    if kind == "labelled" and isinstance(t, pa.DictionaryType) and _integer(value):
+        return Bad(None, key)
     return layout
 
 
@@ -432,7 +454,10 @@ def _ok(column: str, layout: str, value: Any) -> bool:
         return False
     if column == "ID":
         return True
-    if column == "label":
+    if column == "label":  # the model's classes "0".."9": a name, or its index
+        if isinstance(value, str):
+            value = value.strip(" \t")
+            return value.isascii() and value.isdigit() and int(value) <= 9
         return 0 <= value <= 9
     if layout == "columns":
         return 0 <= value <= 255
@@ -446,7 +471,7 @@ def reference(table: pa.Table, kind: str) -> Good | Bad:
     if isinstance(verdict, Bad):
         return verdict
     layout = verdict
-    key = "ID" if kind == "unlabelled" else "label"
+    key = _key(table.schema.names, kind)
     wanted = PIXEL_SET if layout == "columns" else {"pixels"}
     used = [c for c in table.schema.names if c in wanted or c == key]  # in file order
     values = {c: table.column(c).to_pylist() for c in used}
@@ -461,8 +486,9 @@ def reference(table: pa.Table, kind: str) -> Good | Bad:
     else:
         pixels = np.array(values["pixels"], np.int64).reshape(-1, 1024)
     if kind == "labelled":
-        return Good(pixels.astype(np.uint8), None, values["label"])
-    chunks = table.column("ID").chunks  # decoded one by one: their dictionaries may differ
+        labels = [int(v) for v in values["label"]]  # "7" or " 07" is class 7
+        return Good(pixels.astype(np.uint8), None, labels)
+    chunks = table.column(key).chunks  # type: ignore[arg-type]  # decoded one by one: their dictionaries may differ
     decoded = [
         c.dictionary_decode() if isinstance(c.type, pa.DictionaryType) else c for c in chunks
     ]
@@ -482,10 +508,11 @@ _counter = itertools.count()
 
 
 def _read(case: Case, path: Path) -> Good:
+    model = {"pixels": 1024, "classes": CLASSES}  # a model's pixels per row and classes
     if case.batch_rows is None:
-        chunks = list(open_chunks(path, case.kind))  # type: ignore[arg-type]
+        chunks = list(open_chunks(path, case.kind, **model))  # type: ignore[arg-type]
     else:
-        chunks = list(TableReader(path, case.kind, batch_rows=case.batch_rows))  # type: ignore[arg-type]
+        chunks = list(TableReader(path, case.kind, batch_rows=case.batch_rows, **model))  # type: ignore[arg-type]
     start = 1
     for chunk in chunks:  # consecutive, bounded, never empty
         assert chunk.start == start and 0 < len(chunk) <= (case.batch_rows or 4096)

@@ -12,9 +12,11 @@ import pyarrow as pa
 class Chunk:
     """Consecutive parsed rows: pixels always, IDs for unlabelled files, labels for labelled ones."""
 
-    pixels: np.ndarray  # (n, 1024) uint8
-    ids: pa.Array | None  # (n,) string, verbatim from the file
-    labels: np.ndarray | None  # (n,) int64 in 0..9
+    pixels: np.ndarray  # (n, P) uint8: P pixels per row, in pixel order (HWC)
+    ids: pa.Array | None  # (n,) the ID column: CSV strings verbatim, a table's own type
+    # (n,) with a model's classes: int64 class indices 0..K-1; without: the raw labels, int64
+    # when every label of the chunk is an integer, else an object array of str
+    labels: np.ndarray | None
     start: int  # CSV: file line of the first row; Parquet/Arrow IPC: its data row, from 1
 
     def __len__(self) -> int:

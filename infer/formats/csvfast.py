@@ -11,33 +11,36 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
 from .chunk import Chunk
+from .columns import Columns
 from .csvgrammar import MAX_LINE_BYTES
+from .labelcells import Classes, names_agree
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where the fast path finds each value in a row of N_PIXELS + 1 fields."""
+    """Where the fast path finds each value in a row of `fields` fields."""
 
+    fields: int  # fields per row: the header's
     id_first: bool  # unlabelled files: field 0 is the ID (the fast path needs it there)
-    pixels: slice | np.ndarray  # fields of pix1..pix1024, in that order
+    pixels: slice | np.ndarray  # fields of the pixels, in pixel order
     label: int | None  # field of the label (labelled files)
+    label_limit: int | None  # labels must be below it (a model's K), None: any 0..999
 
 
-def fast_layout(header: list[str], kind: Kind) -> _Layout | None:
-    """The fast path's layout for this header, or None when it never applies (ID not first)."""
-    if kind == "unlabelled" and header[0] != "ID":
+def fast_layout(columns: Columns, classes: Classes = None) -> _Layout | None:
+    """The fast path's layout for these columns, or None when it never applies (ID not first,
+    or class names that are numbers other than their own index)."""
+    if columns.label is None and columns.id != 0:
         return None
-    where = {c: i for i, c in enumerate(header)}
-    cols = np.array([where[c] for c in PIXEL_COLUMNS])
-    first = int(cols[0])
-    in_order = bool((cols == np.arange(first, first + N_PIXELS)).all())
-    pixels: slice | np.ndarray = slice(first, first + N_PIXELS) if in_order else cols
-    return _Layout(kind == "unlabelled", pixels, where.get("label"))
-
-
-_FIELDS = N_PIXELS + 1  # fields per row in both kinds
+    if classes is not None and not names_agree(classes):
+        return None
+    cols = np.array(columns.pixels)
+    first, n = int(cols[0]), len(cols)
+    in_order = bool((cols == np.arange(first, first + n)).all())
+    pixels: slice | np.ndarray = slice(first, first + n) if in_order else cols
+    limit = None if classes is None else len(classes)
+    return _Layout(len(columns.names), columns.id == 0, pixels, columns.label, limit)
 
 
 class Scratch(threading.local):
@@ -64,8 +67,9 @@ class Scratch(threading.local):
 def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chunk | None:
     """Rows of `buf` by vectorised numpy, or None to leave the block to pyarrow.
 
-    Takes only blocks in which every row has exactly 1025 fields separated by "," with no
-    quotes, every pixel (and label) cell is 1-3 ASCII digits, no line is empty or longer than
+    Takes only blocks in which every row has exactly the header's fields separated by "," with
+    no quotes, every pixel (and label) cell is 1-3 ASCII digits (a label below the model's
+    number of classes, when given), no line is empty or longer than
     MAX_LINE_BYTES, and a "\\r" appears only in CRLF; IDs may hold any UTF-8 text except '"'
     and NUL. On such blocks the grammar's result is fixed by the digits alone, so this returns
     exactly what the pyarrow path would; anything else returns None, never an error.
@@ -77,13 +81,16 @@ def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chun
     if not buf.endswith(b"\n"):
         buf += b"\n"  # the file's last line
     a = np.frombuffer(buf, np.uint8)  # (bytes,) uint8
+    if a.size < 4:  # a row of two fields and its "\n" at least
+        return None
     (sep, digit, odd, tmp), (d, dz, low, high) = scratch.get(a.size)
     n = int(np.count_nonzero(np.equal(a, 10, out=tmp)))  # lines ("\n")
     np.logical_or(np.equal(a, 44, out=sep), tmp, out=sep)  # "," or "\n"
-    flat = np.flatnonzero(sep)  # every field's end, (n * 1025,) int64 when the rows are right
-    if flat.size != n * _FIELDS or a[0] == 44:
+    fields = layout.fields
+    flat = np.flatnonzero(sep)  # every field's end, (n * fields,) int64 when the rows are right
+    if flat.size != n * fields or a[0] == 44:
         return None
-    ends = flat.reshape(n, _FIELDS)
+    ends = flat.reshape(n, fields)
     if not (a[ends[:, -1]] == 10).all():  # with n line breaks, each row ends at its own
         return None
     starts = np.empty(n, np.int64)  # (n,) offset of each line
@@ -97,14 +104,14 @@ def fast_block(buf: bytes, layout: _Layout, line: int, scratch: Scratch) -> Chun
     np.less(d, 10, out=digit)
     if not _odd_bytes_in_ids(digit, sep, odd, tmp, starts, ends, layout.id_first):
         return None
-    fields = _field_values(d, digit, dz, low, high, ends)
-    pixels = fields[:, layout.pixels]
+    values = _field_values(d, digit, dz, low, high, ends)
+    pixels = values[:, layout.pixels]
     if pixels.max(initial=0) > 255:
         return None
     labels = ids = None
     if layout.label is not None:
-        labels = fields[:, layout.label].astype(np.int64)
-        if labels.max(initial=0) >= N_CLASSES:
+        labels = values[:, layout.label].astype(np.int64)
+        if layout.label_limit is not None and labels.max(initial=0) >= layout.label_limit:
             return None
     if layout.id_first:
         ids = _gather_ids(a, starts, ends[:, 0])
@@ -147,13 +154,13 @@ def _field_values(
     high: np.ndarray,
     ends: np.ndarray,
 ) -> np.ndarray:
-    """(n, 1025) uint16: each field's value from the (up to three) digits before its end."""
+    """(n, fields) uint16: each field's value from the (up to three) digits before its end."""
     np.multiply(d, digit, out=dz)  # (bytes,) uint8, 0 on separators
     # At a field's end e: tens and ones (<= 99) and the hundreds digit, which counts only
     # when a tens digit sits between (else dz[e - 3] belongs to the previous field).
     np.multiply(dz[1:-2], 10, out=low[3:])
     np.add(low[3:], dz[2:-1], out=low[3:])
-    low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a row has 1025 bytes at least
+    low[1], low[2] = dz[0], 10 * dz[0] + dz[1]  # a block has 4 bytes at least
     np.multiply(dz[:-3], digit[1:-2], out=high[3:])
     high[:3] = 0
     fields = np.take(high, ends).astype(np.uint16)  # np.take: cheaper than high[ends]

@@ -1,4 +1,5 @@
-"""Opening fcls CSV inputs (plain, .gz, stdin, streams) and reading them as validated `Chunk`s."""
+"""Opening fcls CSV inputs (plain, .gz, stdin, streams) and reading them as validated `Chunk`s,
+at any number of pixel columns (`columns.resolve`); writing them (`write_eval_csv`)."""
 
 from __future__ import annotations
 
@@ -18,18 +19,21 @@ import pyarrow.csv as pacsv
 
 from ..common.errors import DataError
 from ..common.output import atomic_file, output_errors
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from ..common.spec import Kind, pixel_column_names
 from .chunk import Chunk
+from .columns import Columns, Expected, resolve
 from .csvfast import Scratch, fast_block, fast_layout
 from .csvgrammar import (
     BOM,
     MAX_LINE_BYTES,
     breaks_byte_rules,
     diagnose,
+    header_columns,
+    header_names,
     is_blank,
-    parse_header_line,
     too_long,
 )
+from .labelcells import Classes, text_labels
 from .paths import is_stdin
 
 # bytes per block: large enough to amortise parsing, small enough to keep peak memory low
@@ -115,10 +119,15 @@ class LineInput:
         self._take(len(head) + len(newline))
         return head, bool(newline)
 
-    def header(self, kind: Kind) -> list[str]:
-        """Read and check the header line; its column names."""
+    def header(self, kind: Kind, pixels: Expected = None) -> Columns:
+        """Read and check the header line; its columns."""
         raw, terminated = self.header_line()
-        return parse_header_line(raw, kind, self.name, terminated)
+        return header_columns(raw, kind, self.name, terminated, pixels)
+
+    def names(self) -> list[str]:
+        """Read the header line; its column names, unchecked."""
+        raw, terminated = self.header_line()
+        return header_names(raw, self.name, terminated)
 
     def skip_to(self, offset: int, line: int) -> None:
         """Move on to input byte `offset`: a seek in a plain file, reading past it otherwise."""
@@ -200,7 +209,9 @@ class CsvReader:
     """Iterate over `Chunk`s of an fcls CSV file in constant memory.
 
     `start` (input byte offset, file line) and `end` (byte offset) read one shard of a file
-    (Ray's plan); by default the whole file after its header.
+    (Ray's plan); by default the whole file after its header. `pixels`: the pixel columns a
+    row must have (a count or a model's spec), None for any count; `classes`: a model's class
+    names, so that labels are class indices, None for the file's own labels (`labelcells`).
     """
 
     def __init__(
@@ -213,12 +224,17 @@ class CsvReader:
         name: str | None = None,
         start: tuple[int, int] | None = None,
         end: int | None = None,
+        *,
+        pixels: Expected = None,
+        classes: Classes = None,
     ) -> None:
         self.src, self.kind, self.chunk_bytes, self.limit = src, kind, chunk_bytes, limit
         self.name = name or source_name(src)
         self.start, self.end = start, end
         self.use_threads = use_threads
+        self.pixels, self.classes = pixels, classes
         self.header: list[str] = []
+        self.columns: Columns | None = None  # once the header is read
 
     def __iter__(self) -> Iterator[Chunk]:
         remaining = self.limit
@@ -238,8 +254,11 @@ class CsvReader:
         stream, owned = open_source(self.src)
         try:
             lines = LineInput(stream, self.name)
-            self.header = lines.header(self.kind)
-            parser = BlockParser(self.header, self.kind, self.name, self.use_threads)
+            self.columns = lines.header(self.kind, self.pixels)
+            self.header = list(self.columns.names)
+            parser = BlockParser(
+                self.columns, self.kind, self.name, self.use_threads, classes=self.classes
+            )
             line = 2
             if self.start is not None:
                 lines.skip_to(*self.start)
@@ -262,22 +281,40 @@ def _head(chunk: Chunk, n: int) -> Chunk:
     )
 
 
-def read_header(src: str | Path | BinaryIO, kind: Kind = "unlabelled") -> list[str]:
-    """Read and validate only the header of a CSV file."""
+def read_header(
+    src: str | Path | BinaryIO, kind: Kind = "unlabelled", pixels: Expected = None
+) -> list[str]:
+    """Read and validate only the header of a CSV file; its column names."""
+    return list(read_columns(src, kind, pixels).names)
+
+
+def read_columns(src: str | Path | BinaryIO, kind: Kind, pixels: Expected = None) -> Columns:
+    """Read and validate only the header of a CSV file; its columns."""
     stream, owned = open_source(src)
     try:
-        return LineInput(stream, source_name(src)).header(kind)
+        return LineInput(stream, source_name(src)).header(kind, pixels)
+    finally:
+        if owned:
+            stream.close()
+
+
+def read_names(src: str | Path | BinaryIO) -> list[str]:
+    """The column names of a CSV file's header, unchecked (to tell its kind)."""
+    stream, owned = open_source(src)
+    try:
+        return LineInput(stream, source_name(src)).names()
     finally:
         if owned:
             stream.close()
 
 
 def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) -> Path:
-    """Write (n, 1024) uint8 rows as an `ID,pix1..pix1024` file (IDs 0..n-1 by default), atomically."""
+    """Write (n, P) uint8 rows as an `ID,pix1..pixP` file (IDs 0..n-1 by default), atomically."""
+    names = pixel_column_names(pixels.shape[1])
     columns = {"ID": ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))}
-    columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(PIXEL_COLUMNS)})
+    columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(names)})
     with atomic_file(path) as f:
-        f.write((",".join(["ID", *PIXEL_COLUMNS]) + "\n").encode())
+        f.write((",".join(["ID", *names]) + "\n").encode())
         with output_errors(path):
             pacsv.write_csv(pa.table(columns), f.raw, pacsv.WriteOptions(include_header=False))
     return path
@@ -286,14 +323,27 @@ def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) 
 class BlockParser:
     """Parses blocks of whole data lines of one file whose header is known."""
 
-    def __init__(self, header: list[str], kind: Kind, name: str, use_threads: bool = True):
-        self.header, self.kind, self.name = header, kind, name
-        self._layout = fast_layout(header, kind)
+    def __init__(
+        self,
+        header: Columns | list[str],
+        kind: Kind,
+        name: str,
+        use_threads: bool = True,
+        *,
+        classes: Classes = None,
+    ):
+        columns = header if isinstance(header, Columns) else resolve(header, kind, name, line=1)
+        self.columns, self.header, self.kind, self.name = columns, list(columns.names), kind, name
+        self.classes = classes
+        self._layout = fast_layout(columns, classes)
         self._scratch = Scratch()
-        types: dict[str, pa.DataType] = dict.fromkeys(PIXEL_COLUMNS, pa.uint8())
-        types.update({"ID": pa.string()} if kind == "unlabelled" else {"label": pa.uint8()})
+        types: dict[str, pa.DataType] = dict.fromkeys(columns.pixel_names, pa.uint8())
+        key = columns.id_name if kind == "unlabelled" else "label"
+        types[key] = pa.string()
         self._options = (
-            pacsv.ReadOptions(column_names=header, use_threads=use_threads, block_size=4 << 20),
+            pacsv.ReadOptions(
+                column_names=self.header, use_threads=use_threads, block_size=4 << 20
+            ),
             pacsv.ParseOptions(newlines_in_values=False),
             pacsv.ConvertOptions(
                 column_types=types,
@@ -317,7 +367,7 @@ class BlockParser:
         """Parse one block with pyarrow, holding it to the grammar."""
 
         def reject(reason: str) -> DataError:
-            return diagnose(buf, line, self.header, self.name, reason)
+            return diagnose(buf, line, self.columns, self.name, reason, self.classes)
 
         if breaks_byte_rules(buf):
             raise reject("NUL, stray carriage return or overlong line")
@@ -333,23 +383,31 @@ class BlockParser:
             raise reject("hexadecimal number")
         labels = ids = None
         if self.kind == "labelled":
-            labels = table.column("label").to_numpy().astype(np.int64)
-            if labels.size and labels.max() >= N_CLASSES:
-                raise reject("label out of range")
+            text = table.column("label").combine_chunks()
+            if pc.any(pc.match_substring(text, "\n")).as_py():  # a quote left open
+                raise reject("quoted field across lines")
+            labels, bad, why = text_labels(text, self.classes)
+            if bad is not None:
+                raise reject(why)
         else:
-            ids = table.column("ID").combine_chunks()
+            ids = table.column(self.columns.id_name).combine_chunks()
             if pc.any(pc.match_substring(ids, "\n")).as_py():  # a quote left open
                 raise reject("quoted field across lines")
-        return Chunk(pixels=_pixel_matrix(table), ids=ids, labels=labels, start=line)
+        return Chunk(
+            pixels=_pixel_matrix(table, self.columns.pixel_names),
+            ids=ids,
+            labels=labels,
+            start=line,
+        )
 
     def _has_hex_cell(self, data: bytes) -> bool:
-        """Whether a pixel or label cell is a hex number like 0xff, which pyarrow accepts.
+        """Whether a pixel cell is a hex number like 0xff, which pyarrow accepts.
 
         Only blocks that contain "0x" get here (e.g. IDs like 0x1f): the numeric cells are
         read again as text, which costs about one more parse of the block.
         """
         read, parse, _ = self._options
-        columns = [c for c in self.header if c != "ID"]
+        columns = list(self.columns.pixel_names)
         convert = pacsv.ConvertOptions(
             column_types=dict.fromkeys(columns, pa.string()), include_columns=columns
         )
@@ -360,14 +418,14 @@ class BlockParser:
         )
 
 
-def _pixel_matrix(table: pa.Table) -> np.ndarray:
-    """(n, 1024) uint8 filled column by column from the arrow buffers (no nulls by construction).
+def _pixel_matrix(table: pa.Table, names: tuple[str, ...]) -> np.ndarray:
+    """(n, P) uint8 filled column by column from the arrow buffers (no nulls by construction).
 
     Viewing each column's data buffer with np.frombuffer avoids the per-column arrays of
     np.stack(column.to_numpy()), which made this copy the reader's bottleneck.
     """
-    out = np.empty((table.num_rows, N_PIXELS), np.uint8)
-    for j, name in enumerate(PIXEL_COLUMNS):
+    out = np.empty((table.num_rows, len(names)), np.uint8)
+    for j, name in enumerate(names):
         row = 0
         for arr in table.column(name).chunks:
             n = len(arr)

@@ -1,4 +1,4 @@
-"""Streaming, validated reader for fcls CSV files (`ID,pix1..pix1024` and `pix1..pix1024,label`).
+"""The grammar of fcls CSV files (`ID,pix1..pixN` and `pix1..pixN,label` at any N).
 
 Bytes are read in blocks that end on a line break. Each block goes through up to three
 readers, each exact on what it accepts:
@@ -6,7 +6,8 @@ readers, each exact on what it accepts:
 1. `fast_block`: vectorised numpy over the block's bytes, for the common shape (no quotes, no
    spaces, no CR other than CRLF, pixel cells of 1-3 digits, ID first). It either returns the
    arrays the grammar defines or declines (None) without judging the block.
-2. pyarrow's CSV reader straight into uint8 columns, plus the grammar's extra checks: it takes
+2. pyarrow's CSV reader straight into uint8 columns (labels as text), plus the grammar's
+   extra checks: it takes
    everything the grammar allows (quotes, spaces, leading zeros, any column order) and rejects
    the rest.
 3. When pyarrow rejects a block, it is re-read line by line in Python only to name the exact
@@ -30,13 +31,16 @@ The grammar (defined here once; the fast path and the line-by-line diagnosis bot
   '"' that is not doubled ('""' stands for '"'), and any text after its closing quote up to
   the next "," is appended verbatim; a '"' elsewhere is an ordinary character. A quoted field
   must close on its own line. Every data line has as many fields as the header.
-- Header names are compared after removing surrounding ASCII spaces and tabs; each expected
-  column appears exactly once, in any order.
+- Header names are compared after removing surrounding ASCII spaces and tabs; which names
+  are pixel, label and ID columns is `columns.resolve`'s rule (each name once, any order,
+  nothing else).
 - ID cells are any text, kept verbatim (not trimmed).
 - Pixel cells (after unquoting) are `[ \\t]*[0-9]+[ \\t]*`: ASCII decimal digits, leading zeros
-  allowed, only ASCII spaces and tabs around them, with a value in 0..255; label cells the
-  same with a value in 0..9. Nothing else: no sign, no hex (pyarrow alone reads 0xff as 255),
-  no decimal point or exponent, no other whitespace (\\v, \\f, NBSP), no empty cell.
+  allowed, only ASCII spaces and tabs around them, with a value in 0..255. Nothing else: no
+  sign, no hex (pyarrow alone reads 0xff as 255), no decimal point or exponent, no other
+  whitespace (\\v, \\f, NBSP), no empty cell.
+- Label cells (after unquoting) are what `labelcells` says: any text, trimmed of spaces and
+  tabs, not empty; with a model's classes, a class name or index.
 - The first bad line in the file is reported. Within a line the checks run in this order:
   length, stray "\\r", NUL, UTF-8, unclosed quote, field count (these name no column), then
   the cells in the file's column order (these name the column).
@@ -47,7 +51,9 @@ from __future__ import annotations
 import re
 
 from ..common.errors import DataError
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from ..common.spec import Kind
+from .columns import Columns, Expected, resolve
+from .labelcells import Classes, label_problem
 
 # A valid row is a few KiB of pixels plus its ID; a line longer than this is not data.
 MAX_LINE_BYTES = 1 << 20
@@ -58,36 +64,6 @@ _CELL = re.compile(r"[ \t]*([0-9]+)[ \t]*")  # pixel and label cells, matched in
 
 def too_long() -> str:
     return f"line longer than {MAX_LINE_BYTES} bytes (not an fcls CSV row)"
-
-
-def _expected(kind: Kind) -> list[str]:
-    return ["ID", *PIXEL_COLUMNS] if kind == "unlabelled" else [*PIXEL_COLUMNS, "label"]
-
-
-def _check_header(header: list[str], kind: Kind, name: str) -> None:
-    """Every expected column exactly once, nothing else (order is free)."""
-    expected = _expected(kind)
-    if kind == "unlabelled" and "ID" not in header:
-        raise DataError(name, f"missing ID column (header starts {','.join(header[:3])}...)", 1)
-    seen: set[str] = set()
-    for i, col in enumerate(header, start=1):
-        if col in seen:
-            raise DataError(name, f"duplicate column {col!r}", 1, str(i))
-        seen.add(col)
-    missing = [c for c in expected if c not in seen]
-    expected_set = set(expected)
-    extra = [c for c in header if c not in expected_set]
-    if missing or extra:
-        n_pix = sum(c in set(PIXEL_COLUMNS) for c in header)
-        parts = [
-            f"expected {len(expected)} columns ({expected[0]},...,{expected[-1]}), got {len(header)}"
-        ]
-        parts.append(f"{n_pix} of {N_PIXELS} pixel columns")
-        if missing:
-            parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        if extra:
-            parts.append(f"unexpected {', '.join(extra[:5])}{' ...' if len(extra) > 5 else ''}")
-        raise DataError(name, "; ".join(parts), 1)
 
 
 def _line_text(raw: bytes, terminated: bool) -> str:
@@ -140,26 +116,39 @@ def _split_fields(text: str) -> list[str] | None:
         pos = end + 1
 
 
-def _cell_problem(value: str, col: str) -> str | None:
-    """Why a cell breaks the grammar, or None: pixels are integers 0..255, labels 0..9."""
-    if col == "ID":
+def roles(columns: Columns) -> list[str]:
+    """What each header position holds: "id", "label" or "pixel" (a CSV has nothing else)."""
+    out = ["pixel"] * len(columns.names)
+    if columns.id is not None:
+        out[columns.id] = "id"
+    if columns.label is not None:
+        out[columns.label] = "label"
+    return out
+
+
+def _cell_problem(value: str, role: str, classes: Classes) -> str | None:
+    """Why a cell breaks the grammar, or None: pixels are integers 0..255, labels as
+    `labelcells` says, IDs any text."""
+    if role == "id":
         return None
-    hi = 255 if col != "label" else N_CLASSES - 1
-    what = "pixel" if col != "label" else "label"
+    if role == "label":
+        return label_problem(value, classes)
     match = _CELL.fullmatch(value)
     if match is None:
         if value.strip(" \t") == "":
-            return f"empty {what} value"
+            return "empty pixel value"
         shown = value if len(value) <= 40 else value[:40] + "..."
-        return f"{what} {shown!r} is not an integer in 0..{hi} (decimal digits only)"
+        return f"pixel {shown!r} is not an integer in 0..255 (decimal digits only)"
     digits = match.group(1).lstrip("0") or "0"  # int() of a huge string would raise
-    if len(digits) > 3 or int(digits) > hi:
+    if len(digits) > 3 or int(digits) > 255:
         shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
-        return f"{what} {shown} is out of range 0..{hi}"
+        return f"pixel {shown} is out of range 0..255"
     return None
 
 
-def _row_problem(raw: bytes, terminated: bool, header: list[str]) -> tuple[str, str | None] | None:
+def _row_problem(
+    raw: bytes, terminated: bool, header: list[str], kinds: list[str], classes: Classes
+) -> tuple[str, str | None] | None:
     """Why one data line breaks the grammar (and in which column), or None."""
     if raw == b"" or (terminated and raw == b"\r"):
         return None  # an empty line
@@ -172,21 +161,24 @@ def _row_problem(raw: bytes, terminated: bool, header: list[str]) -> tuple[str, 
         return "quoted field not closed on its line", None
     if len(row) != len(header):
         return f"expected {len(header)} fields, got {len(row)} (ragged row)", None
-    for col, value in zip(header, row):
-        problem = _cell_problem(value, col)
+    for col, role, value in zip(header, kinds, row):
+        problem = _cell_problem(value, role, classes)
         if problem:
             return problem, col
     return None
 
 
-def diagnose(buf: bytes, first_line: int, header: list[str], name: str, fallback: str) -> DataError:
+def diagnose(
+    buf: bytes, first_line: int, columns: Columns, name: str, fallback: str, classes: Classes = None
+) -> DataError:
     """Re-read a rejected block line by line (split at b"\\n" only) to find the first bad row."""
     start, line = 0, first_line
+    header, kinds = list(columns.names), roles(columns)
     while start < len(buf):
         end = buf.find(b"\n", start)
         terminated = end >= 0
         end = end if terminated else len(buf)
-        problem = _row_problem(buf[start:end], terminated, header)
+        problem = _row_problem(buf[start:end], terminated, header, kinds, classes)
         if problem:
             return DataError(name, problem[0], line, problem[1])
         start, line = end + 1, line + 1
@@ -238,8 +230,15 @@ def is_blank(buf: bytes) -> bool:
     return not buf.strip(b"\r\n") and not buf.replace(b"\r\n", b"\n").strip(b"\n")
 
 
-def parse_header_line(raw: bytes, kind: Kind, name: str, terminated: bool = True) -> list[str]:
+def parse_header_line(
+    raw: bytes, kind: Kind, name: str, terminated: bool = True, pixels: Expected = None
+) -> list[str]:
     """Check the header line (`raw` without its b"\\n") and return its column names."""
+    return list(header_columns(raw, kind, name, terminated, pixels).names)
+
+
+def header_names(raw: bytes, name: str, terminated: bool = True) -> list[str]:
+    """The column names of a header line, unchecked but for its bytes and quotes."""
     try:
         text = _line_text(raw, terminated).removeprefix("\ufeff")
     except ValueError as e:
@@ -247,6 +246,11 @@ def parse_header_line(raw: bytes, kind: Kind, name: str, terminated: bool = True
     row = _split_fields(text)
     if row is None:
         raise DataError(name, "header: quoted field not closed on its line", 1)
-    header = [c.strip(" \t") for c in row]
-    _check_header(header, kind, name)
-    return header
+    return [c.strip(" \t") for c in row]
+
+
+def header_columns(
+    raw: bytes, kind: Kind, name: str, terminated: bool = True, pixels: Expected = None
+) -> Columns:
+    """The columns of a header line read as `kind` (`columns.resolve`), or a DataError."""
+    return resolve(header_names(raw, name, terminated), kind, name, pixels, line=1)

@@ -12,10 +12,12 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.errors import DataError
-from ..common.spec import N_PIXELS, Kind
+from ..common.spec import Kind
 from .chunk import Chunk
-from .csvfile import CsvReader, read_header, source_name
-from .tables import TableReader, detect_kind, plan_layout, table_format, table_schema
+from .columns import Expected, detect_kind, expected_count
+from .csvfile import CsvReader, read_columns, read_header, read_names, source_name
+from .labelcells import Classes
+from .tables import TableReader, plan_layout, table_format, table_schema
 
 Source = str | Path | BinaryIO
 
@@ -26,35 +28,35 @@ def is_table(src: Source) -> bool:
 
 
 def open_chunks(
-    src: Source, kind: Kind = "unlabelled", limit: int | None = None
+    src: Source,
+    kind: Kind = "unlabelled",
+    limit: int | None = None,
+    pixels: Expected = None,
+    classes: Classes = None,
 ) -> Iterable[Chunk]:
-    """The validated chunks of any fcls input (CSV, .csv.gz, stdin, Parquet, Arrow IPC)."""
+    """The validated chunks of any fcls input (CSV, .csv.gz, stdin, Parquet, Arrow IPC).
+
+    `pixels`: the pixel count a row must have (an int, or a model's ImageSpec, whose size the
+    error names), None for the file's own; `classes`: a model's class names, so that
+    `Chunk.labels` are class indices, None for the file's raw labels (`labelcells`)."""
     if is_table(src):
-        return TableReader(Path(src), kind, limit=limit)  # type: ignore[arg-type]
-    return CsvReader(src, kind, limit=limit)
+        return TableReader(Path(src), kind, limit=limit, pixels=pixels, classes=classes)  # type: ignore[arg-type]
+    return CsvReader(src, kind, limit=limit, pixels=pixels, classes=classes)
 
 
 def input_kind(src: str | Path) -> Kind:
-    """unlabelled or labelled, from the CSV header or the table schema (ID, or label)."""
-    if is_table(src):
-        return detect_kind(table_schema(src).names)
-    try:
-        read_header(src, "unlabelled")
-    except DataError as e:
-        if "missing ID column" not in e.reason:
-            raise
-        read_header(src, "labelled")  # a labelled file, or its header's own error
-        return "labelled"
-    return "unlabelled"
+    """unlabelled or labelled, from the CSV header or the table schema (ID or id, or label)."""
+    names = table_schema(src).names if is_table(src) else read_names(src)
+    return detect_kind(names)
 
 
-def check_header(src: Source, kind: Kind) -> None:
+def check_header(src: Source, kind: Kind, pixels: Expected = None) -> None:
     """Validate only the CSV header or the table schema of `src` as `kind` (no row is read);
     a DataError says what does not fit. Reads from a stream: not for stdin ('-')."""
     if is_table(src):
-        plan_layout(table_schema(src), kind, str(src))  # type: ignore[arg-type]
+        plan_layout(table_schema(src), kind, str(src), pixels)  # type: ignore[arg-type]
     else:
-        read_header(src, kind)
+        read_header(src, kind, pixels)
 
 
 def is_unlabelled(src: Source) -> bool:
@@ -74,22 +76,41 @@ def id_type(src: Source) -> pa.DataType:
     if not is_table(src):
         return pa.string()
     schema = table_schema(src)  # type: ignore[arg-type]
-    plan_layout(schema, "unlabelled", str(src))  # a missing or mistyped ID column is a DataError
-    t = schema.field("ID").type
+    layout = plan_layout(schema, "unlabelled", str(src))  # a bad ID column is a DataError
+    t = schema.field(layout.key).type
     return t.value_type if pa.types.is_dictionary(t) else t
 
 
-def read_pixels(src: Source, kind: Kind = "unlabelled", limit: int | None = None) -> np.ndarray:
-    """The pixels of (the first `limit`) rows of any input as one (N, 1024) uint8 array."""
-    chunks = [c.pixels for c in open_chunks(src, kind, limit)]
-    return np.concatenate(chunks) if chunks else np.empty((0, N_PIXELS), np.uint8)
+def read_pixels(
+    src: Source, kind: Kind = "unlabelled", limit: int | None = None, pixels: Expected = None
+) -> np.ndarray:
+    """The pixels of (the first `limit`) rows of any input as one (N, P) uint8 array."""
+    chunks = [c.pixels for c in open_chunks(src, kind, limit, pixels)]
+    if chunks:
+        return np.concatenate(chunks)
+    want = expected_count(pixels)[0]
+    if want is None:  # no rows: the header still says how many pixels a row has
+        want = header_pixels(src, kind)
+    return np.empty((0, want), np.uint8)
+
+
+def header_pixels(src: Source, kind: Kind) -> int:
+    """Pixels per row by the header or schema (0 when it does not say: a stream, a list)."""
+    if is_table(src):
+        return plan_layout(table_schema(src), kind, str(src)).n_pixels or 0  # type: ignore[arg-type]
+    if isinstance(src, (str, Path)) and str(src) != "-":
+        return read_columns(src, kind).n_pixels
+    return 0
 
 
 def read_train(src: Source, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """A whole labelled input as (N, 1024) uint8 pixels and (N,) int64 labels."""
+    """A whole labelled input as (N, P) uint8 pixels and its N raw labels: int64 when every
+    label is an integer, else an object array of str (integers as their digits)."""
     chunks = list(open_chunks(src, "labelled", limit))
     if not chunks:
         raise DataError(source_name(src), "no data rows")
     pixels = np.concatenate([c.pixels for c in chunks])
-    labels = np.concatenate([c.labels for c in chunks if c.labels is not None])
-    return pixels, labels
+    parts = [c.labels for c in chunks if c.labels is not None]
+    if any(p.dtype != np.int64 for p in parts):  # names in some chunk: all labels as text
+        parts = [p.astype(str).astype(object) if p.dtype == np.int64 else p for p in parts]
+    return pixels, np.concatenate(parts)

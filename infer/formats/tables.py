@@ -2,14 +2,19 @@
 
 Accepted schemas (extra columns are ignored: a columnar file is read column by column):
 
-- `ID` + `pix1..pix1024` (unlabelled) or `pix1..pix1024` + `label` (labelled): each pixel column of any
-  integer type, every value in 0..255, no nulls;
+- `ID` + `pix1..pixP` (unlabelled) or `pix1..pixP` + `label` (labelled), the pixel columns
+  named and numbered as `columns.resolve` says (`pixelN`, from 0 or 1, any order): each of
+  any integer type, every value in 0..255, no nulls;
 - `ID` + one `pixels` column (unlabelled) or `pixels` + `label` (labelled), `pixels` being
-  fixed_size_list<integer>[1024], list<integer> of length 1024 per row, or 1024-byte
-  binary / fixed_size_binary(1024) (one byte per pixel).
+  fixed_size_list<integer>[P], list<integer> of length P per row, or P-byte binary /
+  fixed_size_binary(P) (one byte per pixel).
 
-`ID` is an integer or string column (dictionary-encoded strings are decoded) without nulls and
-keeps its Arrow type; `label` is an integer column in 0..9 without nulls.
+P is the reader's `pixels` (a model's), or the file's own when None: its number of pixel
+columns, its fixed size, or else the first row's length, which every row must then have.
+
+`ID` (or `id`) is an integer or string column (dictionary-encoded strings are decoded) without
+nulls and keeps its Arrow type; `label` is an integer or string column without nulls, read as
+`labelcells` says (raw labels, or a model's class indices when `classes` are given).
 
 Rows are counted from 1 (the first data row is row 1, whatever the row groups or batches), and
 every error names the file, the row and the column: `x.parquet row 17 column pix3: ...`. Of
@@ -25,7 +30,7 @@ whole); IPC files are memory-mapped and their record batches sliced.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,13 +42,15 @@ import pyarrow.parquet as pq
 
 from ..common.errors import DataError
 from ..common.output import output_errors
-from ..common.spec import N_CLASSES, N_PIXELS, PIXEL_COLUMNS, Kind
+from ..common.spec import Kind
 from .chunk import Chunk
+from .columns import Expected, expected_count, resolve
+from .labelcells import Classes, integer_labels, text_labels
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
 TABLE_SUFFIXES = PARQUET_SUFFIXES + IPC_SUFFIXES
-DEFAULT_BATCH_ROWS = 4096  # (4096, 1024) uint8 = 4 MiB of pixels per chunk
+DEFAULT_BATCH_ROWS = 4096  # (4096, 1024) uint8 = 4 MiB of pixels per chunk at 32x32
 READ_BUFFER = 1 << 20  # bytes of a Parquet column chunk read at a time
 Format = Literal["csv", "parquet", "ipc"]
 
@@ -67,103 +74,87 @@ def _is_id_type(t: pa.DataType) -> bool:
     return bool(pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Which columns of a schema hold the rows, and in which form the pixels are."""
 
     kind: Kind
     pixels: Literal["columns", "list", "binary"]
-    columns: tuple[str, ...]  # the columns to read, in the order they are used
+    columns: tuple[str, ...]  # the columns to read: the key (ID or label), then the pixels
     file_order: tuple[str, ...] = ()  # the same columns in the file's order (errors name the first)
+    n_pixels: int | None = 1024  # pixels per row; None: the first row's (variable-size lists)
 
     @property
     def has_ids(self) -> bool:
         return self.kind == "unlabelled"
 
+    @property
+    def key(self) -> str:
+        """The ID column (`ID` or `id`) or the label column."""
+        return self.columns[0]
 
-def detect_kind(names: Sequence[str]) -> Kind:
-    """unlabelled when the schema has `ID`, labelled when it has `label` (and no `ID`)."""
-    return "labelled" if "label" in names and "ID" not in names else "unlabelled"
 
-
-def plan_layout(schema: pa.Schema, kind: Kind, name: str) -> Layout:
+def plan_layout(schema: pa.Schema, kind: Kind, name: str, pixels: Expected = None) -> Layout:
     """Check a schema against the accepted forms (before any row is read)."""
     names = list(schema.names)
-    seen: set[str] = set()
-    for col in names:
-        if col in seen:
-            raise DataError(name, f"duplicate column {col!r}", None, col)
-        seen.add(col)
-    head = ",".join(names[:3]) + ("..." if len(names) > 3 else "")
-    if kind == "unlabelled" and "ID" not in seen:
-        raise DataError(name, f"missing ID column (columns: {head})")
-    if kind == "labelled" and "label" not in seen:
-        raise DataError(name, f"missing label column (columns: {head})")
-    has_pix = [c for c in PIXEL_COLUMNS if c in seen]
-    if "pixels" in seen and has_pix:
-        raise DataError(name, "both a pixels column and pix1..pix1024 columns: keep one form")
+    cols = resolve(names, kind, name, pixels, others=True)
+    want = expected_count(pixels)[0]
     form: Literal["columns", "list", "binary"]
-    if "pixels" in seen:  # the pixel columns are checked first, then the ID or label
-        form = _pixels_form(schema.field("pixels").type, name)
-        columns: tuple[str, ...] = (_check_key_column(schema, kind, name), "pixels")
+    n: int | None
+    if cols.packed:  # the pixel columns are checked first, then the ID or label
+        form, n = _pixels_form(schema.field("pixels").type, name, want)
+        columns: tuple[str, ...] = (cols.key, "pixels")
     else:
-        _check_pixel_columns(schema, seen, name)
-        form = "columns"
-        columns = (_check_key_column(schema, kind, name), *PIXEL_COLUMNS)
+        for col in cols.pixel_names:
+            t = schema.field(col).type
+            if not pa.types.is_integer(t):
+                raise DataError(name, f"type {t}: pixels must be integers 0..255", None, col)
+        form, n = "columns", cols.n_pixels
+        columns = (cols.key, *cols.pixel_names)
+    _check_key_column(schema, kind, name, cols.key)
     used = set(columns)
-    return Layout(kind, form, columns, tuple(c for c in names if c in used))
+    return Layout(kind, form, columns, tuple(c for c in names if c in used), n)
 
 
-def _pixels_form(t: pa.DataType, name: str) -> Literal["list", "binary"]:
-    """The form of a single `pixels` column: 1024-byte binary, or a list of 1024 integers."""
+def _pixels_form(
+    t: pa.DataType, name: str, want: int | None
+) -> tuple[Literal["list", "binary"], int | None]:
+    """The form of a single `pixels` column (P-byte binary, or a list of P integers) and P
+    when the type fixes it (else `want`, None for the first row's)."""
 
     def refuse(message: str) -> DataError:
         return DataError(name, message, None, "pixels")
 
     if pa.types.is_fixed_size_binary(t):
-        if t.byte_width != N_PIXELS:
-            raise refuse(f"fixed_size_binary({t.byte_width}): expected {N_PIXELS} bytes")
-        return "binary"
+        if want is not None and t.byte_width != want:
+            raise refuse(f"fixed_size_binary({t.byte_width}): expected {want} bytes")
+        return "binary", t.byte_width
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return "binary"
+        return "binary", want
     if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
-        if pa.types.is_fixed_size_list(t) and t.list_size != N_PIXELS:
-            raise refuse(f"fixed-size list of {t.list_size}: expected {N_PIXELS} values")
+        if pa.types.is_fixed_size_list(t) and want is not None and t.list_size != want:
+            raise refuse(f"fixed-size list of {t.list_size}: expected {want} values")
         if not pa.types.is_integer(t.value_type):
             raise refuse(f"list of {t.value_type}: pixels must be integers 0..255")
-        return "list"
-    raise refuse(f"type {t}: expected a list of {N_PIXELS} integers or {N_PIXELS}-byte binary")
+        return "list", t.list_size if pa.types.is_fixed_size_list(t) else want
+    size = "P" if want is None else str(want)
+    raise refuse(f"type {t}: expected a list of {size} integers or {size}-byte binary")
 
 
-def _check_pixel_columns(schema: pa.Schema, seen: set[str], name: str) -> None:
-    """pix1..pix1024 all present, each of an integer type."""
-    missing = [c for c in PIXEL_COLUMNS if c not in seen]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(
-            name,
-            f"{N_PIXELS - len(missing)} of {N_PIXELS} pixel columns (missing {shown}); "
-            "expected pix1..pix1024 or one pixels column",
-        )
-    for col in PIXEL_COLUMNS:
-        t = schema.field(col).type
-        if not pa.types.is_integer(t):
-            raise DataError(name, f"type {t}: pixels must be integers 0..255", None, col)
-
-
-def _check_key_column(schema: pa.Schema, kind: Kind, name: str) -> str:
+def _check_key_column(schema: pa.Schema, kind: Kind, name: str, key: str) -> None:
     """The ID column of an unlabelled file (integers or strings) or the label column of a
-    labelled one (integers); returns its name."""
+    labelled one (integers or strings)."""
+    t = schema.field(key).type
+    value = t.value_type if pa.types.is_dictionary(t) else t
     if kind == "unlabelled":
-        t = schema.field("ID").type
-        value = t.value_type if pa.types.is_dictionary(t) else t
         if not _is_id_type(value):
-            raise DataError(name, f"type {t}: IDs must be integers or strings", None, "ID")
-        return "ID"
-    t = schema.field("label").type
-    if not pa.types.is_integer(t):
-        raise DataError(name, f"type {t}: labels must be integers 0..9", None, "label")
-    return "label"
+            raise DataError(name, f"type {t}: IDs must be integers or strings", None, key)
+    elif not (pa.types.is_integer(t) or _is_text(value)):
+        raise DataError(name, f"type {t}: labels must be integers or strings", None, key)
 
 
 def _first_null(arr: pa.Array) -> int:
@@ -212,10 +203,12 @@ def _int_column(
     return values, None
 
 
-def _columns_pixels(batch: pa.RecordBatch, faults: list[_Fault]) -> np.ndarray | None:
-    """(n, 1024) uint8 from pix1..pix1024 integer columns, range-checked."""
-    out = np.empty((batch.num_rows, N_PIXELS), np.uint8)
-    for j, col in enumerate(PIXEL_COLUMNS):
+def _columns_pixels(
+    batch: pa.RecordBatch, names: tuple[str, ...], faults: list[_Fault]
+) -> np.ndarray | None:
+    """(n, P) uint8 from the P integer pixel columns `names` (in pixel order), range-checked."""
+    out = np.empty((batch.num_rows, len(names)), np.uint8)
+    for j, col in enumerate(names):
         values, fault = _int_column(batch.column(col), 255, col, "pixel")
         if fault is not None:
             faults.append(fault)
@@ -224,30 +217,44 @@ def _columns_pixels(batch: pa.RecordBatch, faults: list[_Fault]) -> np.ndarray |
     return None if faults else out
 
 
-def _bad_length(lengths: pa.Array, n: int) -> int:
-    """The index of the first length other than 1024 (nulls count as bad), or n."""
-    bad = np.flatnonzero(lengths.fill_null(-1).to_numpy(zero_copy_only=False) != N_PIXELS)
+def _bad_length(lengths: pa.Array, n: int, p: int) -> int:
+    """The index of the first length other than p (nulls count as bad), or n."""
+    bad = np.flatnonzero(lengths.fill_null(-1).to_numpy(zero_copy_only=False) != p)
     return int(bad[0]) if bad.size else n
 
 
-def _binary_pixels(arr: pa.Array, faults: list[_Fault]) -> np.ndarray | None:
-    """(n, 1024) uint8 from a binary column of 1024-byte values (one byte per pixel)."""
+def _row_size(lengths: pa.Array, p: int | None) -> int:
+    """P: the expected size, else the first row's (0 when it is null or empty: then no row
+    fits, and the first row is the fault)."""
+    if p is not None:
+        return p
+    first = lengths[0].as_py() if len(lengths) else None
+    return first or 0
+
+
+def _length_fault(at: int, length: int | None, p: int, unit: str) -> _Fault:
+    if length is None:
+        return _Fault(at, "pixels", "null pixels value")
+    if p == 0:
+        return _Fault(at, "pixels", "empty pixels value (no pixels)")
+    return _Fault(at, "pixels", f"{length} {unit}, expected {p}")
+
+
+def _binary_pixels(arr: pa.Array, p: int | None, faults: list[_Fault]) -> np.ndarray | None:
+    """(n, P) uint8 from a binary column of P-byte values (one byte per pixel)."""
     n = len(arr)
     if pa.types.is_fixed_size_binary(arr.type):
+        p = arr.type.byte_width
         if arr.null_count:
             faults.append(_Fault(_first_null(arr), "pixels", "null pixels value"))
             return None
-        data = np.frombuffer(arr.buffers()[1], np.uint8, n * N_PIXELS, arr.offset * N_PIXELS)
-        return data.reshape(n, N_PIXELS)
+        data = np.frombuffer(arr.buffers()[1], np.uint8, n * p, arr.offset * p)
+        return data.reshape(n, p)
     lengths = pc.binary_length(arr)
-    at = _bad_length(lengths, n)
+    p = _row_size(lengths, p)
+    at = _bad_length(lengths, n, p)
     if at < n:
-        message = (
-            "null pixels value"
-            if not arr[at].is_valid
-            else f"{lengths[at].as_py()} bytes, expected {N_PIXELS}"
-        )
-        faults.append(_Fault(at, "pixels", message))
+        faults.append(_length_fault(at, lengths[at].as_py(), p, "bytes"))
         return None
     offset_type = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
     offsets = arr.buffers()[1]  # np.frombuffer's offset counts bytes, not elements
@@ -256,61 +263,68 @@ def _binary_pixels(arr: pa.Array, faults: list[_Fault]) -> np.ndarray | None:
         if n
         else 0
     )
-    data = (
-        np.frombuffer(arr.buffers()[2], np.uint8, n * N_PIXELS, start)
-        if n
-        else np.empty(0, np.uint8)
-    )
-    return data.reshape(n, N_PIXELS)
+    data = np.frombuffer(arr.buffers()[2], np.uint8, n * p, start) if n else np.empty(0, np.uint8)
+    return data.reshape(n, p)
 
 
-def _list_pixels(arr: pa.Array, faults: list[_Fault]) -> np.ndarray | None:
-    """(n, 1024) uint8 from a (fixed-size) list column of integers, length- and range-checked."""
+def _list_pixels(arr: pa.Array, p: int | None, faults: list[_Fault]) -> np.ndarray | None:
+    """(n, P) uint8 from a (fixed-size) list column of integers, length- and range-checked."""
     n = len(arr)
     lengths = pc.list_value_length(arr)  # null for a null list
-    end = _bad_length(lengths, n)
+    p = _row_size(lengths, p)
+    end = _bad_length(lengths, n, p)
     fault = None
     if end < n:
-        length = lengths[end].as_py()
-        message = (
-            "null pixels value"
-            if length is None
-            else f"list of {length} values, expected {N_PIXELS}"
-        )
-        fault = _Fault(end, "pixels", message)
-    # the rows before `end` hold 1024 values each: a bad value there is an earlier fault
+        fault = _length_fault(end, lengths[end].as_py(), p, "values")
+        if fault.message[0].isdigit():
+            fault = _Fault(end, "pixels", "list of " + fault.message)
+    # the rows before `end` hold P values each: a bad value there is an earlier fault
     flat = arr.slice(0, end).flatten()
     null_at = _first_null(flat) if flat.null_count else len(flat)
     values = _int_values(flat.slice(0, null_at))
     range_at = None if values.dtype == np.uint8 else _out_of_range(values, 255)
     if range_at is not None:
         fault = _Fault(
-            range_at // N_PIXELS,
+            range_at // p,
             "pixels",
-            f"pixel {values[range_at]} is out of range 0..255 "
-            f"(value {range_at % N_PIXELS + 1} of the row)",
+            f"pixel {values[range_at]} is out of range 0..255 (value {range_at % p + 1} of the row)",
         )
     elif null_at < len(flat):
-        fault = _Fault(
-            null_at // N_PIXELS,
-            "pixels",
-            f"null pixel (value {null_at % N_PIXELS + 1} of the row)",
-        )
+        fault = _Fault(null_at // p, "pixels", f"null pixel (value {null_at % p + 1} of the row)")
     if fault is not None:
         faults.append(fault)
         return None
-    return values.astype(np.uint8, copy=False).reshape(n, N_PIXELS)
+    return values.astype(np.uint8, copy=False).reshape(n, p)
 
 
-def _ids(arr: pa.Array, faults: list[_Fault]) -> pa.Array:
+def _ids(arr: pa.Array, column: str, faults: list[_Fault]) -> pa.Array:
     if pa.types.is_dictionary(arr.type):
         arr = arr.dictionary_decode()
     if arr.null_count:
-        faults.append(_Fault(_first_null(arr), "ID", "null ID value"))
+        faults.append(_Fault(_first_null(arr), column, "null ID value"))
     return arr
 
 
-def batch_chunk(batch: pa.RecordBatch, layout: Layout, name: str, first_row: int) -> Chunk:
+def _labels(arr: pa.Array, classes: Classes, faults: list[_Fault]) -> np.ndarray | None:
+    """The label column's values (`labelcells`): its first null or bad value is a fault."""
+    end = _first_null(arr) if arr.null_count else len(arr)
+    head = arr.slice(0, end)
+    if pa.types.is_integer(arr.type):
+        labels, at, why = integer_labels(_int_values(head), classes)
+    else:
+        labels, at, why = text_labels(head, classes)
+    if at is not None:
+        faults.append(_Fault(at, "label", why))
+    elif end < len(arr):
+        faults.append(_Fault(end, "label", "null label value"))
+    else:
+        return labels
+    return None
+
+
+def batch_chunk(
+    batch: pa.RecordBatch, layout: Layout, name: str, first_row: int, classes: Classes = None
+) -> Chunk:
     """Validate one record batch (its first row is data row `first_row`) into a Chunk.
 
     A bad batch is refused at its first bad row and, in that row, the first bad column in the
@@ -319,20 +333,16 @@ def batch_chunk(batch: pa.RecordBatch, layout: Layout, name: str, first_row: int
     faults: list[_Fault] = []
     pixels: np.ndarray | None
     if layout.pixels == "columns":
-        pixels = _columns_pixels(batch, faults)
+        pixels = _columns_pixels(batch, layout.columns[1:], faults)
     elif layout.pixels == "binary":
-        pixels = _binary_pixels(batch.column("pixels"), faults)
+        pixels = _binary_pixels(batch.column("pixels"), layout.n_pixels, faults)
     else:
-        pixels = _list_pixels(batch.column("pixels"), faults)
+        pixels = _list_pixels(batch.column("pixels"), layout.n_pixels, faults)
     ids = labels = None
     if layout.kind == "unlabelled":
-        ids = _ids(batch.column("ID"), faults)
+        ids = _ids(batch.column(layout.key), layout.key, faults)
     else:
-        values, fault = _int_column(batch.column("label"), N_CLASSES - 1, "label", "label")
-        if values is not None:
-            labels = values.astype(np.int64)
-        if fault is not None:
-            faults.append(fault)
+        labels = _labels(batch.column(layout.key), classes, faults)
     if faults:
         first = min(faults, key=lambda f: (f.at, layout.file_order.index(f.column)))
         raise row_error(name, first_row + first.at, first.message, first.column)
@@ -402,7 +412,10 @@ class _IpcSource:
 
 
 class TableReader:
-    """Iterate over `Chunk`s of a Parquet or Arrow IPC file in bounded memory."""
+    """Iterate over `Chunk`s of a Parquet or Arrow IPC file in bounded memory.
+
+    `pixels`: the pixels a row must have (a count or a model's spec), None for the file's own;
+    `classes`: a model's class names (labels become class indices), None for raw labels."""
 
     def __init__(
         self,
@@ -413,8 +426,12 @@ class TableReader:
         name: str | None = None,
         row_groups: Sequence[int] | None = None,
         first_row: int = 1,
+        *,
+        pixels: Expected = None,
+        classes: Classes = None,
     ) -> None:
         self.path, self.kind, self.batch_rows, self.limit = Path(src), kind, batch_rows, limit
+        self.pixels, self.classes = pixels, classes
         self.name = name or str(src)
         self.format = table_format(src)
         self.row_groups = None if row_groups is None else list(row_groups)
@@ -425,6 +442,7 @@ class TableReader:
 
     def __iter__(self) -> Iterator[Chunk]:
         row, remaining = self.first_row, self.limit
+        size = None  # the first row's pixels, which every later row must have
         for batch, layout in self._batches():
             if remaining is not None:
                 if remaining <= 0:
@@ -433,7 +451,11 @@ class TableReader:
                 remaining -= batch.num_rows
             if batch.num_rows == 0:
                 continue
-            yield batch_chunk(batch, layout, self.name, row)
+            if layout.n_pixels is None and size is not None:
+                layout = replace(layout, n_pixels=size)
+            chunk = batch_chunk(batch, layout, self.name, row, self.classes)
+            size = chunk.pixels.shape[1]
+            yield chunk
             row += batch.num_rows
 
     def _batches(self) -> Iterator[tuple[pa.RecordBatch, Layout]]:
@@ -467,7 +489,7 @@ class TableReader:
 
     def _layout(self, schema: pa.Schema) -> Layout:
         self.header = list(schema.names)
-        return plan_layout(schema, self.kind, self.name)
+        return plan_layout(schema, self.kind, self.name, self.pixels)
 
     def _guarded(
         self, batches: Iterator[pa.RecordBatch], layout: Layout
