@@ -247,3 +247,33 @@ def temps_under(directory: Path) -> list[Path]:
     return sorted(
         p for p in Path(directory).rglob("*") if p.name.endswith((TEMP_SUFFIX, ".fcls-bak"))
     )
+
+
+def write_rows_csv(
+    path: Path,
+    pixels: np.ndarray,
+    labels: Any = None,
+    *,
+    ids: list[str] | None = None,
+    prefix: str = "pix",
+    first: int = 1,
+    label_at: int = -1,
+    id_name: str = "ID",
+) -> Path:
+    """Rows of any geometry: (n, P) pixels in columns `{prefix}{first}..`, plus the label
+    column at position `label_at` (0: first, -1: last) or an `id_name` column first."""
+    names = [f"{prefix}{first + j}" for j in range(pixels.shape[1])]
+    cells = [[str(v) for v in row] for row in pixels.tolist()]
+    if labels is not None:
+        at = len(names) if label_at == -1 else label_at
+        names.insert(at, "label")
+        for row, label in zip(cells, labels):
+            row.insert(at, str(label))
+    else:
+        names.insert(0, id_name)
+        for i, row in enumerate(cells):
+            row.insert(0, ids[i] if ids is not None else str(i))
+    with path.open("w") as f:
+        f.write(",".join(names) + "\n")
+        f.writelines(",".join(row) + "\n" for row in cells)
+    return path

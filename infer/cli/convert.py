@@ -17,8 +17,8 @@ from .kit import CONTEXT, Run, standard
     type=click.Choice(["binary", "columns", "list"]),
     default="binary",
     show_default=True,
-    help="Pixels of a Parquet/Arrow output: one 1024-byte `pixels` column (fastest to read), "
-    "pix1..pix1024 uint8 columns, or one fixed-size list column.",
+    help="Pixels of a Parquet/Arrow output: one `pixels` column of one byte per pixel (fastest "
+    "to read), pix1..pixP uint8 columns, or one fixed-size list column. P is the input's.",
 )
 @click.option(
     "--compression",
@@ -30,7 +30,8 @@ from .kit import CONTEXT, Run, standard
 @standard("fcls-convert")
 def main(source: Path, dest: Path, layout: str, compression: str, run: Run) -> None:
     """Convert SOURCE to DEST, the formats given by the extensions (.csv, .csv.gz, .parquet,
-    .pq, .arrow, .feather, .ipc), unlabelled (ID) or labelled (label) form kept, every cell validated."""
+    .pq, .arrow, .feather, .ipc), unlabelled (ID) or labelled (label) form, pixel count and
+    labels kept, every cell validated."""
     from ..convert import convert
 
     run.interrupt_note = f"nothing written to {dest}"
