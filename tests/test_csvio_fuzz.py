@@ -18,6 +18,7 @@ import contextlib
 import csv
 import gzip
 import io
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,9 +187,9 @@ class Bad:
 
 @dataclass(frozen=True)
 class Good:
-    pixels: np.ndarray  # (n, 1024) uint8
+    pixels: np.ndarray  # (n, P) uint8
     ids: list[str] | None
-    labels: list[int] | None
+    labels: list[int | str] | None
 
 
 def _text(raw: bytes, terminated: bool) -> str | None:
@@ -219,7 +220,56 @@ def _number(value: str, top: int) -> int | None:
     return int(digits) if len(digits) <= 3 and int(digits) <= top else None
 
 
-def reference(data: bytes, kind: str, partial_tail: bool = False) -> Good | Bad | None:
+PIXEL_NAME = re.compile(r"(pix|pixel)(0|[1-9][0-9]*)")
+
+
+def header_roles(header: list[str], kind: str, pixels: int | None) -> dict[str, str] | None:
+    """name -> "id", "label" or the pixel's index as text, by the rules of formats.columns;
+    None when the header breaks one (a duplicate, no or two keys, a stranger, a gap, mixed
+    prefixes, another number of pixels than `pixels`)."""
+    if len(set(header)) != len(header):
+        return None
+    keys = [n for n in header if n in (("ID", "id") if kind == "unlabelled" else ("label",))]
+    if len(keys) != 1:
+        return None
+    found = {n: PIXEL_NAME.fullmatch(n) for n in header if n != keys[0]}
+    if not found or None in found.values():
+        return None
+    prefixes = {m.group(1) for m in found.values() if m}
+    numbers = sorted(int(m.group(2)) for m in found.values() if m)
+    lo = numbers[0]
+    if len(prefixes) != 1 or lo > 1 or numbers != list(range(lo, lo + len(numbers))):
+        return None
+    if pixels is not None and len(numbers) != pixels:
+        return None
+    roles = {n: str(int(m.group(2)) - lo) for n, m in found.items() if m}
+    roles[keys[0]] = "id" if kind == "unlabelled" else "label"
+    return roles
+
+
+def label_value(cell: str, classes: tuple[str, ...] | None) -> int | str | None:
+    """A label cell's value (an int, or a name without classes), or None when it is bad."""
+    text = cell.strip(" \t")
+    digits = text.isascii() and text.isdigit()
+    number = text.lstrip("0") or "0"
+    if classes is None:
+        if not text or (digits and len(number) > 18):
+            return None
+        return int(number) if digits else text
+    if text in classes:
+        return classes.index(text)
+    if digits and len(number) <= 18 and int(number) < len(classes):
+        return int(number)
+    return None
+
+
+def reference(
+    data: bytes,
+    kind: str,
+    partial_tail: bool = False,
+    pixels: int | None = 1024,
+    classes: tuple[str, ...] | None = CLASSES,
+) -> Good | Bad | None:
     """Parse `data` as the grammar says; None when a truncated file ends before any verdict.
 
     partial_tail: the last line was cut short (truncated gzip), so only its length is known.
@@ -231,11 +281,13 @@ def reference(data: bytes, kind: str, partial_tail: bool = False) -> Good | Bad 
     head = _text(lines[0], last > 0)
     row = None if head is None else _fields(head.removeprefix("\ufeff"))
     header = None if row is None else [name.strip(" \t") for name in row]
-    if header is None or sorted(header) != sorted(COLUMNS[kind]):
+    roles = None if header is None else header_roles(header, kind, pixels)
+    if header is None or roles is None:
         return Bad(1, None)
+    width = len(header) - 1
     ids: list[str] = []
-    labels: list[int] = []
-    pixels: list[list[int]] = []
+    labels: list[int | str] = []
+    rows: list[list[int]] = []
     for i in range(1, len(lines)):
         raw, terminated = lines[i], i < last
         if partial_tail and i == last:
@@ -246,16 +298,23 @@ def reference(data: bytes, kind: str, partial_tail: bool = False) -> Good | Bad 
         cells = None if text is None else _fields(text)
         if cells is None or len(cells) != len(header):
             return Bad(i + 1, None)
-        values = dict(zip(header, cells))
+        pixel_row = [0] * width
         for name, value in zip(header, cells):
-            if name != "ID" and _number(value, 9 if name == "label" else 255) is None:
-                return Bad(i + 1, name)
-        pixels.append([_number(values[p], 255) for p in PIXELS])
-        if kind == "unlabelled":
-            ids.append(values["ID"])
-        else:
-            labels.append(_number(values["label"], 9))
-    array = np.array(pixels, np.uint8).reshape(-1, 1024)
+            role = roles[name]
+            if role == "id":
+                ids.append(value)
+            elif role == "label":
+                label = label_value(value, classes)
+                if label is None:
+                    return Bad(i + 1, name)
+                labels.append(label)
+            else:
+                number = _number(value, 255)
+                if number is None:
+                    return Bad(i + 1, name)
+                pixel_row[int(role)] = number
+        rows.append(pixel_row)
+    array = np.array(rows, np.uint8).reshape(-1, width)
     return Good(
         array, ids if kind == "unlabelled" else None, labels if kind == "labelled" else None
     )
@@ -294,10 +353,15 @@ def _read(case: Case, workdir: Path) -> Good:
         classes=case.classes,
     )
     chunks = list(reader)
-    pixels = np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 1024))
+    width = chunks[0].pixels.shape[1] if chunks else 0
+    pixels = np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, width))
     if case.kind == "unlabelled":
         return Good(pixels, [s for c in chunks for s in c.ids.to_pylist()], None)
-    return Good(pixels, None, [int(v) for c in chunks for v in c.labels])
+    for c in chunks:  # int64 indices, or raw labels: int64 or text
+        assert c.labels is not None and (c.labels.dtype == np.int64 or case.classes is None)
+    return Good(
+        pixels, None, [v if isinstance(v, str) else int(v) for c in chunks for v in c.labels]
+    )
 
 
 def check(case: Case, workdir: Path) -> None:
@@ -305,16 +369,16 @@ def check(case: Case, workdir: Path) -> None:
     expected: Good | Bad | None
     cut = case.gzip == "cut" and case.cut < len(gzip.compress(case.data, mtime=0))
     if cut and case.cut == 0:  # no bytes at all: gzip reads it as an empty file
-        cut, expected = False, reference(b"", case.kind)
+        cut, expected = False, reference(b"", case.kind, False, case.pixels, case.classes)
     elif cut:
         blob = gzip.compress(case.data, mtime=0)[: case.cut]
         try:
             prefix = zlib.decompressobj(wbits=31).decompress(blob)
         except zlib.error:
             prefix = b""
-        expected = reference(prefix, case.kind, partial_tail=True)
+        expected = reference(prefix, case.kind, True, case.pixels, case.classes)
     else:
-        expected = reference(case.data, case.kind)
+        expected = reference(case.data, case.kind, False, case.pixels, case.classes)
     with _line_cap(LIMIT):
         try:
             got: Good | DataError = _read(case, workdir)
@@ -337,8 +401,16 @@ def check(case: Case, workdir: Path) -> None:
         return
     if isinstance(expected, Good):
         assert isinstance(got, Good), f"fcls refused a valid file: {got}"
-        np.testing.assert_array_equal(got.pixels, expected.pixels)
-        assert got.ids == expected.ids and got.labels == expected.labels
+        if len(expected.pixels):
+            np.testing.assert_array_equal(got.pixels, expected.pixels)
+        assert len(got.pixels) == len(expected.pixels)
+        assert got.ids == expected.ids
+        # a chunk's raw labels are int64 or text (integers written as their number)
+        texts = [str(v) for v in expected.labels or []]
+        assert (got.labels is None) == (expected.labels is None)
+        assert [str(v) for v in got.labels or []] == texts
+        if case.classes is not None or all(isinstance(v, int) for v in expected.labels or []):
+            assert got.labels == expected.labels
         return
     assert isinstance(got, DataError), f"fcls accepted a file bad at {expected}"
     assert "\n" not in str(got)
@@ -478,3 +550,70 @@ def test_fast_path_matches_pyarrow_path_fuzz(case: Case) -> None:
 def test_reader_matches_reference_on_plain_files(case: Case, workdir: Path) -> None:
     """The whole reader on the fast path's shapes and edges, against the reference."""
     check(case, workdir)
+
+
+# ------------------------------------------- other geometries, header resolution and labels
+
+NAMES = ("bag", "shirt", "shoe")
+LABEL_CELLS = [
+    *["bag", "shoe", " shirt\t", '"bag"', '"a,b"', '"say ""x"""', "é", "0x3", "-1", "2.0"],
+    *["0", "2", "007", "9", "10", "000000000000000000000000001", "9" * 19, "", " ", '""'],
+]
+
+
+@st.composite
+def geometry_cases(draw: st.DrawFn) -> Case:
+    """Rows of 1 to 784 pixels: pixN or pixelN from 0 or 1, the columns in any order, ID or
+    id, label anywhere and of any text; read with or without a model's count and classes;
+    headers with a gap, a duplicate, mixed prefixes or a stranger; bad cells."""
+    kind = draw(st.sampled_from(["unlabelled", "labelled"]))
+    p = draw(st.sampled_from([1, 2, 5, 12, 784]))
+    prefix, first = draw(st.sampled_from(["pix", "pixel"])), draw(st.sampled_from([0, 1]))
+    names = [f"{prefix}{first + j}" for j in range(p)]
+    key = draw(st.sampled_from(["ID", "id"])) if kind == "unlabelled" else "label"
+    names.insert(draw(st.sampled_from([0, 0, len(names), draw(st.integers(0, len(names)))])), key)
+    if draw(st.booleans()):  # any column order
+        names = draw(st.permutations(names))
+    header = list(names)
+    fault = draw(st.sampled_from([None] * 12 + ["gap", "dup", "mix", "stranger", "cell"]))
+    at = draw(st.integers(0, len(header) - 1))
+    if fault == "gap" and header[at] != key:
+        del header[at]
+    elif fault == "dup":
+        header.insert(draw(st.integers(0, len(header))), header[at])
+    elif fault == "mix" and header[at] != key:
+        header[at] = header[at].replace(prefix, "pix" if prefix == "pixel" else "pixel", 1)
+    elif fault == "stranger":
+        header.insert(at, draw(st.sampled_from(["pix07", "Label", "ID2", "x", "label", "id"])))
+    classes = draw(st.sampled_from([None, None, NAMES, CLASSES]))
+    pixels = draw(st.sampled_from([None, p, p, p, p, p + 1]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    integers = draw(st.booleans())  # labels 0..2 (the fast path's), or names
+    rows = []
+    for r in range(draw(st.sampled_from([0, 1, 2, 3, 4, 5, 8]))):
+        values = {n: str(v) for n, v in zip(names, rng.integers(0, 256, len(names)))}
+        label = str(rng.integers(0, 3)) if integers else draw(st.sampled_from(LABEL_CELLS[:8]))
+        values[key] = label if kind == "labelled" else f"r{r}"
+        if kind == "labelled" and draw(st.integers(0, 5)) == 0:
+            values[key] = draw(st.sampled_from(LABEL_CELLS))
+        rows.append([values.get(n, "0") for n in header])
+    if fault == "cell" and rows:
+        row = draw(st.sampled_from(rows))
+        row[draw(st.integers(0, len(row) - 1))] = draw(st.sampled_from(["256", " 7", '"8"', "x"]))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    data = newline.join(",".join(r) for r in [header, *rows]) + newline
+    chunk_bytes = draw(st.sampled_from([64, 3000, 1 << 20]))
+    return Case(data.encode(), kind, chunk_bytes, "no", 0, False, pixels, classes)
+
+
+@settings(max_examples=200, derandomize=True, **COMMON)
+@given(case=geometry_cases())
+def test_reader_matches_reference_at_any_geometry(case: Case, workdir: Path) -> None:
+    """Column resolution and labels (raw, or a model's classes) against the reference."""
+    check(case, workdir)
+
+
+@settings(max_examples=150, derandomize=True, **COMMON)
+@given(case=geometry_cases())
+def test_fast_path_matches_pyarrow_path_at_any_geometry(case: Case) -> None:
+    check_fast_path(case)
