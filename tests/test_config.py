@@ -38,8 +38,7 @@ def test_comma_list_and_file(tmp_path: Path):
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("a,b,c", "3 names given, the model has 10 classes (labels 0..9): give exactly 10"),
-        (",".join([*TEN, "c10"]), "11 names given"),
+        ("a", "1 name given: a classifier has at least 2 classes"),
         (",".join([*TEN[:9], " "]), "name 10 is empty"),
         (",".join([*TEN[:9], "c0"]), "names repeat ('c0')"),
         (",".join([*TEN[:9], "a\rb"]), "name 10 ('a\\rb') contains a line break"),
@@ -65,8 +64,8 @@ def test_bad_files(tmp_path: Path):
 
 
 def test_config_checks_names_and_keeps_them_out_of_the_identity():
-    with pytest.raises(ConfigError, match="give exactly 10"):
-        TrainConfig(class_names=("a", "b"))
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        TrainConfig(class_names=("a",))
     config = TrainConfig(class_names=TEN)
     assert config.to_dict()["class_names"] == list(TEN)  # plain types for the checkpoint
     assert config.identity() == TrainConfig().identity()  # renaming never blocks a resume
@@ -76,10 +75,48 @@ def test_config_checks_names_and_keeps_them_out_of_the_identity():
 def test_cli_refuses_bad_names_before_any_work(tmp_path: Path):
     from fcls.train.cli import main
 
-    result = CliRunner().invoke(main, ["--out", str(tmp_path / "o"), "--class-names", "a,b"])
+    result = CliRunner().invoke(main, ["--out", str(tmp_path / "o"), "--class-names", "a,a"])
     assert result.exit_code == 2
-    assert "Invalid value for --class-names: 2 names given" in result.output
+    assert "Invalid value for --class-names: names repeat ('a')" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_image_size_and_arch_are_checked_before_any_work(tmp_path: Path):
+    from fcls.train.cli import main
+
+    out = tmp_path / "o"
+    bad_size = CliRunner().invoke(main, ["--out", str(out), "--image-size", "32by32"])
+    assert bad_size.exit_code == 2 and "Invalid value for --image-size" in bad_size.output
+    bad_arch = CliRunner().invoke(main, ["--out", str(out), "--arch", "NoSuchNet"])
+    assert bad_arch.exit_code == 2 and "unknown network 'NoSuchNet'" in bad_arch.output
+    assert "FinalCNNet" in bad_arch.output and "Traceback" not in bad_arch.output
+    with pytest.raises(ConfigError, match="--image-size"):
+        TrainConfig(image_size="0x5")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (("a", "b", "c"), "3 names given, the data has 10 classes (labels 0..9): give exactly 10"),
+        (tuple(f"n{i}" for i in range(11)), "11 names given, the data has 10 classes"),
+    ],
+)
+def test_class_name_count_is_checked_against_the_data(given: tuple[str, ...], message: str):
+    from fcls.train.data import load_dataset
+
+    with pytest.raises(ConfigError, match=f"^--class-names: {re.escape(message)}"):
+        load_dataset(None, limit=200, class_names=given)
+    assert load_dataset(None, limit=200, class_names=TEN)[2] == TEN
+
+
+def test_new_fields_keep_old_identities_and_record_themselves():
+    """A run saved before --arch and --image-size existed still resumes; others differ."""
+    plain = TrainConfig().identity()
+    assert "arch" not in plain and "image_size" not in plain
+    other = TrainConfig(arch="CNN", image_size="32x32").identity()
+    assert other["arch"] == "CNN" and other["image_size"] == "32x32"
+    assert TrainConfig(arch="CNN").to_dict()["arch"] == "CNN"
 
 
 @pytest.mark.slow

@@ -15,15 +15,18 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from fcls.infer.common import spec as fcls_spec
 from fcls.infer.common.errors import CheckpointError, ConfigError
 from fcls.infer.formats.sources import read_train
 from fcls.train import trainer
 from fcls.train.checkpoint import FORMAT, Checkpoint
 from fcls.train.cli import main
 from fcls.train.config import DEFAULT_STAGES, FAST, NOTEBOOK, Recipe, TrainConfig
+from fcls.train.registry import list_models
 from fcls.train.trainer import OUTPUTS, train
 
 pytestmark = pytest.mark.slow
+NETWORKS = list_models()
 
 
 def test_every_artefact_is_written(trained: Path, digits_csv: Path):
@@ -37,8 +40,8 @@ def test_every_artefact_is_written(trained: Path, digits_csv: Path):
     assert set(ckpt) == {
         "format",
         "architecture",
+        "image_spec",
         "model",
-        "class_names",
         "input",
         "config",
         "data",
@@ -48,7 +51,14 @@ def test_every_artefact_is_written(trained: Path, digits_csv: Path):
         "fcls_version",
     }
     assert ckpt["format"] == FORMAT and ckpt["architecture"] == "FinalCNNet"
-    assert ckpt["class_names"][0] == "T-shirt/top" and ckpt["input"]["dtype"] == "uint8"
+    assert ckpt["image_spec"] == {
+        "height": 32,
+        "width": 32,
+        "channels": 1,
+        "pixel_order": "HWC",
+        "class_names": list("0123456789"),  # integer labels, no --class-names: their numbers
+    }
+    assert ckpt["input"]["dtype"] == "uint8" and ckpt["input"]["shape"] == [1024]
     assert ckpt["data"]["size"] == digits_csv.stat().st_size
     assert ckpt["data"]["sha256"] == hashlib.sha256(digits_csv.read_bytes()).hexdigest()
     assert ckpt["split"] == {"train": 240, "val": 80, "test": 80}
@@ -175,13 +185,20 @@ def test_resume_identifies_data_by_content(trained: Path, digits_csv: Path, tmp_
 
 def test_checkpoint_versions(trained: Path, tmp_path: Path):
     saved = torch.load(trained / "model.pt", weights_only=True)
-    legacy = {k: v for k, v in saved.items() if k != "format"}  # fcls 0.1's model.pt
+    # fcls 0.1's model.pt: no format, architecture or image spec; class names at the top
+    legacy = {k: v for k, v in saved.items() if k not in ("format", "image_spec")}
     legacy["stages"], legacy["seed"] = ["adam", "sgd_wd", "sgd"], 42
+    legacy["class_names"] = [f"c{i}" for i in range(10)]
     torch.save(legacy, tmp_path / "v1.pt")
     torch.save(saved["model"], tmp_path / "bare.pt")  # the notebook's torch.save(state_dict)
     v1, bare = Checkpoint.load(tmp_path / "v1.pt"), Checkpoint.load(tmp_path / "bare.pt")
     assert (v1.format, bare.format) == (1, 0)
     assert v1.test_accuracy == saved["metrics"]["test_accuracy"] and bare.test_accuracy is None
+    assert v1.class_names == tuple(f"c{i}" for i in range(10))  # recorded names are kept
+    assert bare.class_names == tuple("0123456789")  # none recorded: numbers, no dataset assumed
+    for old in (v1, bare):
+        assert old.architecture == "FinalCNNet" and old.spec.size == "32x32"
+        assert old.model.fc5.out_features == 10
     torch.save({**saved, "format": FORMAT + 1}, tmp_path / "future.pt")
     with pytest.raises(CheckpointError, match=rf"format {FORMAT + 1} is unknown.*upgrade fcls"):
         Checkpoint.load(tmp_path / "future.pt")
@@ -318,7 +335,8 @@ def test_digits_default_trains(tmp_path: Path):
     )
     assert result.exit_code == 0, result.output
     assert "scikit-learn's bundled digits" in result.output
-    assert torch.load(tmp_path / "model.pt", weights_only=True)["class_names"] == list("0123456789")
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert saved["image_spec"]["class_names"] == list("0123456789")
 
 
 def test_too_few_rows_per_class_is_refused(tmp_path: Path):
@@ -410,3 +428,116 @@ def test_early_stopping_follows_the_recipe(
     )
     result = train(config, log=lambda s: None)
     assert result.epochs == expected
+
+
+def _text_labelled_rgb(monkeypatch: pytest.MonkeyPatch, n: int = 150) -> Path:
+    """16x16 RGB rows with text labels of 3 classes, as the readers return them: (N, P)
+    uint8 pixels and an object array of the labels' text. Each class has its own colour."""
+    from fcls.train import data as fdata
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["eel", "cat", "dog"], dtype=object)[np.arange(n) % 3]
+    colour = {"cat": (200, 30, 30), "dog": (30, 200, 30), "eel": (30, 30, 200)}
+    noise = rng.integers(0, 40, (n, 16 * 16, 3))
+    pixels = (np.array([colour[v] for v in labels])[:, None, :] + noise).clip(0, 255)
+    pixels = pixels.astype(np.uint8).reshape(n, -1)
+
+    def read_train(src: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        return pixels[:limit], labels[:limit]
+
+    monkeypatch.setattr(fdata, "read_train", read_train)
+    return Path(__file__)  # an existing file: its content is what read_train returns
+
+
+def test_rgb_text_labelled_data_trains_a_three_class_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    data = _text_labelled_rgb(monkeypatch)
+    config = TrainConfig(
+        out=tmp_path,
+        data=data,
+        max_epochs=2,
+        image_size="16x16x3",
+        arch="CNN",
+        recipe=Recipe("adam", DEFAULT_STAGES[:1]),
+    )
+    result = train(config, log=lambda s: None)
+    assert result.spec == fcls_spec.ImageSpec(16, 16, 3, ("cat", "dog", "eel"))  # sorted
+    saved = Checkpoint.load(tmp_path / "model.pt")
+    assert saved.architecture == "CNN" and saved.spec == result.spec
+    assert saved.model.fc2.out_features == 3 and saved.model.conv1.in_channels == 3
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["per_class"]) == ["cat", "dog", "eel"]
+    assert len(report["confusion_matrix"]) == 3 and report["test_accuracy"] > 0.9
+    assert (tmp_path / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match=r"labels of .* are names already"):
+        train(dataclasses.replace(config, class_names=("a", "b", "c")), log=lambda s: None)
+
+
+def test_square_default_geometry_needs_image_size(tmp_path: Path, monkeypatch):
+    data = _text_labelled_rgb(monkeypatch)  # 768 values: not a square grayscale image
+    result = CliRunner().invoke(main, ["--data", str(data), "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "768 pixel columns is not a square image" in result.output
+    too_small = CliRunner().invoke(
+        main, ["--data", str(data), "--out", str(tmp_path), "--image-size", "16x16x3"]
+    )
+    assert too_small.exit_code == 1  # FinalCNNet, the default, needs 23x23
+    assert "FinalCNNet needs images of at least 23x23; the data is 16x16" in too_small.output
+    assert "Traceback" not in too_small.output and not (tmp_path / "model.pt").exists()
+
+
+def test_class_name_count_must_fit_the_data(tmp_path: Path, digits_csv: Path):
+    args = ["--data", str(digits_csv), "--out", str(tmp_path), "--class-names", "a,b,c"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1
+    assert "3 names given, the data has 10 classes (labels 0..9)" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+USER_NET = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        self.conv = nn.Conv2d(spec.channels, 8, 3)
+        self.fc = nn.Linear(8 * (spec.height - 2) * (spec.width - 2), spec.n_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.conv(x / 255)), 1))
+"""
+
+
+@pytest.mark.parametrize("recipe", [NOTEBOOK, FAST], ids=["notebook", "fast"])
+def test_a_users_network_trains_and_is_rebuilt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recipe: Recipe
+):
+    (tmp_path / "my_nets.py").write_text(USER_NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = TrainConfig(
+        out=tmp_path / "run", arch="my_nets:Tiny", max_epochs=1, limit=200, recipe=recipe
+    )
+    result = train(config, log=lambda s: None)
+    assert result.architecture == "my_nets:Tiny"
+    saved = Checkpoint.load(tmp_path / "run" / "model.pt")
+    assert saved.architecture == "my_nets:Tiny" and type(saved.model).__name__ == "Tiny"
+    assert saved.config is not None and saved.config["arch"] == "my_nets:Tiny"
+
+
+@pytest.mark.parametrize("recipe", [NOTEBOOK, FAST], ids=["notebook", "fast"])
+@pytest.mark.parametrize("arch", [n for n in NETWORKS if n != "FinalCNNet"])
+def test_every_network_trains_with_either_recipe(tmp_path: Path, arch: str, recipe: Recipe):
+    """FinalCNNet's runs are the session's `trained` fixture and the tests above."""
+    stages = recipe.stages[:1]
+    config = TrainConfig(
+        out=tmp_path,
+        arch=arch.lower(),
+        max_epochs=1,
+        limit=200,
+        recipe=dataclasses.replace(recipe, stages=stages),
+    )
+    result = train(config, log=lambda s: None)
+    assert result.architecture == arch and 0.0 <= result.test_accuracy <= 1.0
+    assert Checkpoint.load(tmp_path / "model.pt").architecture == arch

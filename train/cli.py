@@ -1,17 +1,24 @@
-"""`fcls-train`: the notebook's staged FinalCNNet training."""
+"""`fcls-train`: the notebook's staged training of any of its networks (FinalCNNet by default)."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from fcls.infer.cli.kit import CONTEXT, Run, standard
 from fcls.infer.common.errors import FclsError
 from fcls.infer.common.extras import require
+from fcls.infer.common.spec import parse_image_size
 
 from .config import RECIPES, TrainConfig, parse_class_names
+from .registry import DEFAULT_ARCH, canonical_name
+
+T = TypeVar("T")
+LIST = "list"  # --arch list: print the networks instead of training
 
 
 @click.command(context_settings=CONTEXT)
@@ -19,7 +26,24 @@ from .config import RECIPES, TrainConfig, parse_class_names
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Train CSV (pix1..pix1024,label). Default: scikit-learn's bundled digits.",
+    help="Train file: CSV, .csv.gz, Parquet or Arrow (pixel columns, then label). "
+    "Default: scikit-learn's bundled digits (8x8, scaled to 32x32).",
+)
+@click.option(
+    "--arch",
+    metavar="NAME|module:Class|list",
+    default=DEFAULT_ARCH,
+    show_default=True,
+    help="The network: one of the notebook's (case-insensitive; `--arch list` prints them "
+    "with their parameters and multiply-adds, then exits) or your own torch module "
+    "package.module:ClassName, whose constructor takes an ImageSpec.",
+)
+@click.option(
+    "--image-size",
+    metavar="HxW|HxWxC",
+    default=None,
+    help="The images' height, width and channels (pixels HWC, e.g. 32x32x3 for RGB). "
+    "Default: square grayscale from the number of pixel columns.",
 )
 @click.option(
     "-o",
@@ -91,12 +115,14 @@ from .config import RECIPES, TrainConfig, parse_class_names
     "--class-names",
     metavar="A,B,...|@FILE",
     default=None,
-    help="The 10 class names, comma-separated or one per line in FILE. "
-    "Default: Fashion-MNIST's for --data, 0..9 for the digits.",
+    help="Names of the integer classes 0..K-1 (exactly K), comma-separated or one per line "
+    "in FILE. Default: their numbers; text labels name themselves.",
 )
 @standard("fcls-train", torch=True)
 def main(
     data: Path | None,
+    arch: str,
+    image_size: str | None,
     out: Path,
     recipe: str,
     device: str,
@@ -112,13 +138,15 @@ def main(
     class_names: str | None,
     run: Run,
 ) -> None:
-    """Train FinalCNNet: the notebook's staged recipe (Adam, SGD+L2, SGD), or --recipe fast."""
-    try:
-        names = None if class_names is None else parse_class_names(class_names)
-    except FclsError as e:
-        raise click.BadParameter(
-            str(e).removeprefix("--class-names: "), param_hint="--class-names"
-        ) from None
+    """Train a network (FinalCNNet unless --arch): the notebook's staged recipe (Adam, SGD+L2,
+    SGD), or --recipe fast."""
+    names = _option(parse_class_names, class_names, "--class-names")
+    _option(parse_image_size, image_size, "--image-size")
+    require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
+    if arch.strip().lower() == LIST:
+        _list_networks(run, data, image_size, names)
+        return
+    arch = _option(canonical_name, arch, "--arch") or arch  # as the registry spells it
     config = TrainConfig(
         out=out,
         data=data,
@@ -134,11 +162,12 @@ def main(
         restart=restart,
         write_test_csv=write_test_csv,
         class_names=names,
+        arch=arch,
+        image_size=image_size,
         progress=not run.quiet,
     )
     if data is None:
         run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
-    require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
     from fcls.infer.common.system import file_sha256
 
     from .trainer import train
@@ -157,11 +186,65 @@ def main(
             "seconds": round(result.seconds, 3),
             "seconds_per_epoch": _seconds_per_epoch(result.out / "history.csv"),
             "device": result.device,
+            "architecture": result.architecture,
+            "image_spec": result.spec.to_dict(),
             "resumed_from": result.resumed_from,
         },
         f"test accuracy {result.test_accuracy:.4f} on {result.split['test']} rows | "
         f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {model}",
     )
+
+
+def _option(parse: Callable[[str], T], value: str | None, name: str) -> T | None:
+    """`parse(value)`, an FclsError turned into click's usage error (exit 2, nothing done)."""
+    if value is None:
+        return None
+    try:
+        return parse(value)
+    except FclsError as e:
+        raise click.BadParameter(str(e).removeprefix(f"{name}: "), param_hint=name) from None
+
+
+def _list_networks(
+    run: Run,
+    data: Path | None,
+    image_size: str | None,
+    names: tuple[str, ...] | None,
+) -> None:
+    """`--arch list`: one line per registered network at the data's geometry (read from the
+    first row of --data, else the digits' 32x32 grayscale), then exit."""
+    from fcls.infer.common.spec import ImageSpec, geometry_for, number_names
+
+    from .networks import GeometryError
+    from .registry import list_models, model_info
+
+    if data is None:  # the bundled digits (32x32 grayscale), or the size given
+        height, width, channels = parse_image_size(image_size) if image_size else (32, 32, 1)
+    else:
+        from fcls.infer.formats.sources import read_train
+
+        n_pixels = read_train(data, limit=1)[0].shape[1]  # one row: its length is all we need
+        height, width, channels = geometry_for(n_pixels, image_size)
+    spec = ImageSpec(height, width, channels, names or number_names(10))
+    rows: list[dict[str, object]] = []
+    lines: list[str] = []
+    for name in list_models():
+        try:
+            info = model_info(name, spec)
+        except GeometryError as e:
+            rows.append({"name": name, "error": str(e)})
+            lines.append(f"{name:<18} {str(e).removeprefix(name + ' ')}")
+            continue
+        rows.append(
+            {"name": name, "parameters": info.parameters, "multiply_adds": info.multiply_adds}
+        )
+        lines.append(
+            f"{name:<18} {info.parameters:>12,} parameters {info.multiply_adds / 1e6:>10.2f} M "
+            "multiply-adds per image"
+        )
+    assumed = "" if names else " (a 10-class head: the classes are counted when training)"
+    run.log(f"networks for {spec.describe()}{assumed}")
+    run.summary({"image_spec": spec.to_dict(), "networks": rows}, "\n".join(lines))
 
 
 def _seconds_per_epoch(history: Path) -> float | None:

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from fcls.infer.common.errors import ConfigError
+from fcls.infer.common.errors import ConfigError, FclsError
+from fcls.infer.common.spec import parse_image_size
+
+from .registry import DEFAULT_ARCH
 
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "onecycle"]
@@ -59,7 +62,7 @@ class Recipe:
     erase: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
-    dropout: float = 1.0  # scales every dropout probability of FinalCNNet (1: the notebook's)
+    dropout: float = 1.0  # scales every dropout probability of the network (1: the notebook's)
     epochs: int | None = None  # a stage's length when its schedule needs one (--max-epochs caps it)
     patience: int = 4  # early stopping's default (--patience overrides it)
 
@@ -135,14 +138,22 @@ class TrainConfig:
     write_test_csv: bool = False  # also write the held-out test split as out/test.csv
     progress: bool = True  # a per-epoch bar on a terminal (fcls-train -q turns it off)
     recipe: Recipe = field(default=NOTEBOOK)
-    # None: Fashion-MNIST's names for a CSV, "0".."9" for the bundled digits
+    # names of the data's integer classes 0..K-1; None: their numbers (text labels name
+    # themselves, and refuse this)
     class_names: tuple[str, ...] | None = None
+    arch: str = DEFAULT_ARCH  # a registered network (fcls-train --arch list) or module:Class
+    image_size: str | None = None  # HxW or HxWxC; None: square grayscale from the row length
 
     def __post_init__(self) -> None:
         if self.patience is None:  # frozen: set once, here, as the identity must record it
             object.__setattr__(self, "patience", self.recipe.patience)
         if self.class_names is not None:
             check_class_names(self.class_names)
+        if self.image_size is not None:
+            try:
+                parse_image_size(self.image_size)
+            except FclsError as e:
+                raise ConfigError(f"--image-size: {e}") from None
 
     @property
     def stages(self) -> tuple[Stage, ...]:
@@ -177,9 +188,14 @@ class TrainConfig:
 
         The data file is identified by content (its sha256, added by the trainer), not by the
         path string: `./a.csv` and `a.csv` are the same data. Class names only label the
-        outputs, so a resumed run may rename them.
+        outputs, so a resumed run may rename them. The network and image size are left out at
+        their defaults, so that runs saved before they existed still resume.
         """
         d = self.to_dict()
+        if d["arch"] == DEFAULT_ARCH:
+            del d["arch"]
+        if d["image_size"] is None:
+            del d["image_size"]
         for volatile in (
             "out",
             "data",
@@ -195,14 +211,12 @@ class TrainConfig:
 
 
 def check_class_names(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Refuse names the model head and the output files cannot carry; return them as a tuple."""
-    from fcls.infer.common.spec import N_CLASSES
-
+    """Refuse names the output files cannot carry; return them as a tuple. How many the data
+    needs is known once it is read (`fcls.train.data.load_dataset` checks the count)."""
     names = tuple(names)
-    if len(names) != N_CLASSES:
+    if len(names) < 2:
         raise ConfigError(
-            f"--class-names: {len(names)} names given, the model has {N_CLASSES} classes "
-            f"(labels 0..{N_CLASSES - 1}): give exactly {N_CLASSES}"
+            f"--class-names: {len(names)} name given: a classifier has at least 2 classes"
         )
     for i, name in enumerate(names):
         if not name.strip():

@@ -1,4 +1,5 @@
-"""The notebook's data pipeline: CSV -> uint8 arrays -> 60/20/20 split -> x4 flip/zoom augmentation."""
+"""The notebook's data pipeline: rows -> uint8 arrays -> 60/20/20 split -> x4 flip/zoom
+augmentation, for images of any height, width and channels (rows are HWC)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.common.errors import DataError
-from fcls.infer.common.spec import N_PIXELS
+from fcls.infer.common.errors import ConfigError, DataError
+from fcls.infer.common.labels import classes_of, label_indices
+from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec, SpecError, geometry_for
 from fcls.infer.formats.sources import read_train
 
-SIDE = 32
-ZOOM_K = 2  # the notebook's zoom: crop 2 pixels from each border, scale back to 32x32
+# Transitional: the notebook's image side, for tests written before specs existed; fcls.train
+# itself reads every size from an ImageSpec.
+SIDE = DEFAULT_SPEC.height
+ZOOM_K = 2  # the notebook's zoom: crop 2 pixels from each border, scale back to full size
+# Fashion-MNIST's classes, for --class-names in docs and tests: no longer a default
 FASHION_CLASSES: tuple[str, ...] = (
     "T-shirt/top",
     "Trouser",
@@ -35,6 +40,7 @@ __all__ = [
     "FASHION_CLASSES",
     "Split",
     "augment",
+    "dataset_spec",
     "load_dataset",
     "load_digits_32",
     "split",
@@ -45,11 +51,11 @@ __all__ = [
 class Split:
     """The notebook's train / validation / test partition."""
 
-    x_train: np.ndarray  # (0.6N, 1024) uint8
+    x_train: np.ndarray  # (0.6N, P) uint8
     y_train: np.ndarray  # (0.6N,) int64
-    x_val: np.ndarray  # (0.2N, 1024) uint8
+    x_val: np.ndarray  # (0.2N, P) uint8
     y_val: np.ndarray
-    x_test: np.ndarray  # (0.2N, 1024) uint8
+    x_test: np.ndarray  # (0.2N, P) uint8
     y_test: np.ndarray
 
     def sizes(self) -> dict[str, int]:
@@ -98,38 +104,71 @@ def check_split(parts: Split, source: str) -> list[str]:
     ]
 
 
+def _shape(spec: ImageSpec) -> tuple[int, int, int]:
+    return spec.height, spec.width, spec.channels
+
+
 @lru_cache(maxsize=8)
-def _zoom_index(k: int) -> np.ndarray:
-    """Flat source index, into the (32-2k)^2 crop, of each pixel of scipy's order-0 zoom to 32x32."""
+def _zoom_index(k: int, height: int, width: int) -> np.ndarray:
+    """Flat source index, into the (H-2k) x (W-2k) crop, of each pixel of scipy's order-0
+    zoom back to H x W."""
     from scipy.ndimage import zoom
 
-    crop = SIDE - 2 * k
+    ch, cw = height - 2 * k, width - 2 * k
+    if ch < 1 or cw < 1:
+        raise ConfigError(
+            f"zoom by {k} pixels a side leaves nothing of a {height}x{width} image: "
+            f"the zoom needs images larger than {2 * k}x{2 * k}"
+        )
     # Zooming an image of its own flat indices with nearest-neighbour interpolation yields the
     # exact gather map scipy would apply to any image, so one fancy-index replaces N zoom calls.
-    index = np.arange(crop * crop, dtype=np.int64).reshape(crop, crop)
-    mapped = zoom(index, SIDE / crop, order=0)
-    assert mapped.shape == (SIDE, SIDE), mapped.shape
-    return mapped.reshape(-1)  # (1024,) int64
+    index = np.arange(ch * cw, dtype=np.int64).reshape(ch, cw)
+    mapped = zoom(index, (height / ch, width / cw), order=0)
+    assert mapped.shape == (height, width), mapped.shape
+    return mapped.reshape(-1)  # (H*W,) int64
 
 
 @lru_cache(maxsize=8)
-def view_index(k: int = 2) -> np.ndarray:
-    """(4, 1024) flat source pixel of each of the notebook's views: original, mirror, zoom
-    (the centre crop without a k-pixel border, scaled back to 32x32) and mirrored zoom."""
-    crop = SIDE - 2 * k
-    inner = _zoom_index(k)  # index into the crop
-    zoom = ((k + inner // crop) * SIDE + k + inner % crop).reshape(SIDE, SIDE)
-    plain = np.arange(N_PIXELS, dtype=np.int64).reshape(SIDE, SIDE)
-    views = np.stack([plain, plain[:, ::-1], zoom, zoom[:, ::-1]])
-    views = views.reshape(4, N_PIXELS)
+def pixel_view_index(k: int, height: int, width: int) -> np.ndarray:
+    """(4, H*W) flat source pixel (row * W + column) of each of the notebook's views:
+    original, mirror, zoom (the centre crop without a k-pixel border, scaled back to H x W)
+    and mirrored zoom."""
+    cw = width - 2 * k
+    inner = _zoom_index(k, height, width)  # index into the crop
+    zoom = ((k + inner // cw) * width + k + inner % cw).reshape(height, width)
+    plain = np.arange(height * width, dtype=np.int64).reshape(height, width)
+    views = np.stack([plain, plain[:, ::-1], zoom, zoom[:, ::-1]]).reshape(4, height * width)
     views.setflags(write=False)  # cached and shared
     return views
 
 
-def augment(pixels: np.ndarray, k: int = ZOOM_K) -> np.ndarray:
-    """The notebook's `data_augment`, vectorized: per image original, flip, zoomed crop, flipped crop."""
-    out = pixels[:, view_index(k)]  # (N, 4, 1024)
-    return np.ascontiguousarray(out.reshape(-1, N_PIXELS), dtype=np.uint8)
+def with_channels(pixel_index: np.ndarray, channels: int) -> np.ndarray:
+    """Pixel indices (..., H*W) -> value indices (..., H*W*C) into HWC rows: a pixel moves
+    with all of its channels."""
+    if channels == 1:
+        return pixel_index
+    values = pixel_index[..., None] * channels + np.arange(channels, dtype=np.int64)
+    return values.reshape(*pixel_index.shape[:-1], -1)
+
+
+@lru_cache(maxsize=8)
+def _view_index(k: int, height: int, width: int, channels: int) -> np.ndarray:
+    views = with_channels(pixel_view_index(k, height, width), channels)
+    views.setflags(write=False)  # cached and shared
+    return views
+
+
+def view_index(k: int = ZOOM_K, spec: ImageSpec = DEFAULT_SPEC) -> np.ndarray:
+    """(4, H*W*C) flat source value of each of the notebook's views (`pixel_view_index`)
+    for HWC rows of `spec`."""
+    return _view_index(k, *_shape(spec))
+
+
+def augment(pixels: np.ndarray, k: int = ZOOM_K, spec: ImageSpec = DEFAULT_SPEC) -> np.ndarray:
+    """The notebook's `data_augment`, vectorized: per image original, flip, zoomed crop,
+    flipped crop, for HWC rows of any geometry."""
+    out = pixels[:, view_index(k, spec)]  # (N, 4, P)
+    return np.ascontiguousarray(out.reshape(-1, spec.n_pixels), dtype=np.uint8)
 
 
 def augment_labels(labels: np.ndarray) -> np.ndarray:
@@ -145,18 +184,62 @@ def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
     small = digits.images  # (1797, 8, 8) float in 0..16
     big = np.kron(small, np.ones((4, 4)))  # nearest-neighbour upscale to (1797, 32, 32)
     pixels = np.rint(big * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return pixels.reshape(len(pixels), N_PIXELS), digits.target.astype(np.int64)
+    return pixels.reshape(len(pixels), -1), digits.target.astype(np.int64)
 
 
 def load_dataset(
-    data: Path | None, limit: int | None = None
+    data: Path | None, limit: int | None = None, class_names: tuple[str, ...] | None = None
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
-    """Pixels, labels, class names and a source name: a train file (CSV, .csv.gz, Parquet,
-    Arrow IPC), or the embedded digits."""
+    """(pixels (N, P) uint8, labels (N,) int64 class indices, class names, source name) of a
+    train file (CSV, .csv.gz, Parquet, Arrow IPC), or of the embedded digits.
+
+    Integer labels 0..K-1 are classes named by number, or by `class_names` (K of them);
+    any other labels name their classes (sorted). DataError or ConfigError say what is wrong.
+    """
     if data is None:
-        pixels, labels = load_digits_32()
+        pixels, raw = load_digits_32()
         if limit is not None:
-            pixels, labels = pixels[:limit], labels[:limit]
-        return pixels, labels, DIGIT_CLASSES, DIGITS_SOURCE
-    pixels, labels = read_train(data, limit=limit)
-    return pixels, labels, FASHION_CLASSES, str(data)
+            pixels, raw = pixels[:limit], raw[:limit]
+        source = DIGITS_SOURCE
+    else:
+        pixels, raw = read_train(data, limit=limit)
+        source = str(data)
+    try:
+        names, integer = classes_of(raw)
+        labels, bad = label_indices(raw, names)
+    except SpecError as e:
+        raise DataError(source, str(e)) from None
+    if bad < len(labels):  # classes_of saw every label: only a reader bug gets here
+        raise DataError(source, f"row {bad + 1}: label {raw[bad]!r} is not a class")
+    return pixels, labels, _named(names, integer, class_names, source), source
+
+
+def _named(
+    names: tuple[str, ...], integer: bool, given: tuple[str, ...] | None, source: str
+) -> tuple[str, ...]:
+    """The data's class names, or `given` (--class-names) for its integer classes."""
+    if given is None:
+        return names
+    if not integer:
+        raise ConfigError(
+            f"--class-names names integer classes, but the labels of {source} are names "
+            f"already ({len(names)} classes: {', '.join(names[:5])}"
+            f"{' ...' if len(names) > 5 else ''}): leave --class-names out"
+        )
+    if len(given) != len(names):
+        raise ConfigError(
+            f"--class-names: {len(given)} names given, the data has {len(names)} classes "
+            f"(labels 0..{len(names) - 1}): give exactly {len(names)}"
+        )
+    return tuple(given)
+
+
+def dataset_spec(
+    pixels: np.ndarray, class_names: tuple[str, ...], image_size: str | None, source: str
+) -> ImageSpec:
+    """The ImageSpec of rows of `pixels`: --image-size, else a square grayscale image."""
+    try:
+        height, width, channels = geometry_for(pixels.shape[1], image_size)
+        return ImageSpec(height, width, channels, class_names)
+    except SpecError as e:
+        raise DataError(source, str(e)) from None

@@ -1,36 +1,35 @@
-"""FinalCNNet exactly as the reference notebook defines it (same parameter names)."""
+"""FinalCNNet as the reference notebook defines it (same parameter names), for any geometry.
+
+At the notebook's 32x32 grayscale images of 10 classes it is the notebook's network, tensor
+for tensor; for another `ImageSpec`, conv1 takes its channels, fc1 the features the
+convolutions leave at its height and width, and fc5 gives its classes.
+"""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.functional import relu
 
-# Multiply-adds per image, counted layer by layer (conv: out_h*out_w*out_c*in_c*k*k).
-MACS_PER_IMAGE = (
-    31 * 31 * 64 * 1 * 4  # conv1 2x2 -> (64, 31, 31)
-    + 14 * 14 * 128 * 64 * 4  # conv2 on the pooled (64, 15, 15)
-    + 6 * 6 * 256 * 128 * 4  # conv3 on the pooled (128, 7, 7)
-    + 3 * 3 * 512 * 256 * 16  # conv4 4x4 -> (512, 3, 3)
-    + 4608 * 512
-    + 512 * 256
-    + 256 * 128
-    + 128 * 64
-    + 64 * 10
-)
+from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
+
+from .networks import Network
+from .predict import evaluate, predict_logits, to_input
+from .registry import register_model
 
 
-class FinalCNNet(nn.Module):
-    """The notebook's final model; input float (N, 1, 32, 32) of raw 0..255 pixels, output logits."""
+@register_model
+class FinalCNNet(Network):
+    """The notebook's final model; input float (N, C, H, W) of raw 0..255 pixels, output logits."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, spec: ImageSpec = DEFAULT_SPEC) -> None:
+        super().__init__(spec)
         self.pool = nn.MaxPool2d(2, 2)
 
-        self.conv1 = nn.Conv2d(1, 64, 2)
+        self.conv1 = nn.Conv2d(spec.channels, 64, 2)
         self.conv1_bn = nn.BatchNorm2d(64)
         self.conv1_do = nn.Dropout2d(0.1)
 
@@ -46,7 +45,8 @@ class FinalCNNet(nn.Module):
         self.conv4_bn = nn.BatchNorm2d(512)
         self.conv4_do = nn.Dropout2d(0.5)
 
-        self.fc1 = nn.Linear(4608, 512)
+        convs = (self.conv1, self.pool, self.conv2, self.pool, self.conv3, self.conv4)
+        self.fc1 = nn.Linear(self.flat_features(512, convs), 512)  # 4608 at 32x32
         self.fc1_bn = nn.BatchNorm1d(512)
         self.fc1_do = nn.Dropout(0.1)
 
@@ -62,23 +62,17 @@ class FinalCNNet(nn.Module):
         self.fc4_bn = nn.BatchNorm1d(64)
         self.fc4_do = nn.Dropout(0.5)
 
-        self.fc5 = nn.Linear(64, 10)
-
-    def scale_dropout(self, factor: float) -> None:
-        """Multiply every dropout probability by `factor` (training only: eval has none)."""
-        for m in self.modules():
-            if isinstance(m, nn.Dropout | nn.Dropout2d):
-                m.p = min(1.0, m.p * factor)
+        self.fc5 = nn.Linear(64, spec.n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolutional stack: (N, 1, 32, 32) -> (N, 512, 3, 3)."""
+        """The convolutional stack: (N, C, 32, 32) -> (N, 512, 3, 3) at the notebook's size."""
         x = self.pool(self.conv1_do(relu(self.conv1_bn(self.conv1(x)))))  # (N, 64, 15, 15)
         x = self.pool(self.conv2_do(relu(self.conv2_bn(self.conv2(x)))))  # (N, 128, 7, 7)
         x = self.conv3_do(relu(self.conv3_bn(self.conv3(x))))  # (N, 256, 6, 6)
         return self.conv4_do(relu(self.conv4_bn(self.conv4(x))))  # (N, 512, 3, 3)
 
     def classifier(self, x: torch.Tensor) -> torch.Tensor:
-        """The fully connected head: (N, 4608) -> (N, 10) logits."""
+        """The fully connected head: (N, 4608) -> (N, K) logits."""
         x = self.fc1_do(relu(self.fc1_bn(self.fc1(x))))
         x = self.fc2_do(relu(self.fc2_bn(self.fc2(x))))
         x = self.fc3_do(relu(self.fc3_bn(self.fc3(x))))
@@ -91,9 +85,9 @@ class FinalCNNet(nn.Module):
     def fast_forward(self, x: torch.Tensor) -> torch.Tensor:
         """`forward`'s function, in train and eval mode, computed in fewer passes over memory.
 
-        Training and validation in torch run this; the exporter traces `forward`, whose plain
-        Conv -> ReLU -> MaxPool graph is what onnxruntime fuses best. Two changes, exact in
-        real arithmetic (tests compare outputs and gradients):
+        Training and validation in torch run this; the exporter traces `serving_module()`,
+        whose plain Conv -> ReLU -> MaxPool graph is what onnxruntime fuses best. Two
+        changes, exact in real arithmetic (tests compare outputs and gradients):
         - ReLU and channel dropout run after max pooling, on a quarter of the values: both
           commute with a 2x2 max (ReLU is monotonic; Dropout2d scales a whole channel by 0 or
           a positive constant), and Dropout2d draws the same (N, C) mask either way.
@@ -107,6 +101,37 @@ class FinalCNNet(nn.Module):
         x = self.conv4_do(relu(self.conv4_bn(patch_matmul(x, self.conv4))))
         return self.classifier(torch.flatten(x, 1))
 
+    def batchnorm_pairs(self) -> tuple[tuple[str, str], ...]:
+        """(layer, its BatchNorm) in forward order: conv1..conv4, then fc1..fc4."""
+        return (
+            *((f"conv{i}", f"conv{i}_bn") for i in range(1, 5)),
+            *((f"fc{i}", f"fc{i}_bn") for i in range(1, 5)),
+        )
+
+    def serving_module(self) -> nn.Module:
+        """An eval-mode copy that flattens the conv features in (h, w, c) order, fc1's
+        columns permuted to match: the same function. onnxruntime runs int8 convolutions
+        channels-last, so this lets its transpose optimizer cancel the NHWC->NCHW transpose
+        it would otherwise insert before fc1 (the int8 gain is measured in bench/README.md)."""
+        return _ChannelsLastHead(self).eval()
+
+
+class _ChannelsLastHead(nn.Module):
+    """FinalCNNet's serving form: NCHW float in, logits out, features flattened as (h, w, c)."""
+
+    def __init__(self, net: FinalCNNet) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(net).eval()  # later changes to `net` do not reach it
+        c, h, w = net.feature_shape
+        self.flat = c * h * w
+        fc1 = self.model.fc1.weight.data  # (512, c*h*w) over (c, h, w)
+        permuted = fc1.reshape(-1, c, h, w).permute(0, 2, 3, 1).reshape(-1, self.flat)
+        self.model.fc1.weight.data = permuted.contiguous()  # now over (h, w, c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.features(x).permute(0, 2, 3, 1).reshape(-1, self.flat)
+        return self.model.classifier(features)
+
 
 class _Patches(torch.autograd.Function):
     """(N, H, W, C) -> (N, H-k+1, W-k+1, k*k*C): every k x k patch as one row, features in
@@ -116,59 +141,39 @@ class _Patches(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, nhwc: torch.Tensor, k: int) -> torch.Tensor:
         ctx.k, ctx.shape = k, nhwc.shape
-        side = nhwc.shape[1] - k + 1
-        views = [nhwc[:, i : i + side, j : j + side] for i in range(k) for j in range(k)]
+        oh, ow = nhwc.shape[1] - k + 1, nhwc.shape[2] - k + 1
+        views = [nhwc[:, i : i + oh, j : j + ow] for i in range(k) for j in range(k)]
         return torch.cat(views, dim=-1)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         k, (n, h, w, c) = ctx.k, ctx.shape
-        side = h - k + 1
+        oh, ow = h - k + 1, w - k + 1
         out = grad.new_zeros((n, h, w, c))
         for p, (i, j) in enumerate((i, j) for i in range(k) for j in range(k)):
-            out[:, i : i + side, j : j + side] += grad[..., p * c : (p + 1) * c]
+            out[:, i : i + oh, j : j + ow] += grad[..., p * c : (p + 1) * c]
         return out, None
 
 
 def patch_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """`conv(x)` (stride 1, no padding) as one GEMM; x and the result are channels-last NCHW."""
+    """`conv(x)` (stride 1, no padding, square kernel) as one GEMM; x and the result are
+    channels-last NCHW of any height and width."""
     out_c, in_c, k, _ = conv.weight.shape
     nhwc = x.permute(0, 2, 3, 1)  # a view: channels-last storage is NHWC
-    side = nhwc.shape[1] - k + 1
+    oh, ow = nhwc.shape[1] - k + 1, nhwc.shape[2] - k + 1
     patches = _Patches.apply(nhwc, k)
     weight = conv.weight.permute(2, 3, 1, 0).reshape(k * k * in_c, out_c)  # rows (i, j, channel)
     assert conv.bias is not None
     out = torch.addmm(conv.bias, patches.reshape(-1, k * k * in_c), weight)
-    return out.reshape(nhwc.shape[0], side, side, out_c).permute(0, 3, 1, 2)
+    return out.reshape(nhwc.shape[0], oh, ow, out_c).permute(0, 3, 1, 2)
 
 
-def to_input(pixels: torch.Tensor) -> torch.Tensor:
-    """(N, 1024) uint8 rows -> (N, 1, 32, 32) float32 raw 0..255, as the notebook fed the model."""
-    return pixels.reshape(-1, 1, 32, 32).float()
+def __getattr__(name: str) -> Any:
+    """MACS_PER_IMAGE (transitional, for fcls.bench): FinalCNNet's multiply-adds per image
+    at the notebook's geometry, counted from a forward pass; `multiply_adds()` replaces it."""
+    if name == "MACS_PER_IMAGE":
+        return FinalCNNet(DEFAULT_SPEC).multiply_adds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-@torch.inference_mode()
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, batch_size: int = 1024, amp: bool = False
-) -> torch.Tensor:
-    """(N, 10) float32 logits of the eval-mode model for (N, 1024) uint8 rows."""
-    model.eval()
-    out = []
-    for start in range(0, len(x), batch_size):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            out.append(_logits(model, to_input(x[start : start + batch_size])).float())
-    return torch.cat(out) if out else torch.empty((0, 10), device=x.device)
-
-
-def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The model's logits, through `fast_forward` where the model has one."""
-    return model.fast_forward(x) if isinstance(model, FinalCNNet) else model(x)
-
-
-def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool = False
-) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the eval-mode model on (N, 1024) uint8 rows."""
-    logits = predict_logits(model, x, amp=amp)
-    loss = F.cross_entropy(logits, y).item()
-    return (logits.argmax(1) == y).float().mean().item(), loss
+__all__ = ["FinalCNNet", "evaluate", "patch_matmul", "predict_logits", "to_input"]

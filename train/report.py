@@ -8,14 +8,17 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from fcls.infer.common.metrics import confusion_png, metrics_from_labels
 from fcls.infer.common.output import atomic_file, atomic_write_text
+from fcls.infer.common.spec import ImageSpec
 
 from .checkpoint import Checkpoint
 from .config import TrainConfig
 from .data import Split
-from .model import FinalCNNet, predict_logits
+from .predict import predict_logits
+from .registry import canonical_name
 
 
 def classification_metrics(
@@ -47,9 +50,9 @@ def classification_metrics(
 def write_outputs(
     *,
     config: TrainConfig,
-    model: FinalCNNet,
+    model: nn.Module,
     parts: Split,
-    class_names: tuple[str, ...],
+    spec: ImageSpec,
     data_id: dict[str, Any],
     history: list[dict[str, Any]],
     device: torch.device,
@@ -57,8 +60,9 @@ def write_outputs(
 ) -> float:
     """Evaluate the final model on the test split and write model.pt, report.json and plots."""
     x_test = torch.from_numpy(parts.x_test).to(device)
-    logits = predict_logits(model, x_test).cpu()
-    proba = torch.softmax(logits, dim=1).numpy()  # (n_test, 10) float32
+    class_names = spec.class_names
+    logits = predict_logits(model, x_test, spec=spec).cpu()
+    proba = torch.softmax(logits, dim=1).numpy()  # (n_test, K) float32
     metrics = classification_metrics(parts.y_test, proba, class_names)
     out = config.out
     report = {
@@ -68,6 +72,8 @@ def write_outputs(
         "per_class": metrics["per_class"],
         "confusion_matrix": metrics["confusion_matrix"],
         "class_names": list(class_names),
+        "architecture": canonical_name(config.arch),
+        "image_spec": spec.to_dict(),
         "recipe": config.recipe.to_dict(),
     }
     best_val = max(
@@ -75,7 +81,8 @@ def write_outputs(
     )
     Checkpoint(
         weights={k: v.detach().cpu() for k, v in model.state_dict().items()},
-        class_names=class_names,
+        architecture=canonical_name(config.arch),
+        spec=spec,
         config=config.to_dict(),
         data={**data_id, "limit": config.limit, "split_seed": config.split_seed},
         split=parts.sizes(),
@@ -132,21 +139,35 @@ def _learning_curves(history: list[dict[str, Any]], path: Path) -> None:
     _save_png(fig, path)
 
 
+ROC_PANELS_MAX = 24  # more classes than this share one panel (a grid would be unreadable)
+
+
 def _roc_curves(
     y_test: np.ndarray, proba: np.ndarray, class_names: tuple[str, ...], path: Path
 ) -> None:
-    """One-vs-rest ROC per class on the test split."""
+    """One-vs-rest ROC per class on the test split: a panel per class, up to
+    ROC_PANELS_MAX classes, else every class's curve in one panel."""
     from matplotlib.figure import Figure
     from sklearn.metrics import RocCurveDisplay
 
-    fig = Figure(figsize=(10, 10), layout="constrained")
-    axes = fig.subplots(4, 3)
-    fig.suptitle("ROC per class (one vs rest, test split)")
-    for i, (name, ax) in enumerate(zip(class_names, axes.flat)):
+    k = len(class_names)
+    shared = k > ROC_PANELS_MAX
+    cols = 1 if shared else min(k, 3)
+    rows = 1 if shared else -(-k // cols)
+    fig = Figure(
+        figsize=(10 if shared else 10 * cols / 3, 10 if shared else 2.5 * rows + 1),
+        layout="constrained",
+    )
+    axes = np.atleast_1d(fig.subplots(rows, cols)).reshape(-1)
+    fig.suptitle(f"ROC per class (one vs rest, test split, {k} classes)")
+    for i, name in enumerate(class_names):
+        ax = axes[0] if shared else axes[i]
         positives = y_test == i
         if 0 < positives.sum() < len(y_test):
             RocCurveDisplay.from_predictions(positives, proba[:, i], ax=ax, name=f"{name} v rest")
         ax.set(xlabel="false positive rate", ylabel="true positive rate")
-    for ax in list(axes.flat)[len(class_names) :]:
+    if shared and axes[0].get_legend() is not None:
+        axes[0].get_legend().remove()  # one entry per class: more legend than plot
+    for ax in list(axes)[1 if shared else k :]:
         ax.remove()
     _save_png(fig, path)

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm import tqdm
+
+from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
 
 from . import augment
 from .config import Recipe, Stage
-from .model import FinalCNNet, to_input
+from .predict import forward_of, to_input
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
@@ -104,6 +107,7 @@ class EpochPlan:
     rng: np.random.Generator | None  # draws per-batch augmentation; None: rows as they are
     amp: bool = False
     zoom_k: int = 2
+    spec: ImageSpec = DEFAULT_SPEC  # the rows' geometry
 
 
 def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -113,9 +117,9 @@ def batch_bounds(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def train_epoch(
-    model: FinalCNNet,
+    model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    x: torch.Tensor,  # (N, 1024) uint8 on the training device
+    x: torch.Tensor,  # (N, H*W*C) uint8 HWC rows on the training device
     y: torch.Tensor,  # (N,) int64
     plan: EpochPlan,
     ema: Ema | None = None,
@@ -130,18 +134,19 @@ def train_epoch(
     seen = 0
     bounds = batch_bounds(len(y), plan.batch_size)
     show = progress and sys.stderr.isatty()
+    forward, spec = forward_of(model), plan.spec
     for i, (start, stop) in enumerate(tqdm(bounds, desc=desc, leave=False, disable=not show)):
         idx = plan.order[start:stop] if plan.order is not None else slice(start, stop)
         rows, yb = x[idx], y[idx]
         if plan.rng is not None:
-            draws = augment.draw(plan.rng, len(yb), plan.recipe.shift, plan.recipe.erase)
-            rows = augment.apply(rows, draws, plan.zoom_k)
+            draws = augment.draw(plan.rng, len(yb), plan.recipe.shift, plan.recipe.erase, spec)
+            rows = augment.apply(rows, draws, plan.zoom_k, spec)
         if plan.stage.schedule != "constant":
             lr = learning_rate(plan.stage, plan.first_step + i, plan.total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=plan.amp):
-            logits = model.fast_forward(to_input(rows))
+            logits = forward(to_input(rows, spec))
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=plan.recipe.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

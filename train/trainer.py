@@ -1,4 +1,4 @@
-"""Staged FinalCNNet training with early stopping, resumable after every epoch."""
+"""Staged training of any registered network, with early stopping, resumable after every epoch."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ import torch
 
 from fcls.infer.common.errors import CheckpointError, ConfigError, DataError, OutputError
 from fcls.infer.common.output import atomic_file, output_errors
+from fcls.infer.common.spec import ImageSpec
 from fcls.infer.common.system import fcls_version, file_sha256
 from fcls.infer.formats.csvfile import write_eval_csv
 
 from . import data as fdata
 from .config import TrainConfig
-from .model import FinalCNNet, evaluate
+from .networks import scale_dropout
+from .predict import evaluate
+from .registry import canonical_name, create_model, model_class
 from .report import write_outputs
 from .steps import Ema, EpochPlan, batch_bounds, keep_freed_memory, make_optimizer, train_epoch
 
@@ -54,6 +57,8 @@ class TrainResult:
     epochs: dict[str, int]
     seconds: float
     resumed_from: str | None  # e.g. "stage adam epoch 3", or "finished run"
+    architecture: str  # the network trained, as model.pt records it
+    spec: ImageSpec  # the images' geometry and classes
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,6 +181,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     OutputError (`config.out` not writable, disk full).
     """
     t0 = time.perf_counter()
+    model_class(config.arch)  # an unknown network is refused before any work
     device = resolve_device(config.device)
     if device.type == "cpu":
         keep_freed_memory()
@@ -191,33 +197,30 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         resumed_from = f"stage {last['stage']} epoch {last['epoch']}"
         log(f"{config.out}: resuming after {resumed_from}")
 
-    pixels, labels, class_names, source = fdata.load_dataset(config.data, config.limit)
-    class_names = config.class_names or class_names  # --class-names, else the data's default
+    pixels, labels, class_names, source = fdata.load_dataset(
+        config.data, config.limit, config.class_names
+    )
+    spec = fdata.dataset_spec(pixels, class_names, config.image_size, source)
     parts = fdata.split(pixels, labels, seed=config.split_seed)
     for warning in fdata.check_split(parts, source):
         log(warning)
     recipe = config.recipe
     x4 = recipe.augment == "x4"
     log(
-        f"data: {source} ({len(labels)} rows; train {len(parts.y_train)}, "
+        f"data: {source} ({len(labels)} rows of {spec.describe()}; train {len(parts.y_train)}, "
         f"val {len(parts.y_val)}, test {len(parts.y_test)}; "
         f"{'x4 augmented train/val' if x4 else 'augmented per batch'}; "
-        f"recipe {recipe.name}) on {device}"
+        f"recipe {recipe.name}; network {config.arch}) on {device}"
     )
-    tensors = _device_data(parts, config, device)
-
-    torch.manual_seed(config.seed)
-    # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (figures: train/README.md);
-    # torch's stubs lack Module.to's memory_format overload, which exists at run time
-    model = FinalCNNet().to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    model.scale_dropout(recipe.dropout)
+    model = _build_model(config, spec, device)  # refuses a geometry too small, before copying
+    tensors = _device_data(parts, config, spec, device)
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
 
     state_path = config.out / STATE_FILE
     while not run.finished:
-        _train_stage(config, run, model, tensors, state_path, log)
+        _train_stage(config, run, model, spec, tensors, state_path, log)
 
     assert run.best_state is not None
     model.load_state_dict(run.best_state)
@@ -225,7 +228,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         config=config,
         model=model,
         parts=parts,
-        class_names=class_names,
+        spec=spec,
         data_id=data_id,
         history=run.history,
         device=device,
@@ -242,19 +245,32 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         epochs=epochs,
         seconds=time.perf_counter() - t0,
         resumed_from=resumed_from,
+        architecture=canonical_name(config.arch),
+        spec=spec,
     )
 
 
+def _build_model(config: TrainConfig, spec: ImageSpec, device: torch.device) -> torch.nn.Module:
+    """The network of --arch for `spec`, seeded, on `device`, its dropout scaled by the recipe."""
+    torch.manual_seed(config.seed)
+    model = create_model(config.arch, spec)
+    # channels_last lets oneDNN/cuDNN pick their fastest conv kernels (figures: train/README.md);
+    # torch's stubs lack Module.to's memory_format overload, which exists at run time
+    model = model.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    scale_dropout(model, config.recipe.dropout)
+    return model
+
+
 def _device_data(
-    parts: fdata.Split, config: TrainConfig, device: torch.device
+    parts: fdata.Split, config: TrainConfig, spec: ImageSpec, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train and validation rows as uint8 on the device (batches are cast there): the x4
     copies for the notebook's augmentation, the rows themselves for per-batch augmentation."""
     if config.recipe.augment == "x4":
         arrays = (
-            fdata.augment(parts.x_train, config.augment_k),
+            fdata.augment(parts.x_train, config.augment_k, spec),
             fdata.augment_labels(parts.y_train),
-            fdata.augment(parts.x_val, config.augment_k),
+            fdata.augment(parts.x_val, config.augment_k, spec),
             fdata.augment_labels(parts.y_val),
         )
     else:
@@ -268,7 +284,9 @@ def _stage_epochs(config: TrainConfig) -> int:
     return min(config.max_epochs, config.recipe.epochs or config.max_epochs)
 
 
-def _epoch_plan(config: TrainConfig, run: _Run, n_train: int, device: torch.device) -> EpochPlan:
+def _epoch_plan(
+    config: TrainConfig, run: _Run, n_train: int, device: torch.device, spec: ImageSpec
+) -> EpochPlan:
     """The epoch's batches: its shuffle, augmentation draws and place in the schedule."""
     steps = len(batch_bounds(n_train, config.batch_size))
     order, rng = None, None
@@ -288,13 +306,15 @@ def _epoch_plan(config: TrainConfig, run: _Run, n_train: int, device: torch.devi
         rng=rng,
         amp=config.amp,
         zoom_k=config.augment_k,
+        spec=spec,
     )
 
 
 def _train_stage(
     config: TrainConfig,
     run: _Run,
-    model: FinalCNNet,
+    model: torch.nn.Module,
+    spec: ImageSpec,
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     state_path: Path,
     log: Log,
@@ -315,12 +335,12 @@ def _train_stage(
     stop = False
     while not stop:
         t = time.perf_counter()
-        plan = _epoch_plan(config, run, len(y_train), x_train.device)
+        plan = _epoch_plan(config, run, len(y_train), x_train.device, spec)
         desc = f"{stage.name} {run.epoch + 1}"
         tacc, tloss = train_epoch(
             model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
-        vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp)
+        vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp, spec=spec)
         run.epoch += 1
         # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement
         if vacc > run.best_acc:
