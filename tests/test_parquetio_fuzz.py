@@ -607,3 +607,177 @@ def test_reference_agrees_with_hand_checked_tables() -> None:
     assert reference(pa.table({"ID": [1, 2], "note": [0.5, None], **px}), "labelled") == Bad(
         None, None
     )
+
+
+# ------------------------------------------- other geometries, column resolution and labels
+
+NAMES = ("bag", "shirt", "shoe")
+LABEL_VALUES = ["bag", " shoe", "shirt\t", "7", "007", "2", "", "hat", "10", "0x1"]
+
+
+@dataclass
+class GeoCase:
+    kind: str
+    table: pa.Table = field(repr=False)
+    notes: list[str]
+    pixels: int | None  # what the reader is told
+    classes: tuple[str, ...] | None
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(f"GeoCase({self.kind}, {self.notes}, pixels={self.pixels}, {self.classes})")
+
+
+@st.composite
+def geometry_cases(draw: st.DrawFn) -> GeoCase:
+    """P of 1 to 784: pixN/pixelN columns from 0 or 1 in any order, or a P-byte or P-value
+    pixels column; ID or id; integer or text labels, null or not a class; the reader told the
+    model's count (or not) and its classes (or not)."""
+    kind = draw(st.sampled_from(["unlabelled", "labelled"]))
+    p, n = draw(st.sampled_from([1, 5, 784])), draw(st.sampled_from([0, 1, 3, 6]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    px = rng.integers(0, 256, (n, p), dtype=np.uint8)
+    form = draw(st.sampled_from(["columns", "columns", "fixed", "binary", "list"]))
+    notes = [kind, f"P={p}", f"{n} rows", form]
+    columns: dict[str, pa.Array] = {}
+    if form == "columns":
+        prefix, first = draw(st.sampled_from(["pix", "pixel"])), draw(st.sampled_from([0, 1]))
+        for j in range(p):
+            columns[f"{prefix}{first + j}"] = pa.array(px[:, j])
+        if draw(st.integers(0, 5)) == 0:  # a gap, or a stranger pixel column
+            name = draw(st.sampled_from([*columns, "pix07", f"{prefix}{first + p + 1}"]))
+            columns.pop(name, None) if name in columns else columns.update(
+                {name: pa.array(px[:, 0])}
+            )
+            notes.append(f"changed {name}")
+    else:
+        rows: list[Any] = [bytes(r) for r in px] if form != "list" else [list(r) for r in px]
+        if n and draw(st.integers(0, 3)) == 0:
+            at = draw(st.integers(0, n - 1))
+            rows[at] = None if draw(st.booleans()) else rows[at][: max(p - 1, 0)]
+            notes.append(f"row {at + 1} short or null")
+        t = {"fixed": pa.binary(p), "binary": pa.binary(), "list": pa.list_(pa.uint8())}[form]
+        if form == "fixed":
+            rows = [None if r is None or len(r) != p else r for r in rows]
+        columns["pixels"] = pa.array(rows, t)
+    key = draw(st.sampled_from(["ID", "id"])) if kind == "unlabelled" else "label"
+    if kind == "unlabelled":
+        columns[key] = pa.array([f"r{i}" for i in range(n)], pa.string())
+    elif draw(st.booleans()):
+        values = [int(v) for v in rng.integers(0, 3, n)]
+        label_type = draw(st.sampled_from([pa.int8(), pa.uint16(), pa.int64()]))
+        bad = [None, 3, 10] + ([-1] if label_type != pa.uint16() else [])
+        if n and draw(st.integers(0, 2)) == 0:
+            values[draw(st.integers(0, n - 1))] = draw(st.sampled_from(bad))
+        columns[key] = pa.array(values, label_type)
+    else:
+        labels = [draw(st.sampled_from(LABEL_VALUES[:6])) for _ in range(n)]
+        if n and draw(st.integers(0, 2)) == 0:
+            labels[draw(st.integers(0, n - 1))] = draw(st.sampled_from([None, *LABEL_VALUES]))
+        array = pa.array(labels, pa.string())
+        columns[key] = array.dictionary_encode() if draw(st.booleans()) else array
+    order = draw(st.permutations(list(columns)))
+    table = pa.Table.from_arrays([columns[c] for c in order], names=order)
+    pixels = draw(st.sampled_from([None, p, p, p + 1]))
+    return GeoCase(kind, table, notes, pixels, draw(st.sampled_from([None, NAMES, CLASSES])))
+
+
+def _geo_schema(table: pa.Table, case: GeoCase) -> tuple[str, list[str], int | None] | Bad:
+    """(key, pixel columns in pixel order, P or None for the first row's) or a schema Bad."""
+    names = table.schema.names
+    key = _key(names, case.kind)
+    if key is None:
+        return Bad(None, None)
+    if "pixels" in names:
+        t = table.schema.field("pixels").type
+        size = t.byte_width if isinstance(t, pa.FixedSizeBinaryType) else case.pixels
+        if case.pixels is not None and size != case.pixels:
+            return Bad(None, "pixels")
+        return key, ["pixels"], size
+    found = sorted((int(m.group(2)), m.group(0)) for m in map(PIXEL_NAME.fullmatch, names) if m)
+    expected = case.pixels if case.pixels is not None else len(found)
+    if not found or not _pixel_names_ok(names, expected):
+        return Bad(None, None)
+    return key, [name for _, name in found], expected
+
+
+def _geo_label(value: Any, classes: tuple[str, ...] | None) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        if classes is None:
+            return value if value >= 0 else None
+        return value if 0 <= value < len(classes) else None
+    text = value.strip(" \t")
+    digits = text.isascii() and text.isdigit()
+    if classes is not None:
+        if text in classes:
+            return classes.index(text)
+        return int(text) if digits and int(text) < len(classes) else None
+    return None if not text else int(text) if digits else text
+
+
+def geo_reference(case: GeoCase) -> Good | Bad:
+    verdict = _geo_schema(case.table, case)
+    if isinstance(verdict, Bad):
+        return verdict
+    key, pixel_columns, size = verdict
+    used = [c for c in case.table.schema.names if c in (key, *pixel_columns)]
+    values = {c: case.table.column(c).to_pylist() for c in used}
+    if pixel_columns == ["pixels"] and size is None and case.table.num_rows:
+        first = values["pixels"][0]
+        size = len(first) if first else 0  # the first row's size, which must be >= 1
+    rows, labels = [], []
+    for r in range(case.table.num_rows):
+        for c in used:
+            v = values[c][r]
+            if c == key and case.kind == "labelled":
+                ok = _geo_label(v, case.classes) is not None
+            elif c == key:
+                ok = v is not None
+            else:
+                ok = v is not None and (c != "pixels" or (len(v) == size and size > 0))
+            if not ok:
+                return Bad(r + 1, c)
+        if pixel_columns == ["pixels"]:
+            rows.append(list(values["pixels"][r]))
+        else:
+            rows.append([values[c][r] for c in pixel_columns])
+        if case.kind == "labelled":
+            labels.append(_geo_label(values[key][r], case.classes))
+    pixels = np.array(rows, np.uint8).reshape(len(rows), -1) if rows else np.empty((0, 0))
+    ids = case.table.column(key).combine_chunks() if case.kind == "unlabelled" else None
+    return Good(pixels, ids, labels if case.kind == "labelled" else None)  # type: ignore[arg-type]
+
+
+@settings(max_examples=150, derandomize=True, **COMMON)
+@given(case=geometry_cases())
+def test_table_reader_matches_reference_at_any_geometry(case: GeoCase, workdir: Path) -> None:
+    path = workdir / f"geo{next(_counter)}.parquet"
+    pq.write_table(case.table, path, row_group_size=2)
+    expected = geo_reference(case)
+    try:
+        chunks = list(
+            TableReader(path, case.kind, batch_rows=2, pixels=case.pixels, classes=case.classes)
+        )  # type: ignore[arg-type]
+        got: Good | Bad = Good(
+            np.concatenate([c.pixels for c in chunks]) if chunks else np.empty((0, 0)),
+            pa.concat_arrays([c.ids for c in chunks]) if chunks and chunks[0].ids else None,  # type: ignore[misc]
+            [v if isinstance(v, str) else int(v) for c in chunks for v in c.labels]  # type: ignore[union-attr]
+            if case.kind == "labelled"
+            else None,
+        )
+    except DataError as e:
+        assert "\n" not in str(e)
+        got = _where(e, path)
+    finally:
+        path.unlink()
+    event(f"{'accepted' if isinstance(got, Good) else 'refused'}")
+    if isinstance(expected, Bad):
+        assert got == expected, f"fcls: {got}, reference: {expected}"
+        return
+    assert isinstance(got, Good), f"fcls refused a valid file: {got}"
+    if len(expected.pixels):
+        np.testing.assert_array_equal(got.pixels, expected.pixels)
+        assert [str(v) for v in got.labels or []] == [str(v) for v in expected.labels or []]
+        if expected.ids is not None:
+            assert got.ids is not None and got.ids.to_pylist() == expected.ids.to_pylist()

@@ -129,6 +129,10 @@ def _pixels_form(
     def refuse(message: str) -> DataError:
         return DataError(name, message, None, "pixels")
 
+    if (pa.types.is_fixed_size_binary(t) and t.byte_width < 1) or (
+        pa.types.is_fixed_size_list(t) and t.list_size < 1
+    ):
+        raise refuse(f"type {t}: a row needs at least one pixel")
     if pa.types.is_fixed_size_binary(t):
         if want is not None and t.byte_width != want:
             raise refuse(f"fixed_size_binary({t.byte_width}): expected {want} bytes")
@@ -218,7 +222,10 @@ def _columns_pixels(
 
 
 def _bad_length(lengths: pa.Array, n: int, p: int) -> int:
-    """The index of the first length other than p (nulls count as bad), or n."""
+    """The index of the first length other than p (nulls count as bad), or n; with p < 1 (no
+    size) every row is bad."""
+    if p < 1:
+        return 0
     bad = np.flatnonzero(lengths.fill_null(-1).to_numpy(zero_copy_only=False) != p)
     return int(bad[0]) if bad.size else n
 
@@ -235,7 +242,7 @@ def _row_size(lengths: pa.Array, p: int | None) -> int:
 def _length_fault(at: int, length: int | None, p: int, unit: str) -> _Fault:
     if length is None:
         return _Fault(at, "pixels", "null pixels value")
-    if p == 0:
+    if p < 1:
         return _Fault(at, "pixels", "empty pixels value (no pixels)")
     return _Fault(at, "pixels", f"{length} {unit}, expected {p}")
 
