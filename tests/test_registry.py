@@ -279,16 +279,18 @@ def test_arch_list_prints_every_network(tmp_path: Path, monkeypatch: pytest.Monk
     assert "4,798,986 parameters" in lines[-1] and "32.79 M multiply-adds" in lines[-1]
     rows = np.random.default_rng(0).integers(0, 256, (3, 28 * 28), dtype=np.uint8)
     data = tmp_path / "t.csv"
-    data.write_text("rows of 784 pixels\n")
+    header = ",".join([*(f"pixel{i}" for i in range(28 * 28)), "label"])
+    data.write_text(header + "\n" + "".join(",".join(map(str, r)) + ",7\n" for r in rows))
     read: list[int | None] = []
+    real = sources.read_train
 
     def read_train(src: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        read.append(limit)  # the readers' contract: (N, P) uint8 pixels and raw labels
-        return rows[:limit], np.arange(3)[:limit]
+        read.append(limit)
+        return real(src, limit)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sources, "read_train", read_train)
     at_28 = CliRunner().invoke(main, ["--arch", "LIST", "--data", str(data)])
-    assert read == [1]  # only the first row is read
+    assert read == [1], at_28.output  # only the first row is read
     assert at_28.exit_code == 0 and "17.79 M" in at_28.stdout.splitlines()[-1]
     small = CliRunner().invoke(main, ["--arch", "list", "--image-size", "16x16x3"])
     assert small.exit_code == 0

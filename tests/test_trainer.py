@@ -541,3 +541,29 @@ def test_every_network_trains_with_either_recipe(tmp_path: Path, arch: str, reci
     result = train(config, log=lambda s: None)
     assert result.architecture == arch and 0.0 <= result.test_accuracy <= 1.0
     assert Checkpoint.load(tmp_path / "model.pt").architecture == arch
+
+
+def test_fcls_train_on_an_rgb_file_with_text_labels(tmp_path: Path):
+    """A real file through the readers: 16x16 RGB rows (HWC), text labels, --image-size."""
+    rng = np.random.default_rng(1)
+    n = 150
+    labels = np.array(["eel", "cat", "dog"])[np.arange(n) % 3]
+    colour = {"cat": (200, 30, 30), "dog": (30, 200, 30), "eel": (30, 30, 200)}
+    noise = rng.integers(0, 40, (n, 16 * 16, 3))
+    pixels = (np.array([colour[v] for v in labels])[:, None, :] + noise).clip(0, 255)
+    data = tmp_path / "rgb.csv"
+    header = ",".join([*(f"pix{i}" for i in range(1, 16 * 16 * 3 + 1)), "label"])
+    body = "".join(
+        ",".join(map(str, row)) + f",{label}\n" for row, label in zip(pixels.reshape(n, -1), labels)
+    )
+    data.write_text(header + "\n" + body)
+    out = tmp_path / "run"
+    args = ["--data", str(data), "--out", str(out), "--arch", "batchnormcnn", "--json"]
+    result = CliRunner().invoke(main, [*args, "--image-size", "16x16x3", "--max-epochs", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["architecture"] == "BatchNormCNN"
+    assert summary["image_spec"]["class_names"] == ["cat", "dog", "eel"]
+    saved = Checkpoint.load(out / "model.pt")
+    assert (saved.spec.height, saved.spec.width, saved.spec.channels) == (16, 16, 3)
+    assert saved.model.fc2.out_features == 3 and summary["test_accuracy"] > 0.9

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
@@ -16,6 +16,9 @@ from fcls.infer.common.spec import parse_image_size
 
 from .config import RECIPES, TrainConfig, parse_class_names
 from .registry import DEFAULT_ARCH, canonical_name
+
+if TYPE_CHECKING:
+    from .trainer import TrainResult
 
 T = TypeVar("T")
 LIST = "list"  # --arch list: print the networks instead of training
@@ -168,11 +171,15 @@ def main(
     )
     if data is None:
         run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
-    from fcls.infer.common.system import file_sha256
-
     from .trainer import train
 
-    result = train(config, log=run.echo)
+    _summarise(run, train(config, log=run.echo))
+
+
+def _summarise(run: Run, result: TrainResult) -> None:
+    """The run's summary line (or JSON object): accuracy, epochs, time, where model.pt is."""
+    from fcls.infer.common.system import file_sha256
+
     epochs = "+".join(str(n) for n in result.epochs.values())
     model = result.out / "model.pt"
     run.summary(

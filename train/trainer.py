@@ -188,30 +188,8 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     data_id = _data_identity(config)
     identity = {**config.identity(), "data_sha256": data_id["sha256"]}
     run = _prepare_out(config, identity, log)
-    resumed_from = None
-    if run.finished:
-        resumed_from = "finished run"
-        log(f"{config.out}: training already finished; re-evaluating the saved best model")
-    elif run.history:
-        last = run.history[-1]
-        resumed_from = f"stage {last['stage']} epoch {last['epoch']}"
-        log(f"{config.out}: resuming after {resumed_from}")
-
-    pixels, labels, class_names, source = fdata.load_dataset(
-        config.data, config.limit, config.class_names
-    )
-    spec = fdata.dataset_spec(pixels, class_names, config.image_size, source)
-    parts = fdata.split(pixels, labels, seed=config.split_seed)
-    for warning in fdata.check_split(parts, source):
-        log(warning)
-    recipe = config.recipe
-    x4 = recipe.augment == "x4"
-    log(
-        f"data: {source} ({len(labels)} rows of {spec.describe()}; train {len(parts.y_train)}, "
-        f"val {len(parts.y_val)}, test {len(parts.y_test)}; "
-        f"{'x4 augmented train/val' if x4 else 'augmented per batch'}; "
-        f"recipe {recipe.name}; network {config.arch}) on {device}"
-    )
+    resumed_from = _resumed_from(run, config, log)
+    parts, spec = _load_data(config, device, log)
     model = _build_model(config, spec, device)  # refuses a geometry too small, before copying
     tensors = _device_data(parts, config, spec, device)
     if run.model_state is not None:
@@ -248,6 +226,41 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         architecture=canonical_name(config.arch),
         spec=spec,
     )
+
+
+def _resumed_from(run: _Run, config: TrainConfig, log: Log) -> str | None:
+    """Where a run in --out left off (logged), or None for a fresh run."""
+    if run.finished:
+        log(f"{config.out}: training already finished; re-evaluating the saved best model")
+        return "finished run"
+    if not run.history:
+        return None
+    last = run.history[-1]
+    resumed_from = f"stage {last['stage']} epoch {last['epoch']}"
+    log(f"{config.out}: resuming after {resumed_from}")
+    return resumed_from
+
+
+def _load_data(
+    config: TrainConfig, device: torch.device, log: Log
+) -> tuple[fdata.Split, ImageSpec]:
+    """The run's split and the spec of its images (geometry and class names), logged."""
+    pixels, labels, class_names, source = fdata.load_dataset(
+        config.data, config.limit, config.class_names
+    )
+    spec = fdata.dataset_spec(pixels, class_names, config.image_size, source)
+    parts = fdata.split(pixels, labels, seed=config.split_seed)
+    for warning in fdata.check_split(parts, source):
+        log(warning)
+    recipe = config.recipe
+    x4 = recipe.augment == "x4"
+    log(
+        f"data: {source} ({len(labels)} rows of {spec.describe()}; train {len(parts.y_train)}, "
+        f"val {len(parts.y_val)}, test {len(parts.y_test)}; "
+        f"{'x4 augmented train/val' if x4 else 'augmented per batch'}; "
+        f"recipe {recipe.name}; network {config.arch}) on {device}"
+    )
+    return parts, spec
 
 
 def _build_model(config: TrainConfig, spec: ImageSpec, device: torch.device) -> torch.nn.Module:
