@@ -567,3 +567,15 @@ def test_fcls_train_on_an_rgb_file_with_text_labels(tmp_path: Path):
     saved = Checkpoint.load(out / "model.pt")
     assert (saved.spec.height, saved.spec.width, saved.spec.channels) == (16, 16, 3)
     assert saved.model.fc2.out_features == 3 and summary["test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("k", [2, 5, 30])
+def test_roc_plot_for_any_class_count(tmp_path: Path, k: int):
+    from fcls.train.report import _roc_curves
+
+    rng = np.random.default_rng(k)
+    y = np.arange(200) % k
+    proba = rng.random((200, k))
+    path = tmp_path / "roc.png"
+    _roc_curves(y, proba / proba.sum(1, keepdims=True), tuple(f"c{i}" for i in range(k)), path)
+    assert path.read_bytes()[:4] == b"\x89PNG"
