@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from fcls.infer.common.errors import CheckpointError, DataError, ModelError
 from fcls.infer.common.modelfile import variant_path
+from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
 from fcls.infer.common.system import file_sha256
 from fcls.infer.formats.csvfile import write_eval_csv
 from fcls.infer.formats.sources import input_kind, read_pixels
@@ -42,6 +43,34 @@ class Models:
     # the training run's data record (source, sha256, limit, split_seed): agreement is checked
     # on these rows (fcls.export.gatedata.recorded_data), never on another dataset
     recorded: dict[str, Any] | None = None
+    spec: ImageSpec = DEFAULT_SPEC  # the images the models take (from the fp32 model)
+    architecture: str | None = None  # the network, as fcls-export recorded it
+    flops_per_image: float | None = None  # from the checkpoint's network; None without one
+
+
+def flops_per_image(architecture: str, spec: ImageSpec) -> float:
+    """2 x the multiply-adds of one image through `architecture` built for `spec`."""
+    from fcls.train.registry import model_info
+
+    return 2.0 * model_info(architecture, spec).multiply_adds
+
+
+def _described(models: Models) -> Models:
+    """`models` with the spec, network and FLOP/image of its fp32 model filled in."""
+    from fcls.infer.engine.predictor import Predictor
+
+    fp32 = models.onnx["ort"]
+    with Predictor(fp32, "cpu", 1) as model:
+        spec = model.spec
+    arch = _model_metadata(fp32).get("architecture")
+    flops = None
+    if models.checkpoint is not None:
+        from fcls.train.checkpoint import Checkpoint
+
+        ckpt = Checkpoint.load(models.checkpoint)
+        arch = ckpt.architecture
+        flops = flops_per_image(arch, ckpt.spec)
+    return replace(models, spec=spec, architecture=arch, flops_per_image=flops)
 
 
 def bench_training(out: Path) -> TrainConfig:
@@ -88,7 +117,7 @@ def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:
         onnx["cuda"] = fp32
         onnx["cuda-fp16"] = fp16
     onnx.update(peer_models(onnx))
-    return Models(ckpt, onnx, recorded=recorded_training(_model_metadata(fp32), ckpt))
+    return _described(Models(ckpt, onnx, recorded=recorded_training(_model_metadata(fp32), ckpt)))
 
 
 def _model_metadata(model: Path) -> dict[str, str]:
@@ -155,7 +184,7 @@ def models_from(model: Path, checkpoint: Path | None) -> Models:
         if fp16.is_file():
             onnx["cuda-fp16"] = fp16
     onnx.update(peer_models(onnx))
-    return Models(checkpoint, onnx, no_torch, recorded_training(meta, checkpoint))
+    return _described(Models(checkpoint, onnx, no_torch, recorded_training(meta, checkpoint)))
 
 
 def recorded_training(meta: dict[str, str], checkpoint: Path | None) -> dict[str, Any] | None:
@@ -174,14 +203,18 @@ def recorded_training(meta: dict[str, str], checkpoint: Path | None) -> dict[str
     return found if isinstance(found, dict) else None
 
 
-def image_pool(data: Path | None = None, rows: int = 5_000) -> np.ndarray:
-    """(m, 1024) uint8 source images: the first rows of any fcls input (labelled or not, CSV,
-    Parquet or Arrow IPC), else the digits."""
+def image_pool(
+    data: Path | None = None, rows: int = 5_000, spec: ImageSpec = DEFAULT_SPEC
+) -> np.ndarray:
+    """(m, P) uint8 source images of `spec`: the first rows of any fcls input (labelled or
+    not, CSV, Parquet or Arrow IPC), else the digits (32x32 grayscale)."""
     if data is None:
         from fcls.train.data import load_digits_32
 
+        if spec.n_pixels != DEFAULT_SPEC.n_pixels:
+            raise DataError("digits", f"no digits images of {spec.describe()}: pass --data")
         return load_digits_32()[0]
-    pixels = read_pixels(data, input_kind(data), limit=rows)
+    pixels = read_pixels(data, input_kind(data), limit=rows, pixels=spec.n_pixels)
     if not len(pixels):
         raise DataError(str(data), "no data rows to draw benchmark images from")
     return pixels
@@ -192,16 +225,19 @@ class BenchImages:
     """What the benchmark runs on: a pool to draw timing and end-to-end images from, and the
     rows agreement is checked on (None: not measured, `note` says why)."""
 
-    pool: np.ndarray  # (m, 1024) uint8
-    check: np.ndarray | None  # (c, 1024) uint8 held-out rows of the model's own data
+    pool: np.ndarray  # (m, P) uint8
+    check: np.ndarray | None  # (c, P) uint8 held-out rows of the model's own data
     tag: str  # names the generated CSVs: one per image source
     note: str  # one line for the report
+    spec: ImageSpec = DEFAULT_SPEC  # the model's images
 
 
 AGREEMENT_ROWS = 5000  # rows of the data read for the agreement check (its test split is used)
 
 
-def bench_images(data: Path | None, recorded: dict[str, Any] | None) -> BenchImages:
+def bench_images(
+    data: Path | None, recorded: dict[str, Any] | None, spec: ImageSpec = DEFAULT_SPEC
+) -> BenchImages:
     """Images from `data`, else from the model's recorded training data (found as the exporter
     finds it: fcls.export.gatedata); agreement is checked on their held-out rows. Without
     either, timings run on the digits and agreement is not measured: a model is never
@@ -209,26 +245,30 @@ def bench_images(data: Path | None, recorded: dict[str, Any] | None) -> BenchIma
     from fcls.export.gatedata import gate_data
     from fcls.train.data import DIGITS_SOURCE
 
-    gate = gate_data(data, recorded, AGREEMENT_ROWS)
+    gate = gate_data(data, recorded, AGREEMENT_ROWS, spec)
     if not gate.real:
         return BenchImages(
-            image_pool(),
+            image_pool(spec=spec),
             None,
             "digits",
             f"agreement not measured: {gate.note}; pass --data with the model's data "
             "(timings use digits images)",
+            spec,
         )
     pool = np.concatenate([gate.calibration, gate.heldout])
     name = "digits" if gate.source == DIGITS_SOURCE else Path(gate.source).name.split(".")[0]
     tag = f"{name}-{hashlib.sha256(pool.tobytes()).hexdigest()[:8]}"  # one CSV per pool
     note = f"agreement on {len(gate.heldout)} rows of {gate.source} ({gate.note})"
-    return BenchImages(pool, gate.heldout, tag, note)
+    return BenchImages(pool, gate.heldout, tag, note, spec)
 
 
-def real_looking_images(n: int, seed: int = 0, pool: np.ndarray | None = None) -> np.ndarray:
-    """(n, 1024) uint8: images drawn from `pool` (default the digits), randomly flipped and
-    shifted by up to 2 pixels, so a generated file of any size looks like real data."""
-    base = (image_pool() if pool is None else pool).reshape(-1, 32, 32)
+def real_looking_images(
+    n: int, seed: int = 0, pool: np.ndarray | None = None, spec: ImageSpec = DEFAULT_SPEC
+) -> np.ndarray:
+    """(n, P) uint8 images of `spec` drawn from `pool` (default the digits), randomly flipped
+    and shifted by up to 2 pixels, so a generated file of any size looks like real data."""
+    shape = (-1, spec.height, spec.width, spec.channels)
+    base = (image_pool(spec=spec) if pool is None else pool).reshape(shape)
     rng = np.random.default_rng(seed)
     images = base[rng.integers(0, len(base), n)]
     flip = rng.random(n) < 0.5
@@ -238,11 +278,19 @@ def real_looking_images(n: int, seed: int = 0, pool: np.ndarray | None = None) -
         for dx in range(-2, 3):
             sel = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
             images[sel] = np.roll(images[sel], (dy, dx), axis=(1, 2))
-    return images.reshape(n, 1024)
+    return images.reshape(n, spec.n_pixels)
 
 
-def eval_csv(workdir: Path, rows: int, pool: np.ndarray | None = None, tag: str = "digits") -> Path:
+def eval_csv(
+    workdir: Path,
+    rows: int,
+    pool: np.ndarray | None = None,
+    tag: str = "digits",
+    spec: ImageSpec = DEFAULT_SPEC,
+) -> Path:
     """The benchmark's evaluate-format CSV with `rows` rows, generated once per image source."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"evaluate_{tag}_{rows}.csv"
-    return path if path.is_file() else write_eval_csv(path, real_looking_images(rows, pool=pool))
+    if path.is_file():
+        return path
+    return write_eval_csv(path, real_looking_images(rows, pool=pool, spec=spec))

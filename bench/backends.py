@@ -56,15 +56,17 @@ def peer_models(onnx: dict[str, Path]) -> dict[str, Path]:
 
 
 def torch_backend(checkpoint: Path) -> Backend:
-    """The notebook's way: eager FinalCNNet in eval mode on float tensors prepared upfront."""
+    """The notebook's way: the eager network in eval mode on float tensors prepared upfront."""
     import torch
 
     from fcls.train.checkpoint import Checkpoint
+    from fcls.train.predict import to_input
 
-    model = Checkpoint.load(checkpoint).model
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model
 
     def prepare(pixels: np.ndarray) -> torch.Tensor:
-        return torch.Tensor(pixels).reshape((-1, 1, 32, 32))  # as the notebook built its dataset
+        return to_input(torch.Tensor(pixels), ckpt.spec)  # as the notebook built its dataset
 
     def run(x: object) -> torch.Tensor:
         with torch.no_grad():

@@ -18,9 +18,6 @@ from typing import Any
 import numpy as np
 
 from fcls.infer.engine.session import make_session
-from fcls.train.model import MACS_PER_IMAGE
-
-FLOPS_PER_IMAGE = 2 * MACS_PER_IMAGE
 
 
 @dataclass
@@ -30,6 +27,7 @@ class Timing:
     backend: str
     batch: int
     seconds: list[float] = field(repr=False)
+    flops_per_image: float | None = None  # 2 x the network's multiply-adds, when known
 
     def pct(self, q: float) -> float:
         """Latency percentile q (0..100) in milliseconds, linear interpolation."""
@@ -41,9 +39,11 @@ class Timing:
         return self.batch * len(self.seconds) / sum(self.seconds)
 
     @property
-    def gflops(self) -> float:
-        """Achieved GFLOP/s at FinalCNNet's 2 x 32.8 M FLOP per image."""
-        return self.throughput * FLOPS_PER_IMAGE / 1e9
+    def gflops(self) -> float | None:
+        """Achieved GFLOP/s at the network's FLOP per image (None when not known)."""
+        if self.flops_per_image is None:
+            return None
+        return self.throughput * self.flops_per_image / 1e9
 
     def row(self, baseline: Timing | None) -> dict[str, Any]:
         """Figures of this timing as a flat dict (ratio to the baseline's throughput)."""

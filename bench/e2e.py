@@ -44,17 +44,17 @@ def notebook_pipeline(src: Path, dst: Path, checkpoint: Path) -> E2E:
     from torch.utils.data import DataLoader, TensorDataset
 
     from fcls.train.checkpoint import Checkpoint
+    from fcls.train.predict import to_input
 
-    model = Checkpoint.load(checkpoint).model
+    ckpt = Checkpoint.load(checkpoint)
+    model = ckpt.model
     # pandas 3 hands out read-only arrays; torch.Tensor(x) warns but copies, as the notebook did
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     t0, c0 = time.perf_counter(), time.process_time()
     edf = pd.read_csv(src)
     ids = edf.loc[:, "ID"]
     x_eval = edf.drop("ID", axis=1).to_numpy()
-    loader = DataLoader(
-        TensorDataset(torch.Tensor(x_eval).reshape((-1, 1, 32, 32))), batch_size=256
-    )
+    loader = DataLoader(TensorDataset(to_input(torch.Tensor(x_eval), ckpt.spec)), batch_size=256)
     logits = []
     with torch.no_grad():
         for (x,) in loader:
@@ -103,12 +103,13 @@ def script_pipeline(
     import onnxruntime as ort
     import polars as pl
 
-    from fcls.infer.common.spec import PIXEL_COLUMNS
     from fcls.infer.common.system import available_cpus
 
+    from .ingest import pixel_columns
+
     t0, c0 = time.perf_counter(), time.process_time()
-    df = pl.read_csv(src, schema={"ID": pl.String, **dict.fromkeys(PIXEL_COLUMNS, pl.UInt8)})
-    x = df.drop("ID").to_numpy()  # (n, 1024) uint8
+    df = pl.read_csv(src, schema={"ID": pl.String, **dict.fromkeys(pixel_columns(src), pl.UInt8)})
+    x = df.drop("ID").to_numpy()  # (n, P) uint8
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])

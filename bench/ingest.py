@@ -3,7 +3,7 @@
 The ceiling is `fcls-infer` end to end with a near-free model (an ONNX graph with fcls's
 interface that does almost no work), so reading, parsing, batching, formatting and writing
 all count and the model does not. Every parser's pixels are checked against fcls's (sha256
-of the (n, 1024) uint8 matrix); the ceiling's labels against the same pixels.
+of the (n, P) uint8 matrix); the ceiling's labels against the same pixels.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from fcls.infer.common.spec import PIXEL_COLUMNS
 from fcls.infer.formats.csvfile import CsvReader
 
 from .rss import peak_rss_mb
@@ -31,7 +30,7 @@ class Parsed:
     parser: str
     rows: int
     seconds: float
-    digest: str  # sha256 of the (rows, 1024) uint8 pixels, C order
+    digest: str  # sha256 of the (rows, P) uint8 pixels, C order
     near_free_digest: str  # sha256 of the near-free model's labels for these pixels
     peak_rss_mb: float
 
@@ -50,8 +49,15 @@ def labels_digest(labels: np.ndarray) -> str:
     return _digest(labels.astype(np.int64))
 
 
+def pixel_columns(src: Path) -> list[str]:
+    """The columns of a plain ID,pix1..pixN CSV but ID, from its header line, as a user's
+    script finds them."""
+    with open(src, encoding="utf-8") as f:
+        return [c for c in f.readline().strip().split(",") if c != "ID"]
+
+
 def parse_with(parser: str, src: Path) -> Parsed:
-    """Read `src` (ID,pix1..pix1024) into a (n, 1024) uint8 matrix with one parser."""
+    """Read `src` (ID,pix1..pixN) into a (n, N) uint8 matrix with one parser."""
     t0 = time.perf_counter()
     if parser == "fcls":
         pixels = np.concatenate([c.pixels for c in CsvReader(src)])
@@ -59,9 +65,10 @@ def parse_with(parser: str, src: Path) -> Parsed:
         import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        types = dict.fromkeys(PIXEL_COLUMNS, pa.uint8())
+        columns = pixel_columns(src)
+        types = dict.fromkeys(columns, pa.uint8())
         table = pacsv.read_csv(src, convert_options=pacsv.ConvertOptions(column_types=types))
-        pixels = np.column_stack([table.column(c).to_numpy() for c in PIXEL_COLUMNS])
+        pixels = np.column_stack([table.column(c).to_numpy() for c in columns])
     elif parser == "pandas":
         import pandas as pd
 
@@ -73,7 +80,7 @@ def parse_with(parser: str, src: Path) -> Parsed:
     elif parser == "polars-uint8":
         import polars as pl
 
-        schema = {"ID": pl.String, **dict.fromkeys(PIXEL_COLUMNS, pl.UInt8)}
+        schema = {"ID": pl.String, **dict.fromkeys(pixel_columns(src), pl.UInt8)}
         pixels = pl.read_csv(src, schema=schema).drop("ID").to_numpy()
     else:
         raise ValueError(f"unknown parser {parser!r} (known: {', '.join(PARSERS)})")
@@ -94,7 +101,7 @@ def parser_missing(parser: str) -> str | None:
     return None
 
 
-def near_free_model(path: Path) -> Path:
+def near_free_model(path: Path, n_pixels: int) -> Path:
     """An ONNX graph with fcls's interface (uint8 [batch, 1024] -> logits, label) that does
     almost nothing: its logits are the first ten pixels, its label their argmax."""
     import onnx
@@ -112,7 +119,7 @@ def near_free_model(path: Path) -> Path:
             helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
         ],
         "near_free",
-        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", 1024])],
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", n_pixels])],
         [
             helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10]),
             helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
@@ -128,5 +135,5 @@ def near_free_model(path: Path) -> Path:
 
 
 def near_free_labels(pixels: np.ndarray) -> np.ndarray:
-    """What the near-free model answers for (n, 1024) uint8 rows."""
+    """What the near-free model answers for (n, P) uint8 rows."""
     return pixels[:, :NEAR_FREE_CLASSES].argmax(axis=1).astype(np.int64)

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from fcls.infer.common.spec import DEFAULT_BATCH_SIZE
-from fcls.train.model import MACS_PER_IMAGE
+from fcls.infer.common.spec import DEFAULT_BATCH_SIZE, DEFAULT_SPEC
 
 from .artifacts import (
     BenchImages,
@@ -28,6 +27,7 @@ from .artifacts import (
     bench_images,
     build_models,
     eval_csv,
+    flops_per_image,
     models_from,
     real_looking_images,
 )
@@ -104,8 +104,9 @@ def _measure(
     batch_sizes: tuple[int, ...],
     seconds: float,
     threads: int | None,
-    timing_set: np.ndarray,  # (M, 1024) uint8, M >= the largest batch
-    check_set: np.ndarray | None,  # (C, 1024) uint8 rows agreement is measured on, or None
+    timing_set: np.ndarray,  # (M, P) uint8, M >= the largest batch
+    check_set: np.ndarray | None,  # (C, P) uint8 rows agreement is measured on, or None
+    flops: float | None,  # per image
 ) -> tuple[list[Timing], np.ndarray | None, str, int, float]:
     """In a fresh process: timings per batch size, labels of the check set (None without one),
     provider, threads, peak RSS."""
@@ -114,7 +115,7 @@ def _measure(
     timings = []
     for batch in batch_sizes:
         x = backend.prepare(timing_set[:batch])
-        timings.append(Timing(name, batch, time_calls(partial(backend.run, x), seconds)))
+        timings.append(Timing(name, batch, time_calls(partial(backend.run, x), seconds), flops))
     return timings, labels, backend.provider, backend.threads, peak_rss_mb()
 
 
@@ -193,15 +194,16 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     missing = openvino_missing()
     if missing:
         notes.append(missing)
-    images = bench_images(config.data, models.recorded)
+    images = bench_images(config.data, models.recorded, models.spec)
     notes.append(images.note)
-    rows = _model_rows(config, plan, images, ceiling, log)
+    rows = _model_rows(config, plan, images, ceiling, log, models.flops_per_image)
     report: dict[str, Any] = {
         "machine": info,
         "ceiling_gflops": ceiling,
         "ceiling_how": ceiling_how,
         "gemm_kernels": gemm_kernels(),
-        "flops_per_image": 2 * MACS_PER_IMAGE,
+        "architecture": models.architecture,
+        "flops_per_image": models.flops_per_image,
         "models": {k: str(v) for k, v in models.onnx.items()},
         "checkpoint": None if models.checkpoint is None else str(models.checkpoint),
         "reference": reference,
@@ -222,6 +224,8 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
 
 def run_train_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     """fcls-bench --train: the machine, its ceiling and the training section, nothing else."""
+    from fcls.train.registry import DEFAULT_ARCH
+
     from .training import measure_training
 
     t0 = time.perf_counter()
@@ -236,7 +240,8 @@ def run_train_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "ceiling_gflops": ceiling,
         "ceiling_how": ceiling_how,
         "gemm_kernels": gemm_kernels(),
-        "flops_per_image": 2 * MACS_PER_IMAGE,
+        "architecture": DEFAULT_ARCH,
+        "flops_per_image": flops_per_image(DEFAULT_ARCH, DEFAULT_SPEC),
         "notes": [images.note],
         "seconds_per_point": config.seconds,
         "rows": [],
@@ -252,10 +257,12 @@ def _model_rows(
     images: BenchImages,
     ceiling: float,
     log: Log,
+    flops: float | None,
 ) -> list[dict[str, Any]]:
     """Every backend x batch size, each backend in its own process; agreement with the first
     (the reference) on the check rows, when there are any."""
-    timing_set = real_looking_images(max(1024, *config.batch_sizes), seed=1, pool=images.pool)
+    largest = max(config.batch_sizes)
+    timing_set = real_looking_images(largest, seed=1, pool=images.pool, spec=images.spec)
     rows: list[dict[str, Any]] = []
     baseline: dict[int, Timing] = {}
     expected: np.ndarray | None = None
@@ -269,6 +276,7 @@ def _model_rows(
             config.threads,
             timing_set,
             images.check,
+            flops,
         )
         timings, labels, provider, threads, peak = measured
         agreement = None
@@ -284,7 +292,7 @@ def _model_rows(
                 agreement=agreement,
                 agreement_bar=bar,
                 agreement_ok=None if agreement is None else agreement >= bar,
-                pct_ceiling=100 * timing.gflops / ceiling,
+                pct_ceiling=None if timing.gflops is None else 100 * timing.gflops / ceiling,
                 peak_rss_mb=peak,
                 provider=provider,
                 threads=threads,
@@ -346,7 +354,7 @@ def _end_to_end(
     onnxruntime script, fp32 and int8, on one generated CSV; labels checked against the first
     run. Ratios: fcls over the script of the same precision, and end to end over the same
     model alone at fcls-infer's batch size (from this run's table)."""
-    src = eval_csv(config.workdir, config.rows, images.pool, images.tag)
+    src = eval_csv(config.workdir, config.rows, images.pool, images.tag, images.spec)
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     log(f"  end to end on {config.rows} rows ({src})")
@@ -422,7 +430,7 @@ def _ingest(config: BenchConfig, images: BenchImages, log: Log) -> dict[str, Any
     """Parsers side by side on the largest file (pixels checked against fcls's), then
     fcls-infer with a near-free model on every size: the ingest ceiling and its peak RSS."""
     sizes = sorted(config.ingest_rows)
-    files = {n: eval_csv(config.workdir, n, images.pool, images.tag) for n in sizes}
+    files = {n: eval_csv(config.workdir, n, images.pool, images.tag, images.spec) for n in sizes}
     big = files[sizes[-1]]
     log(f"  ingest: parsers on {sizes[-1]} rows ({big})")
     notes, parsed = [], []
@@ -437,7 +445,9 @@ def _ingest(config: BenchConfig, images: BenchImages, log: Log) -> dict[str, Any
     for p in parsed[1:]:
         if (p.rows, p.digest) != (reference.rows, reference.digest):
             raise AgreementError(f"{p.parser}: pixels of {big} differ from the fcls reader's")
-    model = near_free_model(config.workdir / "near_free.onnx")
+    model = near_free_model(
+        config.workdir / f"near_free_{images.spec.n_pixels}.onnx", images.spec.n_pixels
+    )
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     ceiling = []
@@ -492,6 +502,13 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _network(report: dict[str, Any]) -> str:
+    """`FinalCNNet 65.6 MFLOP/image`, from what the report recorded of the model."""
+    flops = report.get("flops_per_image")
+    size = "FLOP/image unknown" if flops is None else f"{flops / 1e6:.1f} MFLOP/image"
+    return f"{report.get('architecture') or 'network'} {size}"
+
+
 def _agree(row: dict[str, Any]) -> str:
     """The agree column: the figure, '-' when not measured, '!' when below its bar."""
     mark = "!" if row.get("agreement_ok") is False else " "
@@ -533,8 +550,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"GPU {m['gpu'] or 'none'}",
         f"python {v['python']}, torch {v['torch']} ({m['torch_threads']} threads), onnxruntime "
         f"{v['onnxruntime']}, numpy {v['numpy']}, pyarrow {v['pyarrow']}{peers}",
-        f"ceiling: fp32 matmul {report['ceiling_gflops']:.1f} GFLOP/s (best: {report['ceiling_how']}) | FinalCNNet "
-        f"{report['flops_per_image'] / 1e6:.1f} MFLOP/image | {report['seconds_per_point']} s per point",
+        f"ceiling: fp32 matmul {report['ceiling_gflops']:.1f} GFLOP/s (best: {report['ceiling_how']}) | "
+        f"{_network(report)} | {report['seconds_per_point']} s per point",
         format_gemm(report.get("gemm_kernels", {})),
         *report.get("notes", []),
     ]
@@ -551,7 +568,7 @@ def format_report(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         lines.append(
             f"{r['backend']:10s} {r['batch']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
-            f"{r['throughput']:9.0f} {r['gflops']:8.1f} {r['pct_ceiling']:6.1f} {_fmt(r['vs_torch'], '7.2f')} "
+            f"{r['throughput']:9.0f} {_fmt(r['gflops'], '8.1f')} {_fmt(r['pct_ceiling'], '6.1f')} {_fmt(r['vs_torch'], '7.2f')} "
             f"{_fmt(r['p99_vs_torch'], '6.2f')} {_agree(r)} {r['peak_rss_mb']:7.0f}  "
             f"{r['provider']} x{r['threads']}{_below(r)}"
         )
@@ -592,7 +609,7 @@ def format_report(report: dict[str, Any]) -> str:
         g = report["ingest"]
         lines += [
             "",
-            f"ingest: parse to a (n, 1024) uint8 matrix, {g['rows']} rows ({g['file']})",
+            f"ingest: parse to a (n, P) uint8 matrix, {g['rows']} rows ({g['file']})",
             f"{'parser':28s} {'rows/s':>9s} {'x fcls':>7s} {'peak MB':>7s}",
         ]
         for p in g["parse"]:

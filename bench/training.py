@@ -24,8 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.train.config import RECIPES, Recipe
-from fcls.train.model import MACS_PER_IMAGE, FinalCNNet, patch_matmul, predict_logits, to_input
+from fcls.train.model import patch_matmul
+from fcls.train.predict import predict_logits, to_input
+from fcls.train.registry import DEFAULT_ARCH, create_model
 from fcls.train.steps import (
     Ema,
     EpochPlan,
@@ -37,7 +40,16 @@ from fcls.train.steps import (
 
 BATCH = 256
 EVAL_BATCH = 1024
-TRAIN_FLOPS = 3 * 2 * MACS_PER_IMAGE  # a training step: forward, and a backward of twice that
+
+
+def _network() -> torch.nn.Module:
+    """The default network at the notebook's geometry: what this section times."""
+    return create_model(DEFAULT_ARCH, DEFAULT_SPEC)
+
+
+def _flops() -> float:
+    """FLOP of one image's forward pass (2 per multiply-add)."""
+    return 2.0 * _network().multiply_adds()  # type: ignore[operator]
 
 
 def _median_seconds(fn: Callable[[], object], rounds: int) -> float:
@@ -53,7 +65,7 @@ def _median_seconds(fn: Callable[[], object], rounds: int) -> float:
 def _recipe_epoch(recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
     """One fcls epoch of `recipe` over x, as fcls-train runs it (first stage)."""
     torch.manual_seed(0)
-    model = FinalCNNet().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = _network().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model.scale_dropout(recipe.dropout)
     stage = recipe.stages[0]
     optimizer = make_optimizer(stage, model)
@@ -72,7 +84,7 @@ def _recipe_epoch(recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> Callable[
 def _plain_epoch(x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
     """The notebook's loop: NCHW float input made once, Adam, the module's own forward."""
     torch.manual_seed(0)
-    model = FinalCNNet().train()
+    model = _network().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-3)
     xf = to_input(x)
 
@@ -97,12 +109,12 @@ def _fwd_bwd(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> 
 def _layer_costs(rounds: int) -> list[dict[str, Any]]:
     """Forward + backward ms per layer at batch 256: fcls's formulation and plain NCHW."""
     torch.manual_seed(0)
-    model = FinalCNNet()
+    model = _network()
     shapes = {"conv1": (1, 32), "conv2": (64, 15), "conv3": (128, 7), "conv4": (256, 6)}
     out = []
     for name, (channels, side) in shapes.items():
         conv = getattr(model, name)
-        gemm = name == "conv4"  # FinalCNNet.fast_forward's choice
+        gemm = name == "conv4"  # the default network's fast_forward choice
         x = torch.randn(BATCH, channels, side, side)
         grad_in = name != "conv1"  # the image needs no gradient
         cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(grad_in)
@@ -126,13 +138,13 @@ def _timed(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
     if what.startswith("fcls recipe "):
         return _median_seconds(_recipe_epoch(RECIPES[what.split()[-1]], x, y), rounds)
     if what == "fcls forward":
-        model = FinalCNNet().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
+        model = _network().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         return _median_seconds(lambda: predict_logits(model, x, EVAL_BATCH), rounds)
     if what == "fcls layers":
         return _layer_costs(rounds)
     if what == "notebook loop":
         return _median_seconds(_plain_epoch(x, y), rounds)
-    plain = FinalCNNet().eval()  # "notebook forward"
+    plain = _network().eval()  # "notebook forward"
 
     def forward() -> None:
         with torch.no_grad():
@@ -166,12 +178,13 @@ def measure_training(
             "pct_ceiling": 100 * gflops / ceiling_gflops,
         }
 
-    recipes = [row(f"train, recipe {n}", f"fcls recipe {n}", TRAIN_FLOPS) for n in RECIPES]
-    loop = row("train, the notebook's loop", "notebook loop", TRAIN_FLOPS)
+    step = 3 * _flops()  # a training step: forward, and a backward of twice that
+    recipes = [row(f"train, recipe {n}", f"fcls recipe {n}", step) for n in RECIPES]
+    loop = row("train, the notebook's loop", "notebook loop", step)
     for r in recipes:
         r["vs_notebook_loop"] = r["img_per_s"] / loop["img_per_s"]
-    forward = row("validation forward", "fcls forward", 2 * MACS_PER_IMAGE)
-    plain_forward = row("forward, the notebook's way", "notebook forward", 2 * MACS_PER_IMAGE)
+    forward = row("validation forward", "fcls forward", _flops())
+    plain_forward = row("forward, the notebook's way", "notebook forward", _flops())
     forward["vs_notebook_loop"] = forward["img_per_s"] / plain_forward["img_per_s"]
     return {
         "rows": rows,

@@ -16,6 +16,7 @@ from fcls.infer.common.drift import PROFILE_KEY, Profile
 from fcls.infer.common.errors import ConfigError, FclsError, ParityError, ProviderError
 from fcls.infer.common.modelfile import VARIANT_TAGS, variant_path
 from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
+from fcls.infer.common.spec import SPEC_KEY
 from fcls.infer.common.system import fcls_version
 from fcls.train.checkpoint import Checkpoint
 
@@ -79,14 +80,14 @@ def export_onnx(
     config: ExportConfig | None = None,
     log: Log = print,
 ) -> ExportResult:
-    """Export a FinalCNNet checkpoint to `dest` only if it passes the parity gate.
+    """Export a checkpoint (any registered network, or the user's own) to `dest` only if it passes the parity gate.
 
     `checkpoint` is a `model.pt` path (any checkpoint format, or a bare state_dict) or a loaded
     `Checkpoint`; `dest` is the fp32 ONNX file; `config` picks the variants (`.opt`, `.int8`,
     `.fp16` beside `dest`), the gate data and tolerances; `log` receives each gate's figures.
     Variants of a model `dest` replaces are removed. Returns the paths and every gate's figures.
 
-    Raises CheckpointError (unreadable or not a FinalCNNet), ParityError (a gate failed: nothing
+    Raises CheckpointError (unreadable, or weights that do not fit its network), ParityError (a gate failed: nothing
     of that model is written), ConfigError (int8 without real gate images), ProviderError
     (require_fp16_check without CUDA), DataError (bad --data) and OutputError.
     """
@@ -111,10 +112,10 @@ def export_onnx(
                 f"notice: {gate.note}; fp32 parity is checked on random images (--data adds real ones)"
             )
         if config.builds_fp16:  # refuse an fp16 overflow before anything is written
-            check_fp16_ranges(ckpt.model, gate.calibration[: config.calibration_rows])
-        parity_pixels = gate.parity_set(config.parity_real)  # (2R, 1024) uint8: real + random
-        reference = reference_logits(ckpt.model, parity_pixels)
-        heldout_ref = reference_logits(ckpt.model, gate.heldout)
+            check_fp16_ranges(ckpt.model, ckpt.spec, gate.calibration[: config.calibration_rows])
+        parity_pixels = gate.parity_set(config.parity_real)  # (2R, P) uint8: real + random
+        reference = reference_logits(ckpt.model, ckpt.spec, parity_pixels)
+        heldout_ref = reference_logits(ckpt.model, ckpt.spec, gate.heldout)
         profile = _profile(ckpt, gate, heldout_ref, log)
         opset = config.opset or default_opset()
         result = _export_fp32(
@@ -144,7 +145,7 @@ def _export_fp32(
     failures: list[str] = []
     tmp = staging.temp(dest)  # staged by export_onnx
     for exporter in ("dynamo", "torchscript"):
-        serving = ServingModel(ckpt.model)
+        serving = ServingModel(ckpt.model, ckpt.spec)
         try:
             written = export_graph(serving, tmp, opset, exporter)
             lint(tmp)
@@ -159,9 +160,10 @@ def _export_fp32(
         if not parity.passed:
             failures.append(f"{exporter}: {parity.summary()}")
             continue
-        noise = np.random.default_rng(1).integers(0, 256, size=(1024, 1024), dtype=np.uint8)
+        shape = (DYNAMIC_BATCHES[-1], ckpt.spec.n_pixels)
+        noise = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
         dynamic = check_parity(
-            reference_logits(ckpt.model, noise),
+            reference_logits(ckpt.model, ckpt.spec, noise),
             tmp,
             noise,
             variant="fp32 dynamic batch",
@@ -184,12 +186,20 @@ def _metadata(
     ckpt: Checkpoint, result: ExportResult, variant: str, parity: ParityResult | None = None
 ) -> dict[str, Any]:
     parity = parity or result.parity
+    spec = ckpt.spec
     return {
         "fcls_version": fcls_version(),
         "variant": variant,
-        "class_names": list(ckpt.class_names),
-        "input_layout": "pixels: uint8 [batch, 1024] = 32x32 grayscale row-major, raw 0..255",
-        "outputs": "logits: float32 [batch, 10]; label: int64 [batch] = argmax(logits)",
+        "class_names": list(spec.class_names),
+        SPEC_KEY: spec.to_json(),
+        "architecture": ckpt.architecture,
+        "input_layout": (
+            f"pixels: uint8 [batch, {spec.n_pixels}] = {spec.describe()}, "
+            f"row-major with channels interleaved, raw 0..255"
+        ),
+        "outputs": (
+            f"logits: float32 [batch, {spec.n_classes}]; label: int64 [batch] = argmax(logits)"
+        ),
         "source_checkpoint": ckpt.path.name if ckpt.path else None,
         "source_sha256": ckpt.sha256,
         "test_accuracy": ckpt.test_accuracy,
@@ -204,7 +214,7 @@ def _metadata(
 
 def _profile(ckpt: Checkpoint, gate: GateData, heldout: np.ndarray, log: Log) -> Profile | None:
     """The reference profile of the held-out rows (None without real ones), said in one line."""
-    profile = build_profile(ckpt.model, gate, heldout)
+    profile = build_profile(ckpt.model, ckpt.spec, gate, heldout)
     if profile is None:
         log("notice: no drift profile: the gates have no real images (--data adds them)")
         return None
@@ -307,7 +317,9 @@ def _variants(
     if config.builds_fp16:
         path = variant_path(dest, "fp16")
         tmp = staging.stage(path)
-        serving = ServingModel(ckpt.model, dtype=torch.float16)  # BatchNorm folded in fp32
+        serving = ServingModel(
+            ckpt.model, ckpt.spec, dtype=torch.float16
+        )  # BatchNorm folded in fp32
         export_graph(serving, tmp, result.opset, result.exporter)
         lint(tmp)
         check_fp16_initializers(tmp)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fcls.infer.common.spec import ImageSpec
 from fcls.infer.common.system import file_sha256
-from fcls.infer.formats.sources import input_kind, read_pixels, read_train
+from fcls.infer.formats.sources import input_kind, open_chunks, read_pixels
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
 
 if TYPE_CHECKING:  # torch-free: fcls-bench resolves a model's recorded data without torch
@@ -24,12 +25,12 @@ class GateData:
     """Images for calibration (training rows) and for the gates (held-out rows)."""
 
     source: str
-    calibration: np.ndarray  # (C, 1024) uint8, from the training split
-    heldout: np.ndarray  # (H, 1024) uint8, never seen by training or calibration
+    calibration: np.ndarray  # (C, P) uint8, from the training split
+    heldout: np.ndarray  # (H, P) uint8, never seen by training or calibration
     heldout_labels: np.ndarray | None  # (H,) int64 where the data has labels
     note: str  # how the held-out rows were chosen
     real: bool = True  # False: random images only, fit for fp32 parity, never for int8
-    val: np.ndarray | None = None  # (V, 1024) uint8 validation rows: calibration is fitted here
+    val: np.ndarray | None = None  # (V, P) uint8 validation rows: calibration is fitted here
     val_labels: np.ndarray | None = None  # (V,) int64
 
     def parity_set(self, n_real: int, seed: int = 0) -> np.ndarray:
@@ -54,9 +55,10 @@ def _from_labelled(
     )
 
 
-def _random(reason: str, rows: int = 1024, seed: int = 2) -> GateData:
+def _random(reason: str, spec: ImageSpec, rows: int = 1000, seed: int = 2) -> GateData:
     """No real images: random ones for fp32 parity, and a note that says why."""
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(2 * rows, 1024), dtype=np.uint8)
+    size = (2 * rows, spec.n_pixels)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=size, dtype=np.uint8)
     return GateData(RANDOM_SOURCE, pixels[:rows], pixels[rows:], None, reason, real=False)
 
 
@@ -83,10 +85,24 @@ def recorded_data(recorded: Mapping[str, Any] | None) -> tuple[Path | str | None
 
 def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateData:
     """Rows of `data`, else of the checkpoint's own training data; never another dataset."""
-    return gate_data(data, ckpt.data, eval_rows)
+    return gate_data(data, ckpt.data, eval_rows, ckpt.spec)
 
 
-def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: int) -> GateData:
+def read_labelled(data: Path, rows: int | None, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
+    """The first `rows` rows of a labelled file as (N, P) uint8 and (N,) class indices of
+    `spec`'s classes; the reader refuses another pixel count or an unknown label."""
+    chunks = list(
+        open_chunks(data, "labelled", rows, pixels=spec.n_pixels, classes=spec.class_names)
+    )
+    if not chunks:
+        return np.empty((0, spec.n_pixels), np.uint8), np.empty(0, np.int64)
+    labels = [c.labels for c in chunks if c.labels is not None]
+    return np.concatenate([c.pixels for c in chunks]), np.concatenate(labels)
+
+
+def gate_data(
+    data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: int, spec: ImageSpec
+) -> GateData:
     """Rows of `data`, else of the run's recorded training data (`recorded`, a checkpoint's
     `data`); never another dataset. Any fcls input: CSV, .csv.gz, Parquet, Arrow IPC.
 
@@ -99,7 +115,7 @@ def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: 
     if data is None:
         found, why = recorded_data(recorded)
         if found is None:
-            return _random(why)
+            return _random(why, spec)
         if found == DIGITS_SOURCE:
             pixels, labels = load_digits_32()
             if recorded.get("limit"):
@@ -108,7 +124,7 @@ def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: 
             return _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, note)
         data = Path(found)
     if input_kind(data) == "unlabelled":
-        pixels = read_pixels(data, "unlabelled", limit=eval_rows)
+        pixels = read_pixels(data, "unlabelled", limit=eval_rows, pixels=spec.n_pixels)
         half = len(pixels) // 2
         return GateData(
             str(data), pixels[:half], pixels[half:], None, "second half of unlabelled rows"
@@ -119,7 +135,7 @@ def gate_data(data: Path | None, recorded: Mapping[str, Any] | None, eval_rows: 
         # the checkpoint's own data: re-split exactly as training did, so held-out is held out
         rows = recorded.get("limit")
         note = "the training run's own test split"
-    pixels, labels = read_train(data, limit=rows)
+    pixels, labels = read_labelled(data, rows, spec)
     gate = _from_labelled(pixels, labels, split_seed, str(data), note)
     if len(gate.heldout) > eval_rows:
         return GateData(

@@ -13,9 +13,10 @@ from typing import Any
 
 import onnx
 import torch
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from fcls.infer.common.errors import FclsError
-from fcls.train.model import FinalCNNet
+from fcls.infer.common.spec import ImageSpec
 
 INPUT = "pixels"
 OUTPUTS = ("logits", "label")
@@ -27,57 +28,71 @@ class LintError(FclsError):
     """An exported graph that breaks fcls's structural rules."""
 
 
-# (layer, its BatchNorm) pairs of FinalCNNet, in forward order
-BN_PAIRS = (
-    *((f"conv{i}", f"conv{i}_bn") for i in range(1, 5)),
-    *((f"fc{i}", f"fc{i}_bn") for i in range(1, 5)),
-)
+def fold_batchnorm(model: torch.nn.Module) -> torch.nn.Module:
+    """An fp32 eval-mode copy with every BatchNorm folded into the conv/linear before it (the
+    pairs the network names in `batchnorm_pairs()`; a network without it folds nothing).
 
-
-def fold_batchnorm(model: FinalCNNet) -> FinalCNNet:
-    """An fp32 eval-mode copy with every BatchNorm folded into the conv/linear before it.
-
-    Folding must happen in fp32: conv1 sees raw 0..255 pixels, so conv1_bn's running_var
-    reaches ~1e4 after a short run and can pass fp16's 65,504 in a long one; cast first and
-    the fold divides by sqrt(inf) and silently zeroes the channel.
+    Folding must happen in fp32: a first conv sees raw 0..255 pixels, so its BatchNorm's
+    running_var reaches ~1e4 after a short run and can pass fp16's 65,504 in a long one; cast
+    first and the fold divides by sqrt(inf) and silently zeroes the channel.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
     folded = copy.deepcopy(model).float().eval()
-    for layer, bn in BN_PAIRS:
-        module, norm = getattr(folded, layer), getattr(folded, bn)
-        fuse = fuse_conv_bn_eval if isinstance(module, torch.nn.Conv2d) else fuse_linear_bn_eval
-        setattr(folded, layer, fuse(module, norm))
-        setattr(folded, bn, torch.nn.Identity())
+    named = getattr(folded, "batchnorm_pairs", None)
+    for layer, bn in named() if callable(named) else ():
+        module, norm = folded.get_submodule(layer), folded.get_submodule(bn)
+        fused: torch.nn.Module
+        if isinstance(module, torch.nn.Conv2d) and isinstance(norm, _BatchNorm):
+            fused = fuse_conv_bn_eval(module, norm)
+        elif isinstance(module, torch.nn.Linear) and isinstance(norm, _BatchNorm):
+            fused = fuse_linear_bn_eval(module, norm)
+        else:
+            raise LintError(
+                f"cannot fold {bn} ({type(norm).__name__}) into {layer} ({type(module).__name__})"
+            )
+        _replace(folded, layer, fused)
+        _replace(folded, bn, torch.nn.Identity())
     return folded
 
 
-class ServingModel(torch.nn.Module):
-    """Wraps FinalCNNet so the graph owns its preprocessing: (B, 1024) uint8 -> logits, label.
+def _replace(root: torch.nn.Module, dotted: str, module: torch.nn.Module) -> None:
+    parent, _, name = dotted.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, name, module)
 
-    The conv features are flattened in (h, w, c) order and fc1's columns permuted to match,
-    which computes the same function. onnxruntime runs int8 convolutions channels-last, so
-    this lets its transpose optimizer cancel the NHWC->NCHW transpose it would otherwise
-    insert before fc1 (the int8 gain is measured in bench/README.md).
-    Reduced-precision graphs get their BatchNorms folded in fp32 first (`fold_bn`).
+
+class ServingModel(torch.nn.Module):
+    """Wraps a network so the graph owns its preprocessing: (B, P) uint8 HWC rows -> logits
+    (B, K) float32 and argmax labels (B,) int64.
+
+    The network traced is its `serving_module()` (same function, laid out for onnxruntime:
+    FinalCNNet's flattens its features channels-last so the int8 graph needs no transpose
+    before fc1). Reduced-precision graphs get their BatchNorms folded in fp32 first.
     """
 
     def __init__(
-        self, model: FinalCNNet, dtype: torch.dtype = torch.float32, fold_bn: bool | None = None
+        self,
+        model: torch.nn.Module,
+        spec: ImageSpec,
+        dtype: torch.dtype = torch.float32,
+        fold_bn: bool | None = None,
     ) -> None:
         super().__init__()
         fold = dtype != torch.float32 if fold_bn is None else fold_bn
-        source = fold_batchnorm(model) if fold else copy.deepcopy(model)
-        self.model = source.to(dtype).eval()
-        fc1 = self.model.fc1.weight.data  # (512, 4608) over (c=512, h=3, w=3)
-        permuted = fc1.reshape(512, 512, 3, 3).permute(0, 2, 3, 1).reshape(512, 4608)
-        self.model.fc1.weight.data = permuted.contiguous()  # now over (h, w, c)
-        self.dtype = dtype
+        source = fold_batchnorm(model) if fold else copy.deepcopy(model).eval()
+        make = getattr(source, "serving_module", None)
+        serving = make() if callable(make) else source
+        self.model = serving.to(dtype).eval()
+        self.spec, self.dtype = spec, dtype
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = pixels.to(self.dtype).reshape(-1, 1, 32, 32)  # raw 0..255, as in training
-        features = self.model.features(x).permute(0, 2, 3, 1).reshape(-1, 4608)
-        logits = self.model.classifier(features).to(torch.float32)  # (B, 10) float32 always
+        s = self.spec
+        x = pixels.to(self.dtype)  # raw 0..255, as in training
+        if s.channels == 1:  # HWC and CHW are the same bytes: no transpose in the graph
+            x = x.reshape(-1, 1, s.height, s.width)
+        else:
+            x = x.reshape(-1, s.height, s.width, s.channels).permute(0, 3, 1, 2)
+        logits = self.model(x).to(torch.float32)  # (B, K) float32 always
         return logits, logits.argmax(dim=1)  # (B,) int64
 
 
@@ -107,7 +122,7 @@ def default_opset() -> int:
 
 def export_graph(serving: ServingModel, path: Path, opset: int, exporter: str) -> int:
     """Export with 'dynamo' or 'torchscript' to `path`; return the opset actually written."""
-    example = torch.randint(0, 256, (4, 1024), dtype=torch.uint8)
+    example = torch.randint(0, 256, (4, serving.spec.n_pixels), dtype=torch.uint8)
     quiet = io.StringIO()
     torch_log = logging.getLogger("torch.onnx")
     level = torch_log.level

@@ -12,8 +12,9 @@ import torch
 
 from fcls.infer.common.errors import ProviderError
 from fcls.infer.common.numeric import softmax
+from fcls.infer.common.spec import ImageSpec
 from fcls.infer.engine.session import CPU, CUDA, make_session
-from fcls.train.model import to_input
+from fcls.train.predict import to_input
 
 from .graph import INPUT
 
@@ -55,14 +56,16 @@ class ParityResult:
 
 
 @torch.no_grad()
-def reference_logits(model: torch.nn.Module, pixels: np.ndarray, batch: int = 256) -> np.ndarray:
-    """(N, 10) float32 logits of the eval-mode PyTorch model for (N, 1024) uint8 rows."""
+def reference_logits(
+    model: torch.nn.Module, spec: ImageSpec, pixels: np.ndarray, batch: int = 256
+) -> np.ndarray:
+    """(N, K) float32 logits of the eval-mode PyTorch model for (N, P) uint8 rows of `spec`."""
     model.eval()
     out = [
-        model(to_input(torch.from_numpy(pixels[i : i + batch]))).numpy()
+        model(to_input(torch.from_numpy(pixels[i : i + batch]), spec)).numpy()
         for i in range(0, len(pixels), batch)
     ]
-    return np.concatenate(out) if out else np.empty((0, 10), np.float32)
+    return np.concatenate(out) if out else np.empty((0, spec.n_classes), np.float32)
 
 
 def exact_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSession:
@@ -77,7 +80,7 @@ def exact_session(path: Path | bytes, provider: str = "cpu") -> ort.InferenceSes
 def run_session(
     session: ort.InferenceSession, pixels: np.ndarray, batch: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Logits (N, 10) float32 and labels (N,) int64 of a uint8-input session, `batch` rows a call."""
+    """Logits (N, K) float32 and labels (N,) int64 of a uint8-input session, `batch` rows a call."""
     logits, labels = [], []
     for i in range(0, len(pixels), batch):
         lo, la = session.run(None, {INPUT: pixels[i : i + batch]})
@@ -87,9 +90,9 @@ def run_session(
 
 
 def check_parity(
-    reference: np.ndarray,  # (N, 10) float32 logits of the source model
+    reference: np.ndarray,  # (N, K) float32 logits of the source model
     onnx_model: Path | bytes,
-    pixels: np.ndarray,  # (N, 1024) uint8
+    pixels: np.ndarray,  # (N, P) uint8
     *,
     variant: str = "fp32",
     batch_sizes: tuple[int, ...] = (1, 7, 256),

@@ -17,8 +17,8 @@ import torch
 from onnx import numpy_helper
 
 from fcls.infer.common.errors import ParityError
+from fcls.infer.common.spec import ImageSpec
 from fcls.infer.engine.session import CUDA, make_session
-from fcls.train.model import FinalCNNet
 
 from .graph import INPUT, ServingModel
 
@@ -87,13 +87,15 @@ class Fp16RangeError(ParityError):
     """A model whose weights or activations do not fit fp16; the message names the tensor."""
 
 
-def check_fp16_ranges(model: FinalCNNet, calibration: np.ndarray, batch: int = 256) -> None:
+def check_fp16_ranges(
+    model: torch.nn.Module, spec: ImageSpec, calibration: np.ndarray, batch: int = 256
+) -> None:
     """Refuse an fp16 export whose folded fp32 weights or calibration activations exceed fp16.
 
     Runs the BatchNorm-folded fp32 serving model (the one the fp16 graph is cast from) over
-    the (N, 1024) uint8 calibration rows and checks every parameter and every layer's output.
+    the (N, P) uint8 calibration rows and checks every parameter and every layer's output.
     """
-    serving = ServingModel(model, torch.float32, fold_bn=True)
+    serving = ServingModel(model, spec, torch.float32, fold_bn=True)
     limit = FP16_MAX / FP16_HEADROOM
     for name, tensor in serving.named_parameters():
         peak = float(tensor.detach().abs().max())

@@ -1,6 +1,6 @@
 """Labelled evaluation of exported models: a labelled file through one or more ONNX models.
 
-The file (`pix1..pix1024,label`) is streamed once in chunks; every batch goes through each model
+The file (pixel columns and a label) is streamed once in chunks; every batch goes through each model
 in turn, so all models see the same rows in the same batches. Per model only its (classes x
 classes) confusion matrix is kept, and per pair of models an agreement tally (a label-vs-label
 matrix and the disagreements by true class): memory does not grow with the file.
@@ -33,7 +33,7 @@ from .common.metrics import (
     reliability_png,
 )
 from .common.output import OutputSet, output_errors
-from .common.spec import DEFAULT_BATCH_SIZE, N_CLASSES
+from .common.spec import DEFAULT_BATCH_SIZE, ImageSpec
 from .common.system import fcls_version, file_sha256
 from .engine.predictor import Predictor
 from .formats.csvfile import source_name
@@ -42,8 +42,8 @@ from .formats.sources import is_table, is_unlabelled, open_chunks
 Log = Callable[[str], None]
 REPORT = "report.json"
 UNLABELLED = (
-    "has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
-    "(pix1..pix1024,label); fcls-infer scores unlabelled files"
+    "has ID and pixel columns but no label column; fcls-eval needs a label column "
+    "(pix1..pixN,label); fcls-infer scores unlabelled files"
 )
 PNG_HINT = (
     "matplotlib is not installed: wrote report.json only; "
@@ -55,7 +55,7 @@ PNG_HINT = (
 class EvalConfig:
     """What `evaluate` scores and where it writes; built at the CLI edge."""
 
-    data: str | Path  # labelled input: CSV (pix1..pix1024,label), .gz, '-', Parquet or Arrow IPC
+    data: str | Path  # labelled input: CSV (pix1..pixN,label), .gz, '-', Parquet or Arrow IPC
     models: tuple[Path, ...]
     out: Path = Path("eval-report")  # directory for report.json and the PNGs
     provider: str = "auto"
@@ -89,15 +89,16 @@ class Pair:
         return int(np.trace(self.labels))
 
 
-def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(n, 1024) uint8 pixels and (n,) int64 labels of a labelled file, chunk by chunk.
+def read_labelled(src: str | Path, spec: ImageSpec) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(n, P) uint8 pixels and (n,) int64 class indices of a labelled file, chunk by chunk.
 
-    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC), opened by `sources.open_chunks`.
+    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC), opened by `sources.open_chunks`;
+    its pixel count must be the model's and its labels the model's classes (by index or name).
     An unlabelled file (ID, no label) is refused with a message that says which command takes it.
     """
     started = False
     try:
-        for chunk in open_chunks(src, "labelled"):
+        for chunk in open_chunks(src, "labelled", pixels=spec.n_pixels, classes=spec.class_names):
             started = True
             assert chunk.labels is not None  # labelled files always carry labels
             yield chunk.pixels, chunk.labels
@@ -107,27 +108,28 @@ def read_labelled(src: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         raise
 
 
-def _check_models(predictors: list[Predictor]) -> list[str]:
-    """The class names all models share; refuse models that cannot be compared on these labels."""
+def _check_models(predictors: list[Predictor]) -> ImageSpec:
+    """The image spec all models share; refuse models that cannot be compared on one file."""
     first = predictors[0]
-    for p in predictors:
-        names = p.class_names
-        if len(names) != N_CLASSES:
+    for p in predictors[1:]:
+        if p.spec.size != first.spec.size:
             raise ModelError(
-                f"{p.path}: the model has {len(names)} classes, the labels of a train-format "
-                f"file are 0..{N_CLASSES - 1} ({N_CLASSES} classes)"
+                f"{p.path}: the model takes {p.spec.describe()}, but {first.path} takes "
+                f"{first.spec.describe()}; models are compared on one file"
             )
-        if len(set(names)) != len(names):
-            dup = sorted({n for n in names if names.count(n) > 1})
-            raise ModelError(f"{p.path}: class names repeat ({', '.join(map(repr, dup))})")
-        if names != first.class_names:
-            diff = next(i for i, (x, y) in enumerate(zip(first.class_names, names)) if x != y)
+        names, theirs = p.class_names, first.class_names
+        if len(names) != len(theirs):
+            raise ModelError(
+                f"{p.path}: the model has {len(names)} classes, {first.path} has {len(theirs)}"
+            )
+        if names != theirs:
+            diff = next(i for i, (x, y) in enumerate(zip(theirs, names)) if x != y)
             raise ModelError(
                 f"{p.path}: class {diff} is {names[diff]!r}, but {first.path} calls it "
-                f"{first.class_names[diff]!r}; models with different class names are not "
+                f"{theirs[diff]!r}; models with different class names are not "
                 "compared (the report would give one index two names)"
             )
-    return list(first.class_names)
+    return first.spec
 
 
 @dataclass(frozen=True)
@@ -195,8 +197,8 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
     """Score a labelled file with every model of `config` and write report.json (+ PNGs).
 
     Raises DataError (unreadable or unlabelled data, no rows), ConfigError (batch size < 1),
-    ModelError (missing or unloadable model, a class count other than 10, class names that
-    differ between models), ProviderError and OutputError. Nothing is written unless the whole evaluation succeeds.
+    ModelError (missing or unloadable model, models of other image sizes or class names
+    than each other), ProviderError and OutputError. Nothing is written unless the whole evaluation succeeds.
     """
     say = log or (lambda _: None)
     if not config.models:
@@ -205,7 +207,16 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
         raise ConfigError(f"--batch-size {config.batch_size}: must be at least 1")
     t0 = time.perf_counter()
     predictors = [Predictor(m, config.provider, config.threads) for m in config.models]
-    class_names = _check_models(predictors)
+    try:
+        return _evaluate(config, predictors, say, t0)
+    finally:
+        for p in predictors:
+            p.close()
+
+
+def _evaluate(config: EvalConfig, predictors: list[Predictor], say: Log, t0: float) -> EvalResult:
+    spec = _check_models(predictors)
+    class_names = list(spec.class_names)
     png = config.png and _has_matplotlib()
     if config.png and not png:
         say(PNG_HINT)
@@ -254,21 +265,18 @@ def _tally(config: EvalConfig, predictors: list[Predictor], k: int) -> Tally:
         calibrated=[Reliability(p.temperature) for p in predictors],
         raw=[Reliability() for _ in predictors],
     )
-    for pixels, labels in read_labelled(config.data):  # (n, 1024) uint8, (n,) int64
-        for start in range(0, len(labels), config.batch_size):
-            batch = pixels[start : start + config.batch_size]
-            y = labels[start : start + config.batch_size]
-            preds = []
-            for i, p in enumerate(predictors):
-                t = time.perf_counter()
-                logits = p.logits(batch)
-                tally.model_seconds[i] += time.perf_counter() - t
-                preds.append(logits.argmax(axis=1))
-                tally.confusion[i] += label_matrix(y, preds[i], k)
-                tally.calibrated[i].add(logits, y)
-                tally.raw[i].add(logits, y)
-            for pair in tally.pairs:
-                pair.add(y, preds[pair.a], preds[pair.b])
+    for pixels, labels in read_labelled(config.data, predictors[0].spec):
+        preds = []
+        for i, p in enumerate(predictors):
+            t = time.perf_counter()
+            logits = p.logits_batches(pixels, config.batch_size)
+            tally.model_seconds[i] += time.perf_counter() - t
+            preds.append(logits.argmax(axis=1))
+            tally.confusion[i] += label_matrix(labels, preds[i], k)
+            tally.calibrated[i].add(logits, labels)
+            tally.raw[i].add(logits, labels)
+        for pair in tally.pairs:
+            pair.add(labels, preds[pair.a], preds[pair.b])
     return tally
 
 

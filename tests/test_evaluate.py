@@ -305,8 +305,8 @@ def test_unlabelled_file_is_refused(tmp_path: Path, rows, models):
     _fails(
         [str(eval_csv), "-m", str(models[0])],
         tmp_path / "out",
-        "e.csv:1: has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
-        "(pix1..pix1024,label); fcls-infer scores unlabelled files",
+        "e.csv:1: has ID and pixel columns but no label column; fcls-eval needs a "
+        "label column (pix1..pixN,label); fcls-infer scores unlabelled files",
     )
 
 
@@ -347,24 +347,24 @@ def test_unlabelled_table_is_refused_like_csv(tmp_path: Path, rows, models, suff
     _fails(
         [str(table), "-m", str(models[0])],
         tmp_path / "out",
-        f"e{suffix}: has ID,pix1..pix1024 but no label column; fcls-eval needs a label column "
-        "(pix1..pix1024,label); fcls-infer scores unlabelled files",
+        f"e{suffix}: has ID and pixel columns but no label column; fcls-eval needs a "
+        "label column (pix1..pixN,label); fcls-infer scores unlabelled files",
     )
 
 
 def test_other_header_problems_keep_the_reader_message(tmp_path: Path, models):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b,c\n1,2,3\n")
-    _fails([str(bad), "-m", str(models[0])], tmp_path / "out", "bad.csv:1: expected 1025 columns")
+    _fails([str(bad), "-m", str(models[0])], tmp_path / "out", "bad.csv:1: missing label column")
 
 
-def test_model_with_another_class_count(tmp_path: Path, data):
+def test_a_label_beyond_the_models_classes_names_its_row(tmp_path: Path, data):
     five = select_model(tmp_path / "five.onnx", 0, classes=5)
     _fails(
         [str(data), "-m", str(five)],
         tmp_path / "out",
-        "five.onnx: the model has 5 classes, the labels of a train-format file are 0..9",
-        3,
+        "data.csv:3 column label: label '6' is not one of the model's 5 classes (0, 1, 2, 3, 4)",
+        1,
     )
 
 
@@ -380,7 +380,12 @@ def test_models_with_different_class_names_are_refused(tmp_path: Path, data, mod
 
 def test_repeated_class_names_are_refused(tmp_path: Path, data):
     twice = select_model(tmp_path / "twice.onnx", 0, [*NAMES[:9], NAMES[0]])
-    _fails([str(data), "-m", str(twice)], tmp_path / "out", "class names repeat ('class a')", 3)
+    _fails(
+        [str(data), "-m", str(twice)],
+        tmp_path / "out",
+        "twice.onnx: its image spec cannot be used (classes 0 and 9 share the name 'class a')",
+        3,
+    )
 
 
 def test_missing_model_and_empty_data(tmp_path: Path, data, models):

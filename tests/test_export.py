@@ -22,6 +22,7 @@ from fcls.export.cli import main
 from fcls.export.graph import LintError, io_signature, lint, read_metadata, set_metadata
 from fcls.export.parity import reference_logits
 from fcls.infer.common.errors import CheckpointError, ConfigError, OutputError, ParityError
+from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.infer.formats.sources import read_train
 from fcls.train.data import split
 
@@ -51,7 +52,9 @@ def test_interface_lint_and_dynamic_batch(exported: Path):
 def test_metadata_and_parity_json(exported: Path, trained: Path):
     meta = read_metadata(exported)
     ckpt = torch.load(trained / "model.pt", weights_only=True)
-    assert json.loads(meta["class_names"]) == ckpt["class_names"]
+    assert json.loads(meta["class_names"]) == ckpt["image_spec"]["class_names"]
+    assert json.loads(meta["image_spec"]) == ckpt["image_spec"]
+    assert meta["architecture"] == ckpt["architecture"] == "FinalCNNet"
     assert meta["source_sha256"] == hashlib.sha256((trained / "model.pt").read_bytes()).hexdigest()
     assert float(meta["test_accuracy"]) == ckpt["metrics"]["test_accuracy"]
     assert meta["exporter"] in ("dynamo", "torchscript") and int(meta["opset"]) >= 17
@@ -130,7 +133,10 @@ def test_bare_state_dict_exports(tmp_path: Path, trained: Path):
     torch.save(torch.load(trained / "model.pt", weights_only=True)["model"], bare)
     result = export_onnx(bare, tmp_path / "m.onnx", log=lambda s: None)
     assert result.parity.passed and (tmp_path / "m.onnx").is_file()
-    assert json.loads(read_metadata(tmp_path / "m.onnx")["class_names"])[0] == "T-shirt/top"
+    # a bare state_dict names no classes: they are named by number, never assumed Fashion's
+    assert json.loads(read_metadata(tmp_path / "m.onnx")["class_names"]) == [
+        str(i) for i in range(10)
+    ]
 
 
 def test_architecture_mismatch_names_keys(tmp_path: Path, trained: Path):
@@ -240,7 +246,7 @@ def test_int8_gate_on_real_data(tmp_path: Path, fashion_trained: Path, shared_da
     assert np.abs(fp32 - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
     assert (fp32.argmax(1) == ref.argmax(1)).all()
     assert (int8.argmax(1) == ref.argmax(1)).mean() >= 0.99
-    np.testing.assert_allclose(reference_logits(model, held_out), ref, atol=1e-5)
+    np.testing.assert_allclose(reference_logits(model, DEFAULT_SPEC, held_out), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from helpers import sparse_pixels as pixels
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError
-from fcls.infer.common.spec import number_names, pixel_column_names
+from fcls.infer.common.spec import DEFAULT_SPEC, number_names, pixel_column_names
 from fcls.infer.convert import convert
 from fcls.infer.engine.pipeline import predict_csv, predict_files
 from fcls.infer.formats.csvfile import CsvReader
@@ -592,7 +592,7 @@ def test_ray_on_parquet_equals_single_process(tmp_path, tiny, csv_file, ray_loca
     convert(csv_file, src, durable=False)
     # several row groups so that the run really splits
     pq.write_table(pq.read_table(src), src, row_group_size=150)
-    _, blocks = plan_shards(0, src)
+    _, blocks = plan_shards(0, src, DEFAULT_SPEC)
     assert len(blocks) == 7 and [b.first_row_at for b in blocks[:3]] == [1, 151, 301]
     want = tmp_path / "want.csv"
     predict_csv(src, want, tiny, proba=True, progress=False)

@@ -17,6 +17,7 @@ from helpers import deadline, write_eval_csv
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, OutputError
+from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.infer.engine import ray as ray_engine
 from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_csv, predict_files
@@ -45,7 +46,7 @@ def parts(tmp_path_factory, digits) -> list[Path]:
 
 def test_plan_shards_cover_the_file_on_row_boundaries(parts):
     path = parts[2]
-    header, blocks = plan_shards(0, path, shard_bytes=100_000)
+    header, blocks = plan_shards(0, path, DEFAULT_SPEC, shard_bytes=100_000)
     data = path.read_bytes()
     assert len(blocks) > 5 and data.startswith(header)
     assert b"".join(data[b.start : b.end] for b in blocks) == data[len(header) :]
@@ -283,7 +284,7 @@ def test_scored_pieces_rebuild_the_file_however_ray_batches_them(
     lines = parts[0].read_text().splitlines(keepends=True)
     src = tmp_path / "gaps.csv"
     src.write_text("".join(lines[:600]) + "\n" * 250_000 + "".join(lines[600:]))
-    _, blocks = plan_shards(0, src, shard_bytes=100_000)
+    _, blocks = plan_shards(0, src, DEFAULT_SPEC, shard_bytes=100_000)
     parsed = [
         part
         for b in blocks

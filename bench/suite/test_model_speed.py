@@ -7,14 +7,13 @@ import pytest
 from suite_helpers import BATCH_SIZES, ROUNDS, timings
 
 from fcls.bench.backends import MIN_AGREEMENT, PEERS
-from fcls.bench.core import FLOPS_PER_IMAGE
 
 BACKENDS = ("torch", "ort", "ort-opt", "ort-int8", "cuda", "cuda-fp16", *PEERS)
 
 
 @pytest.mark.parametrize("batch", BATCH_SIZES)
 @pytest.mark.parametrize("name", BACKENDS)
-def test_model(benchmark, backends, peers_missing, check_set, torch_labels, name, batch):
+def test_model(benchmark, backends, models, peers_missing, check_set, torch_labels, name, batch):
     if name in PEERS and peers_missing:
         pytest.skip(peers_missing)
     if name not in backends:
@@ -31,7 +30,7 @@ def test_model(benchmark, backends, peers_missing, check_set, torch_labels, name
             p90_ms=float(np.percentile(times, 90) * 1e3),
             p99_ms=float(np.percentile(times, 99) * 1e3),
             img_per_s=img_s,
-            gflops=img_s * FLOPS_PER_IMAGE / 1e9,
+            gflops=img_s * (models.flops_per_image or 0.0) / 1e9,
             provider=backend.provider,
         )
     # a fast wrong path cannot pass: labels on the whole check set against PyTorch eager

@@ -100,9 +100,13 @@ def _spec(
                 "nor float [batch, channels, height, width] images"
             )
         names = json.loads(meta["class_names"]) if "class_names" in meta else None
-        if not names and not isinstance(n_classes, int):
+        if names:
+            classes = tuple(names)
+        elif isinstance(n_classes, int):
+            classes = number_names(n_classes)
+        else:
             raise ModelError(f"{path}: the logits' class count is not fixed ({n_classes!r})")
-        return ImageSpec(h, w, c, tuple(names or number_names(int(n_classes))))  # type: ignore[arg-type]
+        return ImageSpec(int(h), int(w), int(c), classes)
     except (SpecError, json.JSONDecodeError) as e:
         raise ModelError(f"{path}: its image spec cannot be used ({e})") from None
 

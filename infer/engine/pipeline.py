@@ -34,7 +34,7 @@ from ..common.system import available_cpus, file_sha256
 from ..formats.csvfile import source_name
 from ..formats.paths import check_outputs, is_regular, is_stdin
 from ..formats.results import header_line, results_schema
-from ..formats.sources import id_type, is_table
+from ..formats.sources import check_header, id_type, is_table
 from ..formats.tables import table_format
 from .options import CHECKPOINT_SECONDS, ScoringOptions
 from .predictor import Predictor
@@ -156,12 +156,15 @@ def predict_files(
     if resume:
         _check_resumable(sources, destinations)
     _remove_leftovers(destinations, resume, say)
+    owned = not isinstance(model, Predictor)
     with OutputSet(opts.durable, log=say) as outputs:
         journals: list[Journal] = []
         try:
             if not isinstance(model, Predictor):
                 model = Predictor(model, opts.provider, opts.threads, spinning=False)
             check_profile(model, opts, say)
+            for src in files:  # every file's pixel count, before anything is scored
+                check_header(src, "unlabelled", pixels=model.spec)
             report = stage_drift_report(model, opts, drift_report, outputs)
             model_sha = file_sha256(model.path) if resume else ""
             summaries = []
@@ -182,6 +185,9 @@ def predict_files(
                     outputs.release(journal.dest)
                 journal.unlock()
             raise
+        finally:
+            if owned and isinstance(model, Predictor):
+                model.close()
     for journal in journals:
         journal.remove()
     return summaries
@@ -352,7 +358,7 @@ def _run(job: _Job, drift: np.ndarray | None) -> tuple[int, np.ndarray | None]:
     pool = ThreadPoolExecutor(threads, thread_name_prefix="fcls-parse")
     parsed: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH + threads)  # keeps the pool busy
     scored: queue.Queue[Any] = queue.Queue(QUEUE_DEPTH)
-    reader = Reader(src, is_table(src), options.chunk_bytes, start, pool)
+    reader = Reader(src, is_table(src), options.chunk_bytes, start, pool, job.model.spec)
     writer = _writer(job)
     workers = [
         Worker(lambda: reader(parsed, halt), "fcls-reader", halt),

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from ..common.errors import ConfigError, DataError, FclsError
 from ..common.output import OutputSet, output_errors
+from ..common.spec import ImageSpec
 from ..common.system import available_cpus
 from ..formats.csvfile import CsvReader, LineInput, read_header
 from ..formats.csvgrammar import parse_header_line
@@ -60,49 +61,56 @@ class Shard:
     start: int  # CSV: the byte offset it starts at; Parquet: its first row group
     end: int  # -1: to the end (gzip and IPC files are one shard); Parquet: row group after
     first_row_at: int  # CSV: file line of its first row; Parquet and IPC: that row's number, from 1
+    pixels: int  # values per row: the model's image size (the header was checked for it)
 
 
-def plan_shards(file: int, path: Path, shard_bytes: int = SHARD_BYTES) -> tuple[bytes, list[Shard]]:
-    """The header line (validated; b"" but for plain CSV) and the shards of one input."""
-    fmt = table_format(path)
+def plan_shards(
+    file: int, path: Path, spec: ImageSpec, shard_bytes: int = SHARD_BYTES
+) -> tuple[bytes, list[Shard]]:
+    """The header line (validated for rows of `spec`; b"" but for plain CSV) and the shards
+    of one input."""
+    fmt, n = table_format(path), spec.n_pixels
     if fmt != "csv":
-        plan_layout(table_schema(path), "unlabelled", str(path))
+        plan_layout(table_schema(path), "unlabelled", str(path), spec)
         if fmt == "ipc":
-            return b"", [Shard(file, 0, str(path), 0, -1, 1)]
-        return b"", _row_group_shards(file, path)
+            return b"", [Shard(file, 0, str(path), 0, -1, 1, n)]
+        return b"", _row_group_shards(file, path, n)
     if path.suffix == ".gz":
-        read_header(path, "unlabelled")
-        return b"", [Shard(file, 0, str(path), 0, -1, 2)]
-    return _line_shards(file, path, shard_bytes)
+        read_header(path, "unlabelled", spec)
+        return b"", [Shard(file, 0, str(path), 0, -1, 2, n)]
+    return _line_shards(file, path, shard_bytes, spec)
 
 
-def _line_shards(file: int, path: Path, shard_bytes: int) -> tuple[bytes, list[Shard]]:
+def _line_shards(
+    file: int, path: Path, shard_bytes: int, spec: ImageSpec
+) -> tuple[bytes, list[Shard]]:
     """Byte ranges of whole lines, cut by the same splitter as the local pipeline."""
     shards: list[Shard] = []
+    n = spec.n_pixels
     with path.open("rb") as f:
         lines = LineInput(f, str(path))
         raw, terminated = lines.header_line()
-        parse_header_line(raw, "unlabelled", str(path), terminated)
+        parse_header_line(raw, "unlabelled", str(path), terminated, spec)
         header = raw + b"\n" * terminated
         start, line = lines.offset, 2
         try:
             for block in lines.blocks(shard_bytes, line):
-                shards.append(Shard(file, len(shards), str(path), start, block.end_offset, line))
+                shards.append(Shard(file, len(shards), str(path), start, block.end_offset, line, n))
                 start, line = block.end_offset, block.end_line
         except DataError:
             # a line too long to end a shard: the rest is one shard whose parse reports it,
             # in input order with the other files' errors
             end = os.fstat(f.fileno()).st_size
-            shards.append(Shard(file, len(shards), str(path), start, end, line))
+            shards.append(Shard(file, len(shards), str(path), start, end, line, n))
     return header, shards
 
 
-def _row_group_shards(file: int, path: Path) -> list[Shard]:
+def _row_group_shards(file: int, path: Path, n_pixels: int) -> list[Shard]:
     """One shard per row group of a Parquet file, with the data row each starts on."""
     meta = pq.read_metadata(path)
     shards, row = [], 1
     for g in range(meta.num_row_groups):
-        shards.append(Shard(file, g, str(path), g, g + 1, row))
+        shards.append(Shard(file, g, str(path), g, g + 1, row, n_pixels))
         row += meta.row_group(g).num_rows
     return shards
 
@@ -121,7 +129,8 @@ def _part(
     n = len(pixels)
     rows = 0 if error else n
     if n == 0:  # a marker row: nothing to score, but the driver must hear of this part
-        n, ids, pixels = 1, np.array([""], object), np.zeros((1, 1024), np.uint8)
+        n, ids = 1, np.array([""], object)
+        pixels = np.zeros((1, int(shard["pixels"])), np.uint8)
     return {
         "file": np.full(n, int(shard["file"]), np.int64),
         "shard": np.full(n, int(shard["index"]), np.int64),
@@ -130,7 +139,7 @@ def _part(
         "part_rows": np.full(n, rows, np.int64),
         "last": np.full(n, last, bool),
         "id": ids,  # (n,) object (str)
-        "pixels": pixels,  # (n, 1024) uint8
+        "pixels": pixels,  # (n, P) uint8
         "error": np.full(n, error, object),
     }
 
@@ -143,6 +152,8 @@ def _parse_shard(shard: dict[str, Any]) -> Iterator[Part]:
     it again, exactly as one process would.
     """
     path, start, end = str(shard["path"]), int(shard["start"]), int(shard["end"])
+    n_pixels = int(shard["pixels"])
+    none = np.empty((0, n_pixels), np.uint8)
     part = 0
     # a part is sent once the next one shows whether it is the last
     pending: tuple[np.ndarray, np.ndarray] | None = None  # (ids, pixels)
@@ -150,13 +161,15 @@ def _parse_shard(shard: dict[str, Any]) -> Iterator[Part]:
         reader: Any
         if table_format(path) != "csv":
             groups = None if end < 0 else range(start, end)
+            first = int(shard["first_row_at"])
             reader = TableReader(
-                path, "unlabelled", row_groups=groups, first_row=int(shard["first_row_at"])
+                path, "unlabelled", row_groups=groups, first_row=first, pixels=n_pixels
             )
         else:  # a .gz file is one shard (end -1): all of it
             where = None if end < 0 else (start, int(shard["first_row_at"]))
+            stop = None if end < 0 else end
             reader = CsvReader(
-                path, "unlabelled", SHARD_BYTES, start=where, end=None if end < 0 else end
+                path, "unlabelled", SHARD_BYTES, start=where, end=stop, pixels=n_pixels
             )
         for chunk in reader:
             if pending is not None:
@@ -169,13 +182,10 @@ def _parse_shard(shard: dict[str, Any]) -> Iterator[Part]:
             yield _part(shard, part, *pending, False, "")
             part += 1
         fields = {"source": e.source, "message": e.reason, "line": e.line, "column": e.column}
-        yield _part(shard, part, np.empty(0, object), _NO_PIXELS, True, json.dumps(fields))
+        yield _part(shard, part, np.empty(0, object), none, True, json.dumps(fields))
         return
-    ids, pixels = pending or (np.empty(0, object), _NO_PIXELS)
+    ids, pixels = pending or (np.empty(0, object), none)
     yield _part(shard, part, ids, pixels, True, "")
-
-
-_NO_PIXELS = np.empty((0, 1024), np.uint8)
 
 
 def _parse(batch: dict[str, np.ndarray]) -> Iterator[Part]:
@@ -215,7 +225,8 @@ class _Scorer:
         keys = {k: np.asarray(batch[k]) for k in ("file", "shard", "part", "row")}
         part_rows, last = np.asarray(batch["part_rows"]), np.asarray(batch["last"])
         errors = np.asarray(batch["error"], dtype=object)
-        pixels = np.asarray(batch["pixels"], dtype=np.uint8).reshape(-1, 1024)  # (n, 1024)
+        width = self.predictor.spec.n_pixels
+        pixels = np.asarray(batch["pixels"], dtype=np.uint8).reshape(-1, width)  # (n, P)
         n = len(pixels)
         # Ray may merge or split parse outputs: score each contiguous run of one part
         same = np.ones(max(n - 1, 0), bool)
@@ -328,7 +339,7 @@ def predict_csv_ray(
     # fail fast on a bad model, and on a provider the driver cannot run
     driver = Predictor(model, use, 1)
     check_profile(driver, opts, say)
-    plans = [plan_shards(i, p, shard_bytes)[1] for i, p in enumerate(paths)]
+    plans = [plan_shards(i, p, driver.spec, shard_bytes)[1] for i, p in enumerate(paths)]
     cluster = _Cluster(address, workers, gpus_per_worker, use)
     engine = f"{use} (ray x{workers})"
     with OutputSet() as outputs:

@@ -28,6 +28,7 @@ import pyarrow as pa
 from ..common.drift import ood_score
 from ..common.errors import FclsError, ModelError
 from ..common.output import output_errors
+from ..common.spec import ImageSpec
 from ..formats.chunk import Chunk
 from ..formats.csvfile import CsvReader
 from ..formats.results import RESULT_GROUP_ROWS, format_rows, results_batch
@@ -131,7 +132,7 @@ def checks_drift(predictor: Predictor, options: ScoringOptions) -> bool:
 
 
 def score_rows(predictor: Predictor, pixels: np.ndarray, options: ScoringOptions) -> Scores:
-    """Labels, and what `options` asks for besides, of (n, 1024) uint8 rows: the one scoring
+    """Labels, and what `options` asks for besides, of (n, P) uint8 rows: the one scoring
     step of the local pipeline and the Ray engine."""
     return start_scores(predictor, pixels, options)()
 
@@ -184,9 +185,10 @@ class Reader:
         chunk_bytes: int,
         start: Position | None,
         pool: Executor,
+        spec: ImageSpec,
     ) -> None:
         self.src, self.table, self.chunk_bytes, self.start = src, table, chunk_bytes, start
-        self.pool = pool
+        self.pool, self.spec = pool, spec
 
     def __call__(self, out: queue.Queue[Any], halt: Halt) -> None:
         try:
@@ -203,14 +205,14 @@ class Reader:
     def _csv(self) -> Iterator[Parsed]:
         start = self.start  # skip what the interrupted run wrote
         where = None if start is None else (start.input_offset, start.line)
-        reader = CsvReader(self.src, "unlabelled", self.chunk_bytes, start=where)
+        reader = CsvReader(self.src, "unlabelled", self.chunk_bytes, start=where, pixels=self.spec)
         for parser, block in reader.blocks():
             future = self.pool.submit(parser.parse, block.data, block.line)
             yield Parsed(future, block.end_offset, block.end_line)
 
     def _table(self) -> Iterator[Parsed]:
         """Parquet / Arrow IPC chunks, read here, as parsed blocks (never resumed)."""
-        for chunk in open_chunks(self.src, "unlabelled"):
+        for chunk in open_chunks(self.src, "unlabelled", pixels=self.spec):
             done: Future[Chunk | None] = Future()
             done.set_result(chunk)
             yield Parsed(done, 0, chunk.start + len(chunk))
