@@ -277,3 +277,30 @@ def write_rows_csv(
         f.write(",".join(names) + "\n")
         f.writelines(",".join(row) + "\n" for row in cells)
     return path
+
+
+def fashion_28x28(train_csv: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` rows of the shared 32x32 Fashion file cropped by 2 pixels on each side:
+    (n, 784) uint8 28x28 images, as Kaggle's Fashion-MNIST has them, and their labels."""
+    from fcls.train.data import read_train
+
+    pixels, labels = read_train(train_csv, limit=n)
+    crop = pixels.reshape(-1, 32, 32)[:, 2:30, 2:30]
+    return np.ascontiguousarray(crop).reshape(len(pixels), 28 * 28), labels
+
+
+def rgb_digits(size: int = 16, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits 0..classes-1 as `size`x`size` RGB images (`size` a multiple of 8),
+    each tinted a random colour: (n, size*size*3) uint8 rows, HWC interleaved, and labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    keep = digits.target < classes
+    images, labels = digits.images[keep], digits.target[keep].astype(np.int64)
+    if size % 8:
+        raise ValueError(f"size {size} is not a multiple of the digits' 8 pixels")
+    scale = size // 8
+    grey = np.kron(images, np.ones((scale, scale))) * (255 / 16)  # (n, size, size) 0..255
+    tint = np.random.default_rng(seed).uniform(0.3, 1.0, size=(len(images), 1, 1, 3))
+    rgb = np.rint(grey[..., None] * tint).clip(0, 255).astype(np.uint8)
+    return rgb.reshape(len(images), -1), labels
