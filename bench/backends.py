@@ -29,7 +29,7 @@ PEERS_HINT = 'pip install "fcls[peers]"'
 
 @dataclass
 class Backend:
-    """A named way to turn (n, 1024) uint8 rows into labels."""
+    """A named way to turn (n, P) uint8 rows into labels."""
 
     name: str
     predict: Callable[[np.ndarray], np.ndarray]

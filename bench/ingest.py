@@ -102,7 +102,7 @@ def parser_missing(parser: str) -> str | None:
 
 
 def near_free_model(path: Path, n_pixels: int) -> Path:
-    """An ONNX graph with fcls's interface (uint8 [batch, 1024] -> logits, label) that does
+    """An ONNX graph with fcls's interface (uint8 [batch, P] -> logits, label) that does
     almost nothing: its logits are the first ten pixels, its label their argmax."""
     import onnx
     from onnx import TensorProto, helper

@@ -47,7 +47,7 @@ PixelLayout = Literal["binary", "columns", "list"]
 LAYOUTS: tuple[str, ...] = ("binary", "columns", "list")
 COMPRESSIONS: tuple[str, ...] = ("zstd", "snappy", "lz4", "gzip", "none")
 GZIP_LEVEL = 6  # gzip(1)'s default: Python's 9 is several times slower for a few % less
-ROW_GROUP_ROWS = 8192  # (8192, 1024) uint8 = 8 MiB held before a row group is written (32x32)
+ROW_GROUP_ROWS = 8192  # 8 MiB held before a row group is written, at 32x32
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def data_schema(
     kind: Kind,
     ids: pa.DataType,
     layout: PixelLayout,
-    n_pixels: int = 1024,
+    n_pixels: int,
     labels: pa.DataType | None = None,
 ) -> pa.Schema:
     """Columns of a Parquet / IPC data file of `n_pixels` pixels per row: ID first
@@ -148,7 +148,7 @@ def chunk_batch(
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
 
-def csv_header(kind: Kind, n_pixels: int = 1024) -> bytes:
+def csv_header(kind: Kind, n_pixels: int) -> bytes:
     """The fcls CSV header of an unlabelled or labelled file of `n_pixels` pixels per row."""
     names = pixel_column_names(n_pixels)
     cols = ["ID", *names] if kind == "unlabelled" else [*names, "label"]

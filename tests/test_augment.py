@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.train import augment
-from fcls.train.data import SIDE
 from fcls.train.data import augment as notebook_views
+
+SIDE = DEFAULT_SPEC.height  # the notebook's 32x32 images
 
 
 def _reference(pixels: np.ndarray, d: augment.Draws) -> np.ndarray:

@@ -28,7 +28,8 @@ from fcls.bench.runner import (
     plan_backends,
     run_bench,
 )
-from fcls.train.model import MACS_PER_IMAGE
+from fcls.infer.common.spec import DEFAULT_SPEC
+from fcls.train.registry import model_info
 
 SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05", "--ingest-rows", "0"]
 
@@ -464,7 +465,8 @@ def test_fcls_bench_train_section(tmp_path: Path):
     ]
     loop, forward = rows["train, the notebook's loop"], rows["forward, the notebook's way"]
     for name, r in rows.items():
-        flops = (3 if name.startswith("train") else 1) * 2 * MACS_PER_IMAGE
+        macs = model_info("FinalCNNet", DEFAULT_SPEC).multiply_adds
+        flops = (3 if name.startswith("train") else 1) * 2 * macs
         assert r["gflops"] == pytest.approx(r["img_per_s"] * flops / 1e9)
         assert r["pct_ceiling"] == pytest.approx(100 * r["gflops"] / report["ceiling_gflops"])
     for name in ("train, recipe notebook", "train, recipe fast"):

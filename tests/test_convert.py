@@ -145,7 +145,7 @@ def test_csv_rows_read_back_to_the_same_ids(tmp_path, ids):
     px = _pixels(len(ids), 5)
     chunk = Chunk(pixels=px, ids=pa.array(ids, pa.string()), labels=None, start=2)
     path = tmp_path / "h.csv"
-    path.write_bytes(csv_header("unlabelled") + csv_rows(chunk))
+    path.write_bytes(csv_header("unlabelled", chunk.pixels.shape[1]) + csv_rows(chunk))
     parsed = list(CsvReader(path))
     got = pa.concat_arrays([c.ids for c in parsed]).to_pylist()
     assert got == ids

@@ -205,7 +205,7 @@ def _bad_cases(tmp: Path, eval_csv: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "pixel columns": (
             [write("cols.csv", "ID," + PIX.rsplit(",", 1)[0] + "\n")],
-            "cols.csv:1: expected 1025 columns",
+            "cols.csv:1: 1023 pixel columns (pix1..pix1023), the model takes 1024 (32x32x1)",
         ),
         "ragged row": (
             [write("ragged.csv", f"{header}\n{good_row}\n{good_row[:-4]}\n")],

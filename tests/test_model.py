@@ -61,10 +61,8 @@ def test_same_outputs_as_notebook_class():
 
 
 def test_multiply_adds_equal_the_hand_count():
-    from fcls.train import model as model_module
 
     assert FinalCNNet().multiply_adds() == NOTEBOOK_MACS == 32_793_472
-    assert model_module.MACS_PER_IMAGE == NOTEBOOK_MACS  # transitional name, for fcls.bench
     # 28x28: conv maps 27 -> 13 -> 12 -> 6 -> 5 -> 2 (conv4), fc1 over 512*2*2
     at_28 = (
         27 * 27 * 64 * 4

@@ -25,6 +25,7 @@ from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.common.output import TEMP_SUFFIX
+from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.infer.engine import stages
 from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_files
@@ -557,7 +558,7 @@ def test_reader_alone_queues_blocks_in_order_and_the_first_error(tmp_path, data)
 
     with ThreadPoolExecutor(2) as pool:
         q: queue.Queue[Any] = queue.Queue()
-        stages.Reader(data, False, 1 << 16, None, pool)(q, stages.Halt())
+        stages.Reader(data, False, 1 << 16, None, pool, DEFAULT_SPEC)(q, stages.Halt())
         items = _drain(q)
         chunks = [item.future.result() for item in items]
         assert len(items) > 10 and sum(len(c) for c in chunks) == 3000
@@ -568,7 +569,7 @@ def test_reader_alone_queues_blocks_in_order_and_the_first_error(tmp_path, data)
         bad = tmp_path / "bad.csv"
         bad.write_bytes(b"\n".join(lines))
         q = queue.Queue()
-        stages.Reader(bad, False, 1 << 16, None, pool)(q, stages.Halt())
+        stages.Reader(bad, False, 1 << 16, None, pool, DEFAULT_SPEC)(q, stages.Halt())
         error = _drain(q)[-1].future.exception()
         assert isinstance(error, DataError) and error.line == 1001
 

@@ -112,7 +112,7 @@ LIST = "list"  # --arch list: print the networks instead of training
 @click.option(
     "--write-test-csv",
     is_flag=True,
-    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pix1024) for fcls-infer.",
+    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pixN) for fcls-infer.",
 )
 @click.option(
     "--class-names",

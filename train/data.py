@@ -16,7 +16,6 @@ from fcls.infer.formats.sources import read_train
 
 # Transitional: the notebook's image side, for tests written before specs existed; fcls.train
 # itself reads every size from an ImageSpec.
-SIDE = DEFAULT_SPEC.height
 ZOOM_K = 2  # the notebook's zoom: crop 2 pixels from each border, scale back to full size
 # Fashion-MNIST's classes, for --class-names in docs and tests: no longer a default
 FASHION_CLASSES: tuple[str, ...] = (
@@ -177,7 +176,7 @@ def augment_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits as (1797, 1024) uint8 32x32 images and int64 labels."""
+    """scikit-learn's bundled 8x8 digits as (1797, 32*32) uint8 32x32 images and int64 labels."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()

@@ -168,12 +168,4 @@ def patch_matmul(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return out.reshape(nhwc.shape[0], oh, ow, out_c).permute(0, 3, 1, 2)
 
 
-def __getattr__(name: str) -> Any:
-    """MACS_PER_IMAGE (transitional, for fcls.bench): FinalCNNet's multiply-adds per image
-    at the notebook's geometry, counted from a forward pass; `multiply_adds()` replaces it."""
-    if name == "MACS_PER_IMAGE":
-        return FinalCNNet(DEFAULT_SPEC).multiply_adds()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = ["FinalCNNet", "evaluate", "patch_matmul", "predict_logits", "to_input"]

@@ -173,6 +173,16 @@ class Network(nn.Module):
         """(layer, batchnorm) dotted submodule names, in forward order, for BN folding."""
         return trace_batchnorm_pairs(self, self.spec)
 
+    @property
+    def sgd_lr_cap(self) -> float | None:
+        """The largest SGD learning rate this network trains at, or None for no cap.
+
+        Networks take the raw 0..255 pixels, as the notebook fed them. One without a
+        BatchNorm to rescale them takes SGD steps hundreds of times too large at the fast
+        recipe's peak rate and diverges; Adam (the notebook's choice for them) is
+        scale-free, and the notebook's SGD stages run at 1e-3 already."""
+        return None if self.batchnorm_pairs() else 1e-3
+
     def serving_module(self) -> nn.Module:
         """An eval-mode module computing this network's function on NCHW float input, for
         export to trace: the network itself (switched to eval mode) unless a subclass

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fcls.infer.common.system import fcls_version, file_sha256
 from fcls.infer.formats.csvfile import write_eval_csv
 
 from . import data as fdata
-from .config import TrainConfig
+from .config import Stage, TrainConfig
 from .networks import scale_dropout
 from .predict import evaluate
 from .registry import canonical_name, create_model, model_class
@@ -298,7 +299,12 @@ def _stage_epochs(config: TrainConfig) -> int:
 
 
 def _epoch_plan(
-    config: TrainConfig, run: _Run, n_train: int, device: torch.device, spec: ImageSpec
+    config: TrainConfig,
+    run: _Run,
+    n_train: int,
+    device: torch.device,
+    spec: ImageSpec,
+    stage: Stage,
 ) -> EpochPlan:
     """The epoch's batches: its shuffle, augmentation draws and place in the schedule."""
     steps = len(batch_bounds(n_train, config.batch_size))
@@ -311,7 +317,7 @@ def _epoch_plan(
         rng = np.random.default_rng([config.seed, run.stage_index, run.epoch, 1])
     return EpochPlan(
         recipe=config.recipe,
-        stage=config.stages[run.stage_index],
+        stage=stage,
         batch_size=config.batch_size,
         first_step=run.epoch * steps,
         total_steps=_stage_epochs(config) * steps,
@@ -321,6 +327,22 @@ def _epoch_plan(
         zoom_k=config.augment_k,
         spec=spec,
     )
+
+
+class DivergedError(ConfigError):
+    """A training loss that is no longer a number: nothing more can be learnt."""
+
+
+def _capped(stage: Stage, model: torch.nn.Module, log: Log) -> Stage:
+    """`stage` with its SGD learning rate lowered to the network's cap (`sgd_lr_cap`)."""
+    cap = getattr(model, "sgd_lr_cap", None)
+    if stage.optimizer != "sgd" or not isinstance(cap, float) or stage.lr <= cap:
+        return stage
+    log(
+        f"notice: stage {stage.name}: learning rate {stage.lr:g} lowered to {cap:g}, the most "
+        f"{type(model).__name__} trains at on raw pixels (it has no BatchNorm)"
+    )
+    return replace(stage, lr=cap)
 
 
 def _train_stage(
@@ -334,7 +356,7 @@ def _train_stage(
 ) -> None:
     """Train the current stage until early stopping or max epochs, saving after every epoch."""
     x_train, y_train, x_val, y_val = tensors
-    stage = config.stages[run.stage_index]
+    stage = _capped(config.stages[run.stage_index], model, log)
     optimizer = make_optimizer(stage, model)
     if run.optimizer_state is not None:
         optimizer.load_state_dict(run.optimizer_state)
@@ -348,11 +370,17 @@ def _train_stage(
     stop = False
     while not stop:
         t = time.perf_counter()
-        plan = _epoch_plan(config, run, len(y_train), x_train.device, spec)
+        plan = _epoch_plan(config, run, len(y_train), x_train.device, spec, stage)
         desc = f"{stage.name} {run.epoch + 1}"
         tacc, tloss = train_epoch(
             model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
+        if not math.isfinite(tloss):
+            raise DivergedError(
+                f"training diverged: stage {stage.name} epoch {run.epoch + 1} ended with train "
+                f"loss {tloss} ({config.arch}, {stage.optimizer} at learning rate {stage.lr:g}); "
+                "try --recipe notebook; model.pt is not written"
+            )
         vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp, spec=spec)
         run.epoch += 1
         # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement

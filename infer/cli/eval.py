@@ -1,4 +1,4 @@
-"""`fcls-eval`: score a labelled file (pix1..pix1024,label; CSV, Parquet or Arrow IPC) with one or
+"""`fcls-eval`: score a labelled file (pix1..pixN,label; CSV, Parquet or Arrow IPC) with one or
 more exported models."""
 
 from __future__ import annotations

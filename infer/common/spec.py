@@ -199,8 +199,3 @@ __all__ = [
     "parse_image_size",
     "pixel_column_names",
 ]
-
-# Transitional: the 32x32x1, 10-class geometry, until every reader takes an ImageSpec.
-N_PIXELS = DEFAULT_SPEC.n_pixels
-PIXEL_COLUMNS: tuple[str, ...] = pixel_column_names(N_PIXELS)
-N_CLASSES = DEFAULT_SPEC.n_classes

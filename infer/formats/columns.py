@@ -5,7 +5,7 @@ the one place that reads column names, for every reader and for fcls-convert.
   without gaps, in any order in the file; they are read in pixel order (by number). A number
   is written without leading zeros (`pix07` is not a pixel column).
 - `label` (labelled files) may stand anywhere: first (Kaggle's `label,pixel1..pixel784`),
-  last (fcls's `pix1..pix1024,label`) or between.
+  last (fcls's `pix1..pixN,label`) or between.
 - `ID` or `id` (unlabelled files): one of them.
 - The number of pixel columns P is the caller's `pixels` (a model's), or any P >= 1 when it
   is None (training discovers the geometry from the file).
@@ -62,13 +62,13 @@ class Columns:
         return "ID" if self.id is None else self.names[self.id]
 
     def span(self) -> str:
-        """`pix1..pix1024`: the pixel columns' names, first and last."""
+        """`pix1..pixN`: the pixel columns' names, first and last."""
         last = self.first + self.n_pixels - 1
         return f"{self.prefix}{self.first}..{self.prefix}{last}"
 
 
 def expected_count(pixels: Expected) -> tuple[int | None, str]:
-    """(pixels per row or None, how to say it in an error: `1024 (32x32x1)`)."""
+    """(pixels per row or None, how to say it in an error: `784 (28x28x1)`)."""
     if isinstance(pixels, ImageSpec):
         spec = pixels
         return spec.n_pixels, f"{spec.n_pixels} ({spec.height}x{spec.width}x{spec.channels})"

@@ -50,7 +50,7 @@ from .labelcells import Classes, integer_labels, text_labels
 PARQUET_SUFFIXES = (".parquet", ".pq")
 IPC_SUFFIXES = (".arrow", ".feather", ".ipc")
 TABLE_SUFFIXES = PARQUET_SUFFIXES + IPC_SUFFIXES
-DEFAULT_BATCH_ROWS = 4096  # (4096, 1024) uint8 = 4 MiB of pixels per chunk at 32x32
+DEFAULT_BATCH_ROWS = 4096  # 4 MiB of pixels per chunk at 32x32
 READ_BUFFER = 1 << 20  # bytes of a Parquet column chunk read at a time
 Format = Literal["csv", "parquet", "ipc"]
 
@@ -86,7 +86,7 @@ class Layout:
     pixels: Literal["columns", "list", "binary"]
     columns: tuple[str, ...]  # the columns to read: the key (ID or label), then the pixels
     file_order: tuple[str, ...] = ()  # the same columns in the file's order (errors name the first)
-    n_pixels: int | None = 1024  # pixels per row; None: the first row's (variable-size lists)
+    n_pixels: int | None = None  # pixels per row; None: the first row's (variable-size lists)
 
     @property
     def has_ids(self) -> bool:
