@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import platform
 import re
@@ -18,11 +19,23 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fcls.train.config import TrainConfig
 
 REPORT = "gpu_report.json"
 LOG = "gpu_check.log"
 TIMED_OUT = 124  # like coreutils' timeout
+# what run_check's steps import, in this order (fcls.export loads its submodules lazily)
+STEP_MODULES = (
+    "torch",
+    "fcls.export.config",
+    "fcls.export.api",
+    "fcls.infer.engine.pipeline",
+    "fcls.train.config",
+    "fcls.train.trainer",
+)
 
 
 class Deadline(BaseException):  # not swallowed by `except Exception` in library code
@@ -103,32 +116,38 @@ def run_check(
     recipe: str = "notebook",
 ) -> dict[str, Any]:
     """Train, export, check parity, score; returns the report (also written as it grows)."""
-    import torch
-
-    from fcls.export import ExportConfig, export_onnx
-    from fcls.infer.engine.pipeline import predict_csv
-    from fcls.train.config import RECIPES, TrainConfig
-    from fcls.train.trainer import train
-
+    # every step's modules now: one that cannot load fails the check before anything is written
+    for module in STEP_MODULES:
+        importlib.import_module(module)
     report: dict[str, Any] = {
         "mode": "dry-run (CPU, tiny)" if dry_run else "cuda bf16, full",
         "recipe": recipe,
     }
     report["environment"] = environment()
     log(f"environment: {json.dumps(report['environment'])}")
-    train_rows: list[int] = []
-
-    def train_log(line: str) -> None:  # the trainer's "data: ... train N, ..." line: split size
-        found = re.search(r"; train (\d+),", line)
-        if found:
-            train_rows.append(int(found.group(1)))
-        log(line)
-
     _write(out, report)
     run = work / "run"
+    config = _train_config(data, run, dry_run, recipe)
+    report["train_config"] = {
+        k: v for k, v in config.to_dict().items() if k not in ("out", "restart")
+    }
+    _train_step(config, run, out, report, log)
+    onnx_path = _export_step(run, work, out, report, dry_run, log)
+    _score_step(data, run, work, onnx_path, report, dry_run, log)
+    report["status"] = "passed"
+    for name in ("learning_curves.png", "history.csv"):
+        if (run / name).is_file():
+            shutil.copy(run / name, out / name)
+    return report
+
+
+def _train_config(data: Path, run: Path, dry_run: bool, recipe: str) -> TrainConfig:
+    """The dry run's tiny CPU config, or the whole recipe on CUDA in bf16."""
+    from fcls.train.config import RECIPES, TrainConfig
+
     if dry_run:  # every step, tiny, on CPU: 600 digits rows (all classes in every split)
         # fp32: bf16 autocast on a CPU without AVX512-BF16/AMX trains ~13x slower (README)
-        config = TrainConfig(
+        return TrainConfig(
             out=run,
             data=None,
             limit=600,
@@ -139,18 +158,37 @@ def run_check(
             write_test_csv=True,
             recipe=RECIPES[recipe],
         )
-    else:  # the whole recipe: the notebook's runs each stage to early stopping
-        config = TrainConfig(
-            out=run,
-            data=data / "train.csv.gz",
-            device="cuda",
-            amp=True,
-            restart=True,
-            recipe=RECIPES[recipe],
-        )
-    report["train_config"] = {
-        k: v for k, v in config.to_dict().items() if k not in ("out", "restart")
-    }
+    # the whole recipe: the notebook's runs each stage to early stopping
+    return TrainConfig(
+        out=run,
+        data=data / "train.csv.gz",
+        device="cuda",
+        amp=True,
+        restart=True,
+        recipe=RECIPES[recipe],
+    )
+
+
+def _train_step(
+    config: TrainConfig,
+    run: Path,
+    out: Path,
+    report: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Train; the figures so far go into the report and its file even when training stops."""
+    import torch
+
+    from fcls.train.trainer import train
+
+    train_rows: list[int] = []
+
+    def train_log(line: str) -> None:  # the trainer's "data: ... train N, ..." line: split size
+        found = re.search(r"; train (\d+),", line)
+        if found:
+            train_rows.append(int(found.group(1)))
+        log(line)
+
     cuda = config.device == "cuda"
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -173,6 +211,18 @@ def run_check(
     report["training"]["split"] = result.split
     log(f"training: {json.dumps(report['training'])}")
 
+
+def _export_step(
+    run: Path,
+    work: Path,
+    out: Path,
+    report: dict[str, Any],
+    dry_run: bool,
+    log: Callable[[str], None],
+) -> Path:
+    """Export the trained model with an fp16 variant through every gate; returns the fp32 ONNX."""
+    from fcls.export import ExportConfig, export_onnx
+
     report["status"] = "exporting"
     onnx_path = work / "model.onnx"
     gates = (
@@ -190,6 +240,20 @@ def run_check(
         "seconds": round(exported.seconds, 2),
     }
     _write(out, report)
+    return onnx_path
+
+
+def _score_step(
+    data: Path,
+    run: Path,
+    work: Path,
+    onnx_path: Path,
+    report: dict[str, Any],
+    dry_run: bool,
+    log: Callable[[str], None],
+) -> None:
+    """Score the held-out CSV with the exported model on the provider `auto` picks."""
+    from fcls.infer.engine.pipeline import predict_csv
 
     report["status"] = "scoring"
     source = run / "test.csv" if dry_run else data / "evaluate.csv.gz"
@@ -202,11 +266,6 @@ def run_check(
         "provider": summary.provider,
     }
     log(summary.line())
-    report["status"] = "passed"
-    for name in ("learning_curves.png", "history.csv"):
-        if (run / name).is_file():
-            shutil.copy(run / name, out / name)
-    return report
 
 
 def _write(out: Path, report: dict[str, Any]) -> None:

@@ -49,7 +49,7 @@ from .core import (
 )
 from .e2e import E2E, fcls_pipeline, notebook_pipeline, script_pipeline
 from .errors import AgreementError, BenchError
-from .ingest import PARSERS, labels_digest, near_free_model, parse_with, parser_missing
+from .ingest import PARSERS, Parsed, labels_digest, near_free_model, parse_with, parser_missing
 from .rss import peak_rss_mb
 
 Log = Callable[[str], None]
@@ -433,45 +433,9 @@ def _ingest(config: BenchConfig, images: BenchImages, log: Log) -> dict[str, Any
     files = {n: eval_csv(config.workdir, n, images.pool, images.tag, images.spec) for n in sizes}
     big = files[sizes[-1]]
     log(f"  ingest: parsers on {sizes[-1]} rows ({big})")
-    notes, parsed = [], []
-    for parser in PARSERS:
-        missing = parser_missing(parser)
-        if missing:
-            notes.append(missing)
-            continue
-        parsed.append(_isolated(parse_with, parser, big))
-        log(f"    {parser:13s} {parsed[-1].rows_per_s:9.0f} rows/s")
+    parsed, notes = _parse_side_by_side(big, log)
     reference = parsed[0]  # fcls
-    for p in parsed[1:]:
-        if (p.rows, p.digest) != (reference.rows, reference.digest):
-            raise AgreementError(f"{p.parser}: pixels of {big} differ from the fcls reader's")
-    model = near_free_model(
-        config.workdir / f"near_free_{images.spec.n_pixels}.onnx", images.spec.n_pixels
-    )
-    out = config.workdir / "out"
-    out.mkdir(exist_ok=True)
-    ceiling = []
-    # the CPU default (1 parse thread) on every size, then the CUDA default (2) on the largest
-    runs = [(n, src, None) for n, src in files.items()] + [(sizes[-1], big, 2)]
-    for n, src, parse_threads in runs:
-        expected = reference if src == big else _isolated(parse_with, "fcls", src)
-        dst = out / "near_free.csv"
-        run = _isolated(fcls_pipeline, "near-free", src, dst, model, config.threads, parse_threads)
-        if labels_digest(run.labels) != expected.near_free_digest:
-            raise AgreementError(f"fcls-infer near-free model: wrong labels on {src}")
-        ceiling.append(
-            {
-                "rows": n,
-                "parse_threads": parse_threads or 1,
-                "seconds": run.seconds,
-                "rows_per_s": run.rows_per_s,
-                "peak_rss_mb": run.peak_rss_mb,
-            }
-        )
-        log(
-            f"    fcls-infer near-free model, {n} rows, {parse_threads or 1} parse thread(s): "
-            f"{run.rows_per_s:9.0f} rows/s"
-        )
+    ceiling = _ingest_ceiling(config, images, files, reference, log)
     default = [c for c in ceiling if c["parse_threads"] == 1]
     polars = [p.rows_per_s for p in parsed if p.parser.startswith("polars")]
     return {
@@ -496,6 +460,66 @@ def _ingest(config: BenchConfig, images: BenchImages, log: Log) -> dict[str, Any
         "rss_growth": default[-1]["peak_rss_mb"] / default[0]["peak_rss_mb"],
         "notes": notes,
     }
+
+
+def _parse_side_by_side(big: Path, log: Log) -> tuple[list[Parsed], list[str]]:
+    """Each installed parser on `big` (fcls's first), their pixels checked against fcls's;
+    returns the parse runs and a note per parser that is not installed."""
+    notes: list[str] = []
+    parsed: list[Parsed] = []
+    for parser in PARSERS:
+        missing = parser_missing(parser)
+        if missing:
+            notes.append(missing)
+            continue
+        parsed.append(_isolated(parse_with, parser, big))
+        log(f"    {parser:13s} {parsed[-1].rows_per_s:9.0f} rows/s")
+    reference = parsed[0]  # fcls
+    for p in parsed[1:]:
+        if (p.rows, p.digest) != (reference.rows, reference.digest):
+            raise AgreementError(f"{p.parser}: pixels of {big} differ from the fcls reader's")
+    return parsed, notes
+
+
+def _ingest_ceiling(
+    config: BenchConfig,
+    images: BenchImages,
+    files: dict[int, Path],
+    reference: Parsed,
+    log: Log,
+) -> list[dict[str, Any]]:
+    """fcls-infer with a near-free model, so parsing is nearly all it does: one row of figures
+    per run. `reference` is fcls's parse of the largest file, whose labels it checks."""
+    largest = max(files)
+    big = files[largest]
+    model = near_free_model(
+        config.workdir / f"near_free_{images.spec.n_pixels}.onnx", images.spec.n_pixels
+    )
+    out = config.workdir / "out"
+    out.mkdir(exist_ok=True)
+    ceiling = []
+    # the CPU default (1 parse thread) on every size, then the CUDA default (2) on the largest
+    runs = [(n, src, None) for n, src in files.items()] + [(largest, big, 2)]
+    for n, src, parse_threads in runs:
+        expected = reference if src == big else _isolated(parse_with, "fcls", src)
+        dst = out / "near_free.csv"
+        run = _isolated(fcls_pipeline, "near-free", src, dst, model, config.threads, parse_threads)
+        if labels_digest(run.labels) != expected.near_free_digest:
+            raise AgreementError(f"fcls-infer near-free model: wrong labels on {src}")
+        ceiling.append(
+            {
+                "rows": n,
+                "parse_threads": parse_threads or 1,
+                "seconds": run.seconds,
+                "rows_per_s": run.rows_per_s,
+                "peak_rss_mb": run.peak_rss_mb,
+            }
+        )
+        log(
+            f"    fcls-infer near-free model, {n} rows, {parse_threads or 1} parse thread(s): "
+            f"{run.rows_per_s:9.0f} rows/s"
+        )
+    return ceiling
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -541,11 +565,31 @@ def format_gemm(kernels: dict[str, Any]) -> str:
 
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable tables of a report."""
+    lines = _header_lines(report)
+    lines += _row_lines(report)
+    if report.get("peers"):
+        lines += _peer_lines(report["peers"])
+    if "e2e" in report:
+        lines += _e2e_lines(report["e2e"])
+    if "ingest" in report:
+        lines += _ingest_lines(report["ingest"])
+    if "training" in report:
+        from .training import format_training
+
+        lines += format_training(report["training"])
+    failures = report.get("agreement_failures") or []
+    if failures:
+        lines += ["", f"FAILED: {len(failures)} below the agreement bar:", *failures]
+    lines.append(f"\n(wall {report['wall_seconds']:.0f}s)")
+    return "\n".join(lines)
+
+
+def _header_lines(report: dict[str, Any]) -> list[str]:
+    """The machine, the versions, the fp32 ceiling, the GEMM kernels and the run's notes."""
     m = report["machine"]
     v = m["versions"]
-    reference = report.get("reference", "torch")
     peers = f", openvino {v['openvino']}" if v.get("openvino") else ""
-    lines = [
+    return [
         f"fcls-bench | CPU {m['cpu']} | {m['cpus_available']} CPUs available ({m['cpus_host']} on host) | "
         f"GPU {m['gpu'] or 'none'}",
         f"python {v['python']}, torch {v['torch']} ({m['torch_threads']} threads), onnxruntime "
@@ -555,6 +599,12 @@ def format_report(report: dict[str, Any]) -> str:
         format_gemm(report.get("gemm_kernels", {})),
         *report.get("notes", []),
     ]
+
+
+def _row_lines(report: dict[str, Any]) -> list[str]:
+    """The table of backends by batch size (nothing when no backend was measured)."""
+    reference = report.get("reference", "torch")
+    lines = []
     if report["rows"]:
         lines += [
             f"agree: top-1 agreement with "
@@ -572,72 +622,75 @@ def format_report(report: dict[str, Any]) -> str:
             f"{_fmt(r['p99_vs_torch'], '6.2f')} {_agree(r)} {r['peak_rss_mb']:7.0f}  "
             f"{r['provider']} x{r['threads']}{_below(r)}"
         )
-    if report.get("peers"):
-        lines += [
-            "",
-            "fcls / OpenVINO, same run (img/s ratio: >1 means fcls faster; p50: OpenVINO p50 / fcls p50)",
-            f"{'precision':20s} {'fcls':9s} {'OpenVINO':11s} {'batch':>5s} {'img/s':>6s} {'p50':>6s}  OpenVINO ran",
-        ]
-        for q in report["peers"]:
-            lines.append(
-                f"{q['precision']:20s} {q['fcls']:9s} {q['peer']:11s} {q['batch']:5d} "
-                f"{q['throughput_ratio']:6.2f} {q['p50_ratio']:6.2f}  {q['peer_provider']}"
-            )
-    if "e2e" in report:
-        lines += [
-            "",
-            f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'CPU s':>7s} {'cores':>5s} "
-            f"{'rows/s':>8s} {'x notebook':>10s} {'x script':>8s} {'/model':>6s} {'agree':>6s}  "
-            f"{'peak MB':>7s}",
-        ]
-        for e in report["e2e"]:
-            lines.append(
-                f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} "
-                f"{e.get('cpu_seconds', 0):7.1f} {e.get('cores_busy', 0):5.2f} {e['rows_per_s']:8.0f} "
-                f"{_fmt(e['vs_notebook'], '10.2f')} {_fmt(e.get('vs_script'), '8.2f')} "
-                f"{_fmt(e.get('vs_model_only'), '6.2f')} {_agree(e)} "
-                f"{e.get('peak_rss_mb', 0):7.0f}{_below(e)}"
-            )
-        rounds = max(len(e.get("round_seconds", [])) for e in report["e2e"])
-        lines.append(
-            f"(medians of {rounds} alternating rounds; "
-            f"x script: fcls-infer / the polars + onnxruntime script, same precision; /model: "
-            f"end to end / the same model alone at batch {E2E_BATCH}, from the table above; "
-            f"cores: CPU seconds / wall seconds, the cores the run kept busy)"
-        )
-    if "ingest" in report:
-        g = report["ingest"]
-        lines += [
-            "",
-            f"ingest: parse to a (n, P) uint8 matrix, {g['rows']} rows ({g['file']})",
-            f"{'parser':28s} {'rows/s':>9s} {'x fcls':>7s} {'peak MB':>7s}",
-        ]
-        for p in g["parse"]:
-            lines.append(
-                f"{p['parser']:28s} {p['rows_per_s']:9.0f} {p['vs_fcls']:7.2f} {p['peak_rss_mb']:7.0f}"
-            )
-        for c in g["ceiling"]:
-            lines.append(
-                f"{'fcls-infer, near-free model':28s} {c['rows_per_s']:9.0f} {'':7s} "
-                f"{c['peak_rss_mb']:7.0f}  ({c['rows']} rows end to end, "
-                f"{c['parse_threads']} parse thread{'s' if c['parse_threads'] > 1 else ''})"
-            )
-        lines.append(
-            f"ceiling / best polars: {_fmt(g['ceiling_vs_best_polars'], '.2f')} (1 parse thread, "
-            f"the CPU default), {_fmt(g['ceiling_2_threads_vs_best_polars'], '.2f')} (2, the "
-            f"CUDA default) | fcls-infer peak RSS {g['ceiling'][1]['rows']} / "
-            f"{g['ceiling'][0]['rows']} rows: {g['rss_growth']:.2f}x"
-        )
-        lines += g["notes"]
-    if "training" in report:
-        from .training import format_training
+    return lines
 
-        lines += format_training(report["training"])
-    failures = report.get("agreement_failures") or []
-    if failures:
-        lines += ["", f"FAILED: {len(failures)} below the agreement bar:", *failures]
-    lines.append(f"\n(wall {report['wall_seconds']:.0f}s)")
-    return "\n".join(lines)
+
+def _peer_lines(peers: list[dict[str, Any]]) -> list[str]:
+    """fcls against OpenVINO at the same precision and batch, from the same run."""
+    lines = [
+        "",
+        "fcls / OpenVINO, same run (img/s ratio: >1 means fcls faster; p50: OpenVINO p50 / fcls p50)",
+        f"{'precision':20s} {'fcls':9s} {'OpenVINO':11s} {'batch':>5s} {'img/s':>6s} {'p50':>6s}  OpenVINO ran",
+    ]
+    for q in peers:
+        lines.append(
+            f"{q['precision']:20s} {q['fcls']:9s} {q['peer']:11s} {q['batch']:5d} "
+            f"{q['throughput_ratio']:6.2f} {q['p50_ratio']:6.2f}  {q['peer_provider']}"
+        )
+    return lines
+
+
+def _e2e_lines(e2e: list[dict[str, Any]]) -> list[str]:
+    """The end-to-end pipelines (CSV in, labels out), with how their medians were taken."""
+    lines = [
+        "",
+        f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'CPU s':>7s} {'cores':>5s} "
+        f"{'rows/s':>8s} {'x notebook':>10s} {'x script':>8s} {'/model':>6s} {'agree':>6s}  "
+        f"{'peak MB':>7s}",
+    ]
+    for e in e2e:
+        lines.append(
+            f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} "
+            f"{e.get('cpu_seconds', 0):7.1f} {e.get('cores_busy', 0):5.2f} {e['rows_per_s']:8.0f} "
+            f"{_fmt(e['vs_notebook'], '10.2f')} {_fmt(e.get('vs_script'), '8.2f')} "
+            f"{_fmt(e.get('vs_model_only'), '6.2f')} {_agree(e)} "
+            f"{e.get('peak_rss_mb', 0):7.0f}{_below(e)}"
+        )
+    rounds = max(len(e.get("round_seconds", [])) for e in e2e)
+    lines.append(
+        f"(medians of {rounds} alternating rounds; "
+        f"x script: fcls-infer / the polars + onnxruntime script, same precision; /model: "
+        f"end to end / the same model alone at batch {E2E_BATCH}, from the table above; "
+        f"cores: CPU seconds / wall seconds, the cores the run kept busy)"
+    )
+    return lines
+
+
+def _ingest_lines(g: dict[str, Any]) -> list[str]:
+    """The parsers side by side, then fcls-infer's ingest ceiling and its RSS growth."""
+    lines = [
+        "",
+        f"ingest: parse to a (n, P) uint8 matrix, {g['rows']} rows ({g['file']})",
+        f"{'parser':28s} {'rows/s':>9s} {'x fcls':>7s} {'peak MB':>7s}",
+    ]
+    for p in g["parse"]:
+        lines.append(
+            f"{p['parser']:28s} {p['rows_per_s']:9.0f} {p['vs_fcls']:7.2f} {p['peak_rss_mb']:7.0f}"
+        )
+    for c in g["ceiling"]:
+        lines.append(
+            f"{'fcls-infer, near-free model':28s} {c['rows_per_s']:9.0f} {'':7s} "
+            f"{c['peak_rss_mb']:7.0f}  ({c['rows']} rows end to end, "
+            f"{c['parse_threads']} parse thread{'s' if c['parse_threads'] > 1 else ''})"
+        )
+    lines.append(
+        f"ceiling / best polars: {_fmt(g['ceiling_vs_best_polars'], '.2f')} (1 parse thread, "
+        f"the CPU default), {_fmt(g['ceiling_2_threads_vs_best_polars'], '.2f')} (2, the "
+        f"CUDA default) | fcls-infer peak RSS {g['ceiling'][1]['rows']} / "
+        f"{g['ceiling'][0]['rows']} rows: {g['rss_growth']:.2f}x"
+    )
+    lines += g["notes"]
+    return lines
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

@@ -276,72 +276,112 @@ def _variants(
     if acc is not None:
         result.accuracy["fp32"] = acc
     if config.optimize:
-        path = variant_path(dest, "opt")
-        tmp = staging.stage(path)
-        optimize_for_cpu(dest, tmp)
-        parity = check_parity(
-            heldout_ref,
-            tmp,
-            gate.heldout,
-            variant="optimized",
-            batch_sizes=(256,),
-            atol=config.atol,
-        )
-        _publish(ckpt, result, "optimized", path, tmp, parity, staging, config, log)
+        _optimized_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
     if config.int8:
-        path = variant_path(dest, "int8")
-        tmp = staging.stage(path)
-        quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
+        _int8_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+    if config.builds_fp16:
+        _fp16_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+
+
+def _optimized_variant(
+    ckpt: Checkpoint,
+    dest: Path,
+    config: ExportConfig,
+    gate: GateData,
+    heldout_ref: np.ndarray,
+    result: ExportResult,
+    staging: OutputSet,
+    log: Log,
+) -> None:
+    """`<stem>.opt.onnx`: ORT's offline CPU optimization, gated on fp32's tolerance."""
+    path = variant_path(dest, "opt")
+    tmp = staging.stage(path)
+    optimize_for_cpu(dest, tmp)
+    parity = check_parity(
+        heldout_ref,
+        tmp,
+        gate.heldout,
+        variant="optimized",
+        batch_sizes=(256,),
+        atol=config.atol,
+    )
+    _publish(ckpt, result, "optimized", path, tmp, parity, staging, config, log)
+
+
+def _int8_variant(
+    ckpt: Checkpoint,
+    dest: Path,
+    config: ExportConfig,
+    gate: GateData,
+    heldout_ref: np.ndarray,
+    result: ExportResult,
+    staging: OutputSet,
+    log: Log,
+) -> None:
+    """`<stem>.int8.onnx`: gated on top-1 agreement and on the held-out accuracy drop."""
+    path = variant_path(dest, "int8")
+    tmp = staging.stage(path)
+    quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
+    parity = check_parity(
+        heldout_ref,
+        tmp,
+        gate.heldout,
+        variant="int8",
+        batch_sizes=(256,),
+        atol=None,
+        min_agreement=config.int8_min_agreement,
+        truth=gate.heldout_labels,
+    )
+    _publish(
+        ckpt,
+        result,
+        "int8",
+        path,
+        tmp,
+        parity,
+        staging,
+        config,
+        log,
+        config.int8_max_accuracy_drop,
+    )
+
+
+def _fp16_variant(
+    ckpt: Checkpoint,
+    dest: Path,
+    config: ExportConfig,
+    gate: GateData,
+    heldout_ref: np.ndarray,
+    result: ExportResult,
+    staging: OutputSet,
+    log: Log,
+) -> None:
+    """`<stem>.fp16.onnx`: gated on CUDA; without CUDA written unchecked, with a notice."""
+    path = variant_path(dest, "fp16")
+    tmp = staging.stage(path)
+    serving = ServingModel(ckpt.model, ckpt.spec, dtype=torch.float16)  # BatchNorm folded in fp32
+    export_graph(serving, tmp, result.opset, result.exporter)
+    lint(tmp)
+    check_fp16_initializers(tmp)
+    if cuda_available():
         parity = check_parity(
             heldout_ref,
             tmp,
             gate.heldout,
-            variant="int8",
+            variant="fp16",
             batch_sizes=(256,),
             atol=None,
-            min_agreement=config.int8_min_agreement,
-            truth=gate.heldout_labels,
+            min_agreement=config.fp16_min_agreement,
+            provider="cuda",
         )
-        _publish(
-            ckpt,
-            result,
-            "int8",
-            path,
-            tmp,
-            parity,
-            staging,
-            config,
-            log,
-            config.int8_max_accuracy_drop,
-        )
-    if config.builds_fp16:
-        path = variant_path(dest, "fp16")
-        tmp = staging.stage(path)
-        serving = ServingModel(
-            ckpt.model, ckpt.spec, dtype=torch.float16
-        )  # BatchNorm folded in fp32
-        export_graph(serving, tmp, result.opset, result.exporter)
-        lint(tmp)
-        check_fp16_initializers(tmp)
-        if cuda_available():
-            parity = check_parity(
-                heldout_ref,
-                tmp,
-                gate.heldout,
-                variant="fp16",
-                batch_sizes=(256,),
-                atol=None,
-                min_agreement=config.fp16_min_agreement,
-                provider="cuda",
-            )
-            _publish(ckpt, result, "fp16", path, tmp, parity, staging, config, log)
-        else:
-            set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
-            staging.commit(path)
-            result.variants["fp16"] = path
-            notice = f"{path.name}: NOT parity-checked (onnxruntime cannot run a CUDA session here)"
-            result.notices.append(notice)
-            log(f"notice: {notice}")
+        _publish(ckpt, result, "fp16", path, tmp, parity, staging, config, log)
+    else:
+        set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
+        staging.commit(path)
+        result.variants["fp16"] = path
+        notice = f"{path.name}: NOT parity-checked (onnxruntime cannot run a CUDA session here)"
+        result.notices.append(notice)
+        log(f"notice: {notice}")
 
 
 def _publish(

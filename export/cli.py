@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from fcls.infer.common.extras import require
 from fcls.infer.common.modelfile import CHECKPOINT, check_checkpoint
 
 from .config import ExportConfig
+
+if TYPE_CHECKING:  # the api module imports torch; the command imports it only after `require`
+    from .api import ExportResult
 
 
 @click.command(context_settings=CONTEXT)
@@ -105,11 +109,16 @@ def main(
     )
     require("fcls-export", "torch", "onnx", "onnxscript")
     check_checkpoint(source)  # a missing file or an ONNX model: one line naming the command
-    from fcls.infer.common.system import file_sha256
-
     from .api import export_onnx
 
     result = export_onnx(source, dest, config, log=run.echo)
+    _summarize(run, source, dest, result)
+
+
+def _summarize(run: Run, source: Path, dest: Path, result: ExportResult) -> None:
+    """The run's summary: the JSON record and the one-line report."""
+    from fcls.infer.common.system import file_sha256
+
     extra = "".join(f", {k} -> {p}" for k, p in result.variants.items())
     run.summary(
         {

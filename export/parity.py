@@ -89,6 +89,43 @@ def run_session(
     return np.concatenate(logits), np.concatenate(labels)
 
 
+@dataclass
+class _Tally:
+    """Figures gathered over the runs at each batch size: counts add up, worst cases max."""
+
+    worst_logit: float = 0.0
+    worst_proba: float = 0.0
+    agree: int = 0
+    total: int = 0
+    nonfinite: int = 0
+    label_mismatch: int = 0
+    accuracy: float | None = None  # of the last run over all of `truth`
+
+    def add(
+        self,
+        logits: np.ndarray,
+        labels: np.ndarray,
+        ref: np.ndarray,
+        n: int,
+        truth: np.ndarray | None,
+    ) -> None:
+        """Count one run of `n` rows: its logits and labels against the reference's `ref`."""
+        finite = np.isfinite(logits).all(axis=1)
+        self.nonfinite += int((~finite).sum())
+        diff = np.abs(logits.astype(np.float64) - ref)
+        self.worst_logit = max(
+            self.worst_logit, float(np.nanmax(diff, initial=0.0)) if finite.all() else np.inf
+        )
+        self.worst_proba = max(
+            self.worst_proba, float(np.abs(softmax(logits) - softmax(ref)).max(initial=0.0))
+        )
+        self.agree += int((logits.argmax(1) == ref.argmax(1)).sum())
+        self.label_mismatch += int((labels != logits.argmax(1)).sum())
+        if truth is not None and n == len(truth):
+            self.accuracy = float((labels == truth).mean()) if n else None
+        self.total += n
+
+
 def check_parity(
     reference: np.ndarray,  # (N, K) float32 logits of the source model
     onnx_model: Path | bytes,
@@ -112,48 +149,32 @@ def check_parity(
     """
     session = exact_session(onnx_model, provider)
     scale = float(max(1.0, np.abs(reference).max(initial=0.0)))
-    worst_logit = worst_proba = 0.0
-    agree = total = nonfinite = label_mismatch = 0
-    accuracy = None
+    tally = _Tally()
     for b in batch_sizes:
         n = min(len(pixels), BATCH1_IMAGES) if b == 1 else len(pixels)
         logits, labels = run_session(session, pixels[:n], b)
-        ref = reference[:n]
-        finite = np.isfinite(logits).all(axis=1)
-        nonfinite += int((~finite).sum())
-        diff = np.abs(logits.astype(np.float64) - ref)
-        worst_logit = max(
-            worst_logit, float(np.nanmax(diff, initial=0.0)) if finite.all() else np.inf
-        )
-        worst_proba = max(
-            worst_proba, float(np.abs(softmax(logits) - softmax(ref)).max(initial=0.0))
-        )
-        agree += int((logits.argmax(1) == ref.argmax(1)).sum())
-        label_mismatch += int((labels != logits.argmax(1)).sum())
-        if truth is not None and n == len(truth):
-            accuracy = float((labels == truth).mean()) if n else None
-        total += n
-    agreement = agree / total if total else 1.0
+        tally.add(logits, labels, reference[:n], n, truth)
+    agreement = tally.agree / tally.total if tally.total else 1.0
     tolerance = None if atol is None else atol * scale
     passed = (
-        nonfinite == 0
-        and label_mismatch == 0
+        tally.nonfinite == 0
+        and tally.label_mismatch == 0
         and agreement >= min_agreement
-        and (tolerance is None or worst_logit <= tolerance)
+        and (tolerance is None or tally.worst_logit <= tolerance)
     )
     return ParityResult(
         variant=variant,
         provider=provider,
         images=len(pixels),
         batch_sizes=tuple(batch_sizes),
-        max_abs_dlogit=worst_logit,
+        max_abs_dlogit=tally.worst_logit,
         logit_scale=scale,
         tolerance=tolerance,
-        max_abs_dproba=worst_proba,
+        max_abs_dproba=tally.worst_proba,
         top1_agreement=agreement,
         min_agreement=min_agreement,
-        nonfinite=nonfinite,
-        label_mismatch=label_mismatch,
+        nonfinite=tally.nonfinite,
+        label_mismatch=tally.label_mismatch,
         passed=passed,
-        accuracy=accuracy,
+        accuracy=tally.accuracy,
     )

@@ -117,34 +117,14 @@ def main(
     run: Run,
 ) -> None:
     """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
-    from ..common.modelfile import find_onnx
     from ..engine.options import ScoringOptions
-    from ..formats.paths import (
-        STDIN,
-        STDOUT,
-        check_stdin,
-        drift_report_path,
-        expand_inputs,
-        output_paths,
-    )
+    from ..formats.paths import drift_report_path
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
     )
-    if proba_raw and not proba:
-        raise ConfigError("--proba-raw changes the --proba columns: give --proba too")
-    if drift is False and drift_report is not None:
-        raise ConfigError("--drift-report with --no-drift: there is no report to write")
-    if engine == "ray":
-        _check_ray_options(resume, parse_threads)
-    check_stdin(list(inputs))
-    model_path = find_onnx(model)  # before -o creates any directory
-    stdin = inputs == (STDIN,)
-    paths = [Path(STDIN)] if stdin else expand_inputs(list(inputs))
-    dests = output_paths(paths, output)
-    to_stdout = dests == [Path(STDOUT)] and output == STDOUT
-    if to_stdout:
-        _check_stdout(run, resume)
+    _check_flags(proba, proba_raw, drift, drift_report, engine, resume, parse_threads)
+    model_path, sources, dests, to_stdout = _resolve_files(run, inputs, model, output, resume)
     model_sha = _model_sha(run, model_path)
     run.detail(version_line("fcls-infer"))
     options = ScoringOptions(
@@ -161,7 +141,6 @@ def main(
         durable=not to_stdout,
     )
     report = None if drift is False else drift_report or drift_report_path(dests, to_stdout)
-    sources = [STDIN] if stdin else paths
     plan = _Plan(
         sources,
         dests,
@@ -174,8 +153,15 @@ def main(
         workers,
         gpus_per_worker,
     )
+    _score_and_report(plan, run, model_sha, output, provider)
+
+
+def _score_and_report(
+    plan: _Plan, run: Run, model_sha: str | None, output: str | None, provider: str
+) -> None:
+    """Score the plan, print its summary, and with --provider auto say what was chosen."""
     summaries, seconds = _score(plan, run)
-    used = _report(run, sources, summaries, seconds, model_path, model_sha, output, provider)
+    used = _report(run, plan.sources, summaries, seconds, plan.model, model_sha, output, provider)
     if provider == "auto" and summaries:
         from ..engine.session import auto_choice
 
@@ -214,6 +200,43 @@ def _score(plan: _Plan, run: Run) -> tuple[list[Any], float]:
             _stream_to_stdout(plan.dests[0])
             summaries = [replace(s, output="<stdout>") for s in summaries]
     return summaries, seconds
+
+
+def _check_flags(
+    proba: bool,
+    proba_raw: bool,
+    drift: bool | None,
+    drift_report: Path | None,
+    engine: str,
+    resume: bool,
+    parse_threads: int | None,
+) -> None:
+    """Refuse options that contradict each other, before any file is looked at."""
+    if proba_raw and not proba:
+        raise ConfigError("--proba-raw changes the --proba columns: give --proba too")
+    if drift is False and drift_report is not None:
+        raise ConfigError("--drift-report with --no-drift: there is no report to write")
+    if engine == "ray":
+        _check_ray_options(resume, parse_threads)
+
+
+def _resolve_files(
+    run: Run, inputs: tuple[str, ...], model: Path | None, output: str | None, resume: bool
+) -> tuple[Path, list[Any], list[Path], bool]:
+    """The model, the sources to score, their destinations, and whether results take stdout."""
+    from ..common.modelfile import find_onnx
+    from ..formats.paths import STDIN, STDOUT, check_stdin, expand_inputs, output_paths
+
+    check_stdin(list(inputs))
+    model_path = find_onnx(model)  # before -o creates any directory
+    stdin = inputs == (STDIN,)
+    paths = [Path(STDIN)] if stdin else expand_inputs(list(inputs))
+    dests = output_paths(paths, output)
+    to_stdout = dests == [Path(STDOUT)] and output == STDOUT
+    if to_stdout:
+        _check_stdout(run, resume)
+    sources: list[Any] = [STDIN] if stdin else paths
+    return model_path, sources, dests, to_stdout
 
 
 def _check_ray_options(resume: bool, parse_threads: int | None) -> None:

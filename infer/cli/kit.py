@@ -322,39 +322,44 @@ def standard(command: str, *, torch: bool = False) -> Callable[[F], F]:
                 click.echo(f"{command}: {what}{note}", err=True)
                 sys.exit(stop_code(e))
 
-        options = [
-            click.Option(
-                ["--version"],
-                is_flag=True,
-                expose_value=False,
-                is_eager=True,
-                callback=_print_version(command, torch),
-                help="Print the fcls, onnxruntime"
-                + (", torch" if torch else "")
-                + " and Python versions and exit.",
-            ),
-            click.Option(["-q", "--quiet"], is_flag=True, help="Errors only: no notices, no bars."),
-            click.Option(
-                ["-v", "--verbose"], count=True, help="More detail (versions, hashes, timings)."
-            ),
-            click.Option(
-                ["--json", "json_stdout"],
-                is_flag=True,
-                help="Print the summary as one JSON object on stdout instead of the human line.",
-            ),
-            click.Option(
-                ["--summary-json"],
-                type=click.Path(dir_okay=False, path_type=Path),
-                default=None,
-                help="Also write the summary as JSON to this file.",
-            ),
-        ]
+        options = _standard_options(command, torch)
         # click lists __click_params__ in reverse: these go after the command's own options
         params = getattr(wrapper, "__click_params__", [])
         wrapper.__click_params__ = [*reversed(options), *params]  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _standard_options(command: str, torch: bool) -> list[click.Option]:
+    """The options `standard` adds to every command, in the order --help lists them."""
+    return [
+        click.Option(
+            ["--version"],
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_print_version(command, torch),
+            help="Print the fcls, onnxruntime"
+            + (", torch" if torch else "")
+            + " and Python versions and exit.",
+        ),
+        click.Option(["-q", "--quiet"], is_flag=True, help="Errors only: no notices, no bars."),
+        click.Option(
+            ["-v", "--verbose"], count=True, help="More detail (versions, hashes, timings)."
+        ),
+        click.Option(
+            ["--json", "json_stdout"],
+            is_flag=True,
+            help="Print the summary as one JSON object on stdout instead of the human line.",
+        ),
+        click.Option(
+            ["--summary-json"],
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Also write the summary as JSON to this file.",
+        ),
+    ]
 
 
 def _print_version(

@@ -166,15 +166,9 @@ def predict_files(
             for src in files:  # every file's pixel count, before anything is scored
                 check_header(src, "unlabelled", pixels=model.spec)
             report = stage_drift_report(model, opts, drift_report, outputs)
-            model_sha = file_sha256(model.path) if resume else ""
-            summaries = []
-            for src, dst in zip(sources, destinations):
-                journal = None
-                if resume:
-                    journal = Journal(dst, _identity(Path(src), model, model_sha, opts))
-                    journals.append(journal)
-                tmp = outputs.stage(dst, journal.temp if journal else None)
-                summaries.append(_score_file(src, tmp, dst, model, opts, journal, say))
+            summaries = _score_sources(
+                sources, destinations, model, opts, outputs, journals, resume, say
+            )
             if checks_drift(model, opts):
                 names = [source_name(s) for s in sources]
                 summaries = report_drift(model, names, summaries, report, outputs, say)
@@ -190,6 +184,32 @@ def predict_files(
                 model.close()
     for journal in journals:
         journal.remove()
+    return summaries
+
+
+def _score_sources(
+    sources: list[Any],
+    destinations: list[Path],
+    model: Predictor,
+    opts: ScoringOptions,
+    outputs: OutputSet,
+    journals: list[Journal],
+    resume: bool,
+    say: Log,
+) -> list[Summary]:
+    """Score each source into its staged destination, in order.
+
+    With `resume`, each file's journal is appended to `journals` as soon as it exists, so the
+    caller's failure handling can keep it and its partial output for the next try."""
+    model_sha = file_sha256(model.path) if resume else ""
+    summaries = []
+    for src, dst in zip(sources, destinations):
+        journal = None
+        if resume:
+            journal = Journal(dst, _identity(Path(src), model, model_sha, opts))
+            journals.append(journal)
+        tmp = outputs.stage(dst, journal.temp if journal else None)
+        summaries.append(_score_file(src, tmp, dst, model, opts, journal, say))
     return summaries
 
 

@@ -321,21 +321,7 @@ def predict_csv_ray(
     opts = ScoringOptions.of(options, **fields)
     use = _worker_provider(opts.provider, gpus_per_worker)
     paths = expand_inputs(inputs)
-    pipes = [p for p in paths if not is_regular(p)]
-    if pipes:
-        raise ConfigError(
-            f"--engine ray: {pipes[0]} is not a regular file (its workers read each input "
-            "again at byte offsets); use --engine local for a pipe"
-        )
-    dests = output_paths(paths, out)
-    if drift_report is not None:
-        check_outputs(paths, [*dests, Path(drift_report)], model)
-    tables = [d for d in dests if table_format(d) != "csv"]
-    if tables:
-        raise ConfigError(
-            f"-o {tables[0]}: --engine ray writes CSV results only; use --engine local for "
-            "Parquet/Arrow output, or convert the CSV results with fcls-convert"
-        )
+    dests = _ray_destinations(paths, out, model, drift_report)
     # fail fast on a bad model, and on a provider the driver cannot run
     driver = Predictor(model, use, 1)
     check_profile(driver, opts, say)
@@ -358,6 +344,28 @@ def predict_csv_ray(
             summaries = report_drift(driver, names, summaries, report, outputs, say)
         outputs.commit_all()
     return summaries
+
+
+def _ray_destinations(
+    paths: list[Path], out: str | Path | None, model: Path, drift_report: Path | None
+) -> list[Path]:
+    """The result file of each input; refuses a pipe as input and a table format as output."""
+    pipes = [p for p in paths if not is_regular(p)]
+    if pipes:
+        raise ConfigError(
+            f"--engine ray: {pipes[0]} is not a regular file (its workers read each input "
+            "again at byte offsets); use --engine local for a pipe"
+        )
+    dests = output_paths(paths, out)
+    if drift_report is not None:
+        check_outputs(paths, [*dests, Path(drift_report)], model)
+    tables = [d for d in dests if table_format(d) != "csv"]
+    if tables:
+        raise ConfigError(
+            f"-o {tables[0]}: --engine ray writes CSV results only; use --engine local for "
+            "Parquet/Arrow output, or convert the CSV results with fcls-convert"
+        )
+    return dests
 
 
 Place = tuple[int, int, int]  # (shard, part, row): where a piece goes in its file
