@@ -345,6 +345,15 @@ def _capped(stage: Stage, model: torch.nn.Module, log: Log) -> Stage:
     return replace(stage, lr=cap)
 
 
+def _check_finite(loss: float, stage: Stage, epoch: int, arch: str) -> None:
+    if not math.isfinite(loss):
+        raise DivergedError(
+            f"training diverged: stage {stage.name} epoch {epoch} ended with train loss {loss} "
+            f"({arch}, {stage.optimizer} at learning rate {stage.lr:g}); try --recipe "
+            "notebook; model.pt is not written"
+        )
+
+
 def _train_stage(
     config: TrainConfig,
     run: _Run,
@@ -375,12 +384,7 @@ def _train_stage(
         tacc, tloss = train_epoch(
             model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
-        if not math.isfinite(tloss):
-            raise DivergedError(
-                f"training diverged: stage {stage.name} epoch {run.epoch + 1} ended with train "
-                f"loss {tloss} ({config.arch}, {stage.optimizer} at learning rate {stage.lr:g}); "
-                "try --recipe notebook; model.pt is not written"
-            )
+        _check_finite(tloss, stage, run.epoch + 1, config.arch)
         vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp, spec=spec)
         run.epoch += 1
         # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement

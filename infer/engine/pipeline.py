@@ -164,7 +164,8 @@ def predict_files(
                 model = Predictor(model, opts.provider, opts.threads, spinning=False)
             check_profile(model, opts, say)
             for src in files:  # every file's pixel count, before anything is scored
-                check_header(src, "unlabelled", pixels=model.spec)
+                if is_regular(src):  # a pipe's header can be read once only: by its reader
+                    check_header(src, "unlabelled", pixels=model.spec)
             report = stage_drift_report(model, opts, drift_report, outputs)
             summaries = _score_sources(
                 sources, destinations, model, opts, outputs, journals, resume, say
