@@ -304,3 +304,20 @@ def rgb_digits(size: int = 16, classes: int = 3, seed: int = 0) -> tuple[np.ndar
     tint = np.random.default_rng(seed).uniform(0.3, 1.0, size=(len(images), 1, 1, 3))
     rgb = np.rint(grey[..., None] * tint).clip(0, 255).astype(np.uint8)
     return rgb.reshape(len(images), -1), labels
+
+
+# A user's own network for `--arch module:Tiny`: its constructor takes the ImageSpec.
+USER_NET = """
+import torch
+from torch import nn
+
+
+class Tiny(nn.Module):
+    def __init__(self, spec):
+        super().__init__()
+        self.conv = nn.Conv2d(spec.channels, 8, 3)
+        self.fc = nn.Linear(8 * (spec.height - 2) * (spec.width - 2), spec.n_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.relu(self.conv(x / 255)), 1))
+"""

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner, Result
-from helpers import fashion_28x28, rgb_digits, temps_under, tiny_model, write_rows_csv
+from helpers import USER_NET, fashion_28x28, rgb_digits, temps_under, tiny_model, write_rows_csv
 
 from fcls.export.cli import main as export_main
 from fcls.export.graph import read_metadata
@@ -30,21 +30,6 @@ KAGGLE_ROWS = 3000  # training rows of the 28x28 file
 HELD_OUT_ROWS = 300  # the next rows of the shared file: what fcls-infer and fcls-eval score
 RGB_NAMES = ("zero", "one", "two")  # sklearn digits 0, 1, 2; the model sorts them
 SORTED_NAMES = sorted(RGB_NAMES)  # ['one', 'two', 'zero']: class 0 is "one"
-
-USER_NET = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, spec):
-        super().__init__()
-        self.conv = nn.Conv2d(spec.channels, 8, 3)
-        self.fc = nn.Linear(8 * (spec.height - 2) * (spec.width - 2), spec.n_classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(torch.relu(self.conv(x / 255)), 1))
-"""
 
 
 def cli(command: click.Command, *args: object, code: int = 0) -> Result:

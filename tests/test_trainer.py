@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import USER_NET
 
 from fcls.infer.common import spec as fcls_spec
 from fcls.infer.common.errors import CheckpointError, ConfigError
@@ -492,22 +493,6 @@ def test_class_name_count_must_fit_the_data(tmp_path: Path, digits_csv: Path):
     assert result.exit_code == 1
     assert "3 names given, the data has 10 classes (labels 0..9)" in result.output
     assert len(result.output.strip().splitlines()) == 1
-
-
-USER_NET = """
-import torch
-from torch import nn
-
-
-class Tiny(nn.Module):
-    def __init__(self, spec):
-        super().__init__()
-        self.conv = nn.Conv2d(spec.channels, 8, 3)
-        self.fc = nn.Linear(8 * (spec.height - 2) * (spec.width - 2), spec.n_classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(torch.relu(self.conv(x / 255)), 1))
-"""
 
 
 @pytest.mark.parametrize("recipe", [NOTEBOOK, FAST], ids=["notebook", "fast"])
