@@ -132,7 +132,7 @@ def main(
     quick: bool,
     run: Run,
 ) -> None:
-    """Benchmark FinalCNNet backends side by side with the notebook's PyTorch way and, when
+    """Benchmark a model's backends side by side with the notebook's PyTorch way and, when
     openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files.
 
     --summary-json FILE writes the figures (the old spelling --json FILE still works)."""

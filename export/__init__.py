@@ -1,4 +1,4 @@
-"""fcls.export: FinalCNNet checkpoint -> ONNX behind a numeric-parity gate.
+"""fcls.export: checkpoint -> ONNX behind a numeric-parity gate.
 
 Submodules load lazily so that `fcls-export --help` and a missing torch cost no torch import.
 """

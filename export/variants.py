@@ -97,7 +97,8 @@ def check_fp16_ranges(
     """
     serving = ServingModel(model, spec, torch.float32, fold_bn=True)
     limit = FP16_MAX / FP16_HEADROOM
-    for name, tensor in serving.named_parameters():
+    network = serving.model  # names as the network's own (`model.conv1` in FinalCNNet's)
+    for name, tensor in network.named_parameters():
         peak = float(tensor.detach().abs().max())
         if not np.isfinite(peak) or peak > limit:
             raise Fp16RangeError(
@@ -112,9 +113,9 @@ def check_fp16_ranges(
             peak = float(output.detach().abs().max()) if output.numel() else 0.0
             peaks[name] = max(peaks.get(name, 0.0), peak if np.isfinite(peak) else np.inf)
 
-        return dict(serving.named_modules())[name].register_forward_hook(hook)
+        return dict(network.named_modules())[name].register_forward_hook(hook)
 
-    leaves = [n for n, m in serving.named_modules() if n and not list(m.children())]
+    leaves = [n for n, m in network.named_modules() if n and not list(m.children())]
     handles = [record(name) for name in leaves]
     try:
         with torch.no_grad():

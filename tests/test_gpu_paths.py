@@ -115,12 +115,13 @@ def test_fp16_cast_before_folding_is_the_hazard(trained: Path, digits, tmp_path:
     ckpt = _big_variance(Checkpoint.load(trained / "model.pt"))
     pixels = digits[0][:512]
     fp32 = tmp_path / "fp32.onnx"
-    export_graph(ServingModel(ckpt.model), fp32, 18, "torchscript")
+    export_graph(ServingModel(ckpt.model, ckpt.spec), fp32, 18, "torchscript")
     ref = _logits(fp32, pixels)
     errors = {}
     for fold in (True, False):
         path = tmp_path / f"fold{fold}.onnx"
-        export_graph(ServingModel(ckpt.model, torch.float16, fold_bn=fold), path, 18, "torchscript")
+        serving = ServingModel(ckpt.model, ckpt.spec, torch.float16, fold_bn=fold)
+        export_graph(serving, path, 18, "torchscript")
         errors[fold] = float(np.abs(_logits(path, pixels) - ref).max())
     assert errors[False] > 20 * errors[True], errors
 
@@ -134,11 +135,11 @@ def _scaled(ckpt: Checkpoint, name: str, factor: float) -> Checkpoint:
 
 def test_fp16_refuses_an_overflowing_activation(trained: Path, digits, tmp_path: Path):
     ckpt = Checkpoint.load(trained / "model.pt")
-    check_fp16_ranges(ckpt.model, digits[0][:256])  # the trained model fits
+    check_fp16_ranges(ckpt.model, ckpt.spec, digits[0][:256])  # the trained model fits
     # conv1 weights x10^4 without its BatchNorm knowing: conv1's output leaves fp16's range
     loud = _scaled(ckpt, "conv1", 1e4)
     with pytest.raises(Fp16RangeError, match=r"activation model\.conv1 reaches"):
-        check_fp16_ranges(loud.model, digits[0][:256])
+        check_fp16_ranges(loud.model, loud.spec, digits[0][:256])
     dest = tmp_path / "m.onnx"
     with pytest.raises(ParityError, match=r"fp16 variant refused: activation model\.conv1 "):
         export_onnx(loud, dest, ExportConfig(fp16=True), log=lambda s: None)
@@ -153,7 +154,7 @@ def test_fp16_refuses_an_overflowing_parameter(trained: Path, digits):
     with pytest.raises(
         Fp16RangeError, match=r"parameter model\.fc5\.bias .*reaches \|x\| = 1\.31e\+05"
     ):
-        check_fp16_ranges(model, digits[0][:64])
+        check_fp16_ranges(model, ckpt.spec, digits[0][:64])
 
 
 def test_fp16_initializer_check_names_the_tensor(tmp_path: Path):

@@ -130,7 +130,7 @@ class ModelInfo:
 
 def model_info(name: str, spec: ImageSpec) -> ModelInfo:
     """Parameter count and multiply-adds per image of network `name` built for `spec`."""
-    from .networks import count_multiply_adds
+    from .tracing import count_multiply_adds
 
     model = create_model(name, spec)
     params = sum(p.numel() for p in model.parameters())

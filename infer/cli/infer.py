@@ -1,4 +1,4 @@
-"""`fcls-infer`: score CSV files of ID,pix1..pix1024 rows into results.csv (ID,label)."""
+"""`fcls-infer`: score CSV files of ID,pix1..pixN rows into results.csv (ID,label)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,7 @@ class ConfigError(FclsError):
 
 
 class CheckpointError(FclsError):
-    """A checkpoint that is missing, corrupt, or does not fit FinalCNNet."""
+    """A checkpoint that is missing, corrupt, or whose weights do not fit its network."""
 
 
 class ParityError(FclsError):

@@ -9,6 +9,8 @@ so a missing extra is one line that says what to install, never a ModuleNotFound
 from __future__ import annotations
 
 import importlib
+import signal
+import threading
 
 from .errors import FclsError
 
@@ -37,10 +39,29 @@ def require(command: str, *modules: str) -> None:
     """Raise MissingExtraError naming the extra to install if any of `modules` cannot be imported."""
     for module in modules:
         try:
-            importlib.import_module(module)
+            _import_undisturbed(module)
         except ImportError:
             extra = EXTRA_OF.get(module, module)
             hint = f"; {TORCH_HINT}" if module == "torch" else ""
             raise MissingExtraError(
                 f'{command} needs {module}, which is not installed: pip install "fcls[{extra}]"{hint}'
             ) from None
+
+
+def _import_undisturbed(module: str) -> None:
+    """Import `module` with the stop signals held back until it is loaded.
+
+    A stop signal's handler raises in whatever Python code runs; inside torch's import that
+    can leave its C++ half-initialised, and the process aborts (SIGABRT) instead of stopping
+    cleanly. A signal that arrives meanwhile stays pending and is handled right after."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(
+        signal, "pthread_sigmask"
+    ):
+        importlib.import_module(module)
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        importlib.import_module(module)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

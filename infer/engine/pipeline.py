@@ -104,7 +104,7 @@ def predict_csv(
     log: Log | None = None,
     **fields: Any,
 ) -> Summary:
-    """Score every row of `src` (ID,pix1..pix1024) into `dst` (ID,label[,probabilities]).
+    """Score every row of `src` (ID and the model's pixel columns) into `dst` (ID,label[,probabilities]).
 
     `src`: a CSV path (`.gz` decompressed, '-' stdin), a Parquet/Arrow IPC path or a binary
     stream; `dst`: the output file (.csv, or .parquet/.arrow), written beside itself and
