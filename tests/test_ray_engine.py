@@ -17,7 +17,7 @@ from helpers import deadline, write_eval_csv
 
 from fcls.infer.cli.infer import main
 from fcls.infer.common.errors import ConfigError, DataError, OutputError
-from fcls.infer.common.spec import DEFAULT_SPEC
+from fcls.infer.common.spec import DEFAULT_SPEC, SPEC_KEY, ImageSpec
 from fcls.infer.engine import ray as ray_engine
 from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_csv, predict_files
@@ -446,3 +446,66 @@ def test_infer_without_ray_installed_never_imports_it(tmp_path, parts, exported)
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _rgb_model(path: Path, spec: ImageSpec) -> Path:
+    """A one-layer graph for `spec`'s rows, the spec recorded as fcls-export records it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(5).normal(size=(spec.n_pixels, spec.n_classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["pixels"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("MatMul", ["x", "w"], ["logits"]),
+            helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0),
+        ],
+        "rgb",
+        [helper.make_tensor_value_info("pixels", TensorProto.UINT8, ["batch", spec.n_pixels])],
+        [
+            helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", spec.n_classes]),
+            helper.make_tensor_value_info("label", TensorProto.INT64, ["batch"]),
+        ],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model.metadata_props.add(key=SPEC_KEY, value=spec.to_json())
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.slow
+def test_ray_scores_other_geometries_as_the_local_engine(tmp_path, ray_local):
+    """RGB 20x12 rows (720 values, not a square: the size comes from the model's spec) in
+    `id,pixel0..` files: Ray's bytes are the local engine's; a file of another pixel count
+    is refused before anything is scored."""
+    from fcls.infer.engine.ray import predict_csv_ray
+
+    spec = ImageSpec(20, 12, 3, ("bag", "shirt", "shoe"))
+    model = _rgb_model(tmp_path / "rgb.onnx", spec)
+    rng = np.random.default_rng(0)
+    header = "id," + ",".join(f"pixel{i}" for i in range(spec.n_pixels))
+    parts = []
+    for k, n in enumerate((700, 400)):
+        rows = rng.integers(0, 256, (n, spec.n_pixels))
+        lines = [header, *(f"r{k}-{j}," + ",".join(map(str, r)) for j, r in enumerate(rows))]
+        parts.append(tmp_path / f"rgb{k}.csv")
+        parts[-1].write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    summaries = predict_csv_ray([str(p) for p in parts], out, model, shard_bytes=200_000)
+    assert [s.rows for s in summaries] == [700, 400]
+    for p in parts:
+        predict_csv(p, tmp_path / f"{p.stem}.local.csv", model, class_names=True)
+        predict_csv(p, tmp_path / f"{p.stem}.ids.csv", model)
+        assert (out / f"{p.stem}.results.csv").read_bytes() == (
+            tmp_path / f"{p.stem}.ids.csv"
+        ).read_bytes()
+    assert (tmp_path / "rgb0.local.csv").read_text().splitlines()[1].split(",")[
+        1
+    ] in spec.class_names
+    gray = write_eval_csv(tmp_path / "gray.csv", np.zeros((5, 1024), np.uint8))
+    with pytest.raises(DataError, match=r"1024 pixel columns .*the model takes 720 \(20x12x3\)"):
+        predict_csv_ray([str(gray)], tmp_path / "gray.results.csv", model)
+    assert not (tmp_path / "gray.results.csv").exists()
