@@ -10,6 +10,8 @@ import click
 from fcls.infer.cli.kit import CONTEXT, Run, standard
 from fcls.infer.common.extras import require
 
+from ._defaults import BATCH_SIZES
+
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
@@ -66,7 +68,7 @@ class BenchCommand(click.Command):
     help="Comma list from torch,ort,ort-opt,ort-int8,cuda,cuda-fp16,ov-f32,ov-default,ov-int8 "
     "(default: all present; the reference, torch or else ort, is always measured).",
 )
-@click.option("--batch-sizes", default="1,64,256,1024", show_default=True)
+@click.option("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), show_default=True)
 @click.option(
     "--rows", type=click.IntRange(min=100), default=None, help="End-to-end CSV rows [50000]."
 )

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fcls.bench.rss import KIB_PER_MIB
+
 EVALUATE = Path(__file__).resolve().parents[1].parent / "shared/data/fashion/evaluate.csv.gz"
 LIMIT = 0.15  # the larger run's peak may exceed the smaller one's by at most this
 
@@ -71,7 +73,7 @@ def child(src: Path, model: Path, workers: int) -> dict[str, Any]:
     return {
         "rows": summary.rows,
         "seconds": seconds,
-        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB,
         "psutil_peak_mib": peak[0] / 2**20,
         "sha256": _sha256(dest),
     }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import resource
 from pathlib import Path
 
+KIB_PER_MIB = 1 << 10  # VmHWM and ru_maxrss are in KiB on Linux
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MiB (VmHWM: unlike ru_maxrss on Linux,
@@ -13,7 +15,7 @@ def peak_rss_mb() -> float:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+                return int(line.split()[1]) / KIB_PER_MIB
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KIB_PER_MIB

@@ -21,6 +21,7 @@ import numpy as np
 
 from fcls.infer.common.spec import DEFAULT_BATCH_SIZE, DEFAULT_SPEC
 
+from ._defaults import BATCH_SIZES
 from .artifacts import (
     BenchImages,
     Models,
@@ -71,7 +72,7 @@ class BenchConfig:
     model: Path | None = None
     checkpoint: Path | None = None
     backends: tuple[str, ...] | None = None  # None: the reference and every variant present
-    batch_sizes: tuple[int, ...] = (1, 64, 256, 1024)
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
     rows: int = 50_000
     seconds: float = 2.0  # timed per backend and batch size, after warm-up
     threads: int | None = None

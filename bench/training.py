@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.train.config import RECIPES, Recipe
 from fcls.train.model import patch_matmul
-from fcls.train.predict import predict_logits, to_input
+from fcls.train.predict import EVAL_BATCH, predict_logits, to_input
 from fcls.train.registry import DEFAULT_ARCH, create_model
 from fcls.train.steps import (
     Ema,
@@ -39,7 +39,6 @@ from fcls.train.steps import (
 )
 
 BATCH = 256
-EVAL_BATCH = 1024
 
 
 def _network() -> torch.nn.Module:

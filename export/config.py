@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PARITY_BATCHES: tuple[int, ...] = (1, 7, 256)
-DYNAMIC_BATCHES: tuple[int, ...] = (1, 7, 1024)
+# the largest batch the dynamic-batch gate runs, and the default rows int8 calibrates on
+GATE_ROWS = 1024
+DYNAMIC_BATCHES: tuple[int, ...] = (1, 7, GATE_ROWS)
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class ExportConfig:
     fp16: bool = False
     require_fp16_check: bool = False  # refuse (before any work) an fp16 model CUDA cannot check
     keep_failed: bool = False
-    calibration_rows: int = 1024
+    calibration_rows: int = GATE_ROWS
     eval_rows: int = 5000  # rows read from the data; its held-out test split gates int8
     parity_real: int = 512  # real images in the fp32 parity set (plus as many random ones)
     int8_min_agreement: float = 0.99

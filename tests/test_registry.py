@@ -4,13 +4,13 @@ any image size, channels and class count; a user's own network; checkpoints of e
 from __future__ import annotations
 
 import re
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import USER_NET
 
 from fcls.infer.common.errors import CheckpointError, ConfigError
 from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
@@ -45,22 +45,9 @@ SIZES = {"28x28": ImageSpec(28, 28, 1), "32x32": DEFAULT_SPEC}
 NOTEBOOK_FC1 = {"CNN": 2304, "WideCNN": 2304, "DeepCNN": 4608, "BatchNormCNN": 2304,
                 "DropoutCNN": 2304, "FinalCNNet": 4608}  # fmt: skip
 
-USER_NET = '''
-import torch
-from torch import nn
 
-
-class TinyNet(nn.Module):
-    """A user's network: its constructor takes the ImageSpec."""
-
-    def __init__(self, spec):
-        super().__init__()
-        self.conv = nn.Conv2d(spec.channels, 4, 3)
-        self.head = nn.Linear(4 * (spec.height - 2) * (spec.width - 2), spec.n_classes)
-
-    def forward(self, x):
-        return self.head(torch.flatten(torch.relu(self.conv(x)), 1))
-
+# beside the shared user network (tests/helpers.py): what a user can get wrong
+BROKEN_NETS = """
 
 class Broken(nn.Module):
     def __init__(self, spec):
@@ -68,7 +55,7 @@ class Broken(nn.Module):
 
 
 NOT_A_MODULE = 42
-'''
+"""
 
 
 def test_the_notebook_networks_in_its_order():
@@ -189,14 +176,14 @@ def test_info_batchnorm_pairs_and_serving_module(name: str):
 @pytest.fixture
 def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A module of the user's, importable as `fcls_user_net` for this test."""
-    (tmp_path / "fcls_user_net.py").write_text(textwrap.dedent(USER_NET))
+    (tmp_path / "fcls_user_net.py").write_text(USER_NET + BROKEN_NETS)
     monkeypatch.syspath_prepend(str(tmp_path))
     return "fcls_user_net"
 
 
 def test_user_network_by_module_and_class(user_module: str):
-    model = create_model(f"{user_module}:TinyNet", ImageSpec(8, 8, 3, ("a", "b")))
-    assert type(model).__name__ == "TinyNet" and model.head.out_features == 2
+    model = create_model(f"{user_module}:Tiny", ImageSpec(8, 8, 3, ("a", "b")))
+    assert type(model).__name__ == "Tiny" and model.fc.out_features == 2
     for bad, message in [
         (f"{user_module}:Missing", "fcls_user_net has no Missing"),
         (f"{user_module}:NOT_A_MODULE", "NOT_A_MODULE is a int, not a torch.nn.Module subclass"),
@@ -262,10 +249,10 @@ def test_weights_that_do_not_fit_name_the_network(tmp_path: Path):
 
 
 def test_user_network_checkpoint(tmp_path: Path, user_module: str):
-    arch, spec = f"{user_module}:TinyNet", ImageSpec(8, 8, 1, ("a", "b"))
+    arch, spec = f"{user_module}:Tiny", ImageSpec(8, 8, 1, ("a", "b"))
     path = Checkpoint(_weights(arch, spec), architecture=arch, spec=spec).save(tmp_path / "u.pt")
     ckpt = Checkpoint.load(path)
-    assert ckpt.architecture == arch and type(ckpt.model).__name__ == "TinyNet"
+    assert ckpt.architecture == arch and type(ckpt.model).__name__ == "Tiny"
 
 
 def test_arch_list_prints_every_network(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -303,5 +290,5 @@ def test_typed_helpers_for_the_exporter(user_module: str):
     final = create_model("FinalCNNet", DEFAULT_SPEC)
     assert batchnorm_pairs(final) == final.batchnorm_pairs()  # type: ignore[operator]
     assert type(serving_module(final)).__name__ == "_ChannelsLastHead"
-    mine = create_model(f"{user_module}:TinyNet", DEFAULT_SPEC)
+    mine = create_model(f"{user_module}:Tiny", DEFAULT_SPEC)
     assert batchnorm_pairs(mine) == () and serving_module(mine) is mine and not mine.training

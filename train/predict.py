@@ -15,6 +15,8 @@ from torch import nn
 
 from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
 
+EVAL_BATCH = 1024  # rows per forward pass when scoring: validation, tests, fcls-bench
+
 
 def to_input(pixels: torch.Tensor, spec: ImageSpec = DEFAULT_SPEC) -> torch.Tensor:
     """(N, H*W*C) uint8 HWC rows -> (N, C, H, W) float32 raw 0..255 values."""
@@ -43,7 +45,7 @@ def forward_of(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
 def predict_logits(
     model: nn.Module,
     x: torch.Tensor,
-    batch_size: int = 1024,
+    batch_size: int = EVAL_BATCH,
     amp: bool = False,
     spec: ImageSpec | None = None,
 ) -> torch.Tensor:

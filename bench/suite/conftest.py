@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from suite_helpers import E2E_ROWS
+from suite_helpers import BATCH_SIZES, E2E_ROWS
 
 from fcls.bench.artifacts import Models, build_models, eval_csv, real_looking_images
 from fcls.bench.backends import (
@@ -43,8 +43,8 @@ def checkpoint(models: Models) -> Path:
 
 @pytest.fixture(scope="session")
 def check_set() -> np.ndarray:
-    """(1024, 1024) uint8 real-looking images every backend is checked on."""
-    return real_looking_images(1024, seed=1)
+    """As many real-looking images as the largest batch: every backend is checked on them."""
+    return real_looking_images(max(BATCH_SIZES), seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,9 @@ import os
 
 import numpy as np
 
-BATCH_SIZES = (1, 64, 256, 1024)
+from fcls.bench._defaults import BATCH_SIZES
 
-
-ROUNDS = {1: 300, 64: 30, 256: 10, 1024: 4}
+ROUNDS = dict(zip(BATCH_SIZES, (300, 30, 10, 4)))  # timed calls per batch size
 
 
 E2E_ROWS = int(os.environ.get("FCLS_BENCH_ROWS", "50000"))

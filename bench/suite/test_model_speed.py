@@ -1,4 +1,4 @@
-"""Model latency (batch 1) and throughput (batch 64/256/1024) per backend, labels checked."""
+"""Model latency (batch 1) and throughput (larger batches) per backend, labels checked."""
 
 from __future__ import annotations
 

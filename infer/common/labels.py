@@ -1,7 +1,8 @@
 """Class labels as files hold them (integers 0..K-1 or any text) <-> class indices.
 
-The one place that decides what a label cell means, for training (which classes the data has)
-and for fcls-eval (which of the model's classes a row is).
+The one place that maps label values to classes: which classes a training file has, and which
+of a model's classes a label names (fcls-eval). How a cell's text becomes a value is the
+readers' (formats/labelcells.py).
 """
 
 from __future__ import annotations

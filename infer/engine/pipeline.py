@@ -472,7 +472,7 @@ def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:
             initial=done,
             unit="B",
             unit_scale=True,
-            unit_divisor=1024,
+            unit_divisor=1 << 10,  # KiB, MiB: binary units
             file=sys.stderr,
             leave=False,
         )
