@@ -12,11 +12,11 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fcls.infer.common.system import cpu_model
 from fcls.infer.engine.session import make_session
 
 
@@ -140,17 +140,6 @@ def gemm_kernels() -> dict[str, Any]:
     else:
         kernels["numpy_blas_unknown"] = "not found by threadpoolctl"
     return kernels
-
-
-def cpu_model() -> str:
-    """The CPU's model name as /proc/cpuinfo reports it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:

@@ -40,6 +40,7 @@ from fcls.infer.common.modelfile import looks_like_onnx, sniff
 from fcls.infer.common.system import file_sha256
 from fcls.infer.formats.csvfile import write_eval_csv
 from fcls.train.cli import main as train_main
+from fcls.train.study_cli import main as study_main
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS: dict[str, click.Command] = {
@@ -49,6 +50,7 @@ COMMANDS: dict[str, click.Command] = {
     "fcls-convert": convert_main,
     "fcls-eval": eval_main,
     "fcls-bench": bench_main,
+    "fcls-study": study_main,
 }
 TORCH_FREE = ("fcls-infer", "fcls-convert", "fcls-eval")
 
@@ -261,7 +263,8 @@ def test_help_and_version_import_neither_torch_nor_onnxruntime():
         "from fcls.train.cli import main as t\nfrom fcls.export.cli import main as e\n"
         "from fcls.infer.cli.infer import main as i\nfrom fcls.bench.cli import main as b\n"
         "from fcls.infer.cli.convert import main as c\nfrom fcls.infer.cli.eval import main as v\n"
-        "for m in (t, e, i, b, c, v):\n"
+        "from fcls.train.study_cli import main as s\n"
+        "for m in (t, e, i, b, c, v, s):\n"
         "    for arg in ('--help', '--version'):\n"
         "        try:\n            m([arg])\n        except SystemExit as x:\n"
         "            assert x.code == 0, (m, arg)\n"
