@@ -123,7 +123,8 @@ def test_two_networks_one_epoch_write_table_and_pictures(tmp_path):
         assert (out / "runs" / report / "model.pt").is_file()  # an fcls-train run to export
     assert rows[0]["parameters"] == "624778" and rows[1]["multiply_adds"] == "3522304"
     md = (out / "study.md").read_text()
-    assert "| BaseNetwork | Adam | 624,778 | 0.62 | 1 |" in md and "Hardware: cpu" in md
+    assert "| BaseNetwork | Adam | 624,778 | 0.62 | 1 | epoch limit |" in md
+    assert "Hardware: cpu" in md
     for png in ("val_loss.png", "best_val_accuracy.png"):
         data = (out / png).read_bytes()
         assert data.startswith(PNG) and len(data) > 10_000
@@ -185,4 +186,31 @@ def test_killed_study_resumes_where_it_stopped(tmp_path):
     assert summary["trained"] == 1 and len(summary["runs"]) == 2
     assert "run 1/2 BaseNetwork: done before, kept" in again.stderr
     assert "deepcnn: resuming after stage adam epoch" in again.stderr
-    assert [r["epochs"] for r in _rows(out)][1] == "4"
+    assert [(r["epochs"], r["stopped_by"]) for r in _rows(out)][1] == ("4", "epoch limit")
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "stopped_by"),
+    [
+        ([0.5, 0.6, 0.55, 0.54, 0.53], "early stopping"),  # 3 epochs without a better one
+        ([0.5, 0.6, 0.6, 0.6, 0.6], "early stopping"),  # equal is not better
+        ([0.5, 0.6, 0.55, 0.61], "epoch limit"),
+        ([0.5], "epoch limit"),
+    ],
+)
+def test_why_a_run_stopped(accuracies, stopped_by):
+    from fcls.train.study import _result_of
+
+    history = [{"val_accuracy": a, "val_loss": 1.0, "seconds": 2.0} for a in accuracies]
+    record = {
+        "history": history,
+        "train_images": 100,
+        "parameters": 1,
+        "multiply_adds": 1,
+        "test_accuracy": 0.5,
+        "hardware": "cpu: x (2 CPUs)",
+    }
+    result = _result_of(StudyRun("CNN", "sgd"), record, patience=3)
+    assert result.stopped_by == stopped_by and result.epochs == len(accuracies)
+    assert result.images_per_second == pytest.approx(50.0)
+    assert result.run == "CNN + SGD" and result.best_val_accuracy == max(accuracies)

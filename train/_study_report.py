@@ -48,14 +48,14 @@ def _markdown(config: StudyConfig, results: list[RunResult]) -> str:
         f"{len(results)} of {len(config.runs)} runs; {settings_line(config)}.",
         f"Hardware: {', '.join(sorted({r.hardware for r in results})) or 'none yet'}.",
         "",
-        "| run | optimizer | parameters | M multiply-adds | epochs | best val acc "
-        "| test acc | seconds | img/s |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| run | optimizer | parameters | M multiply-adds | epochs | stopped by "
+        "| best val acc | test acc | seconds | img/s |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|",
     ]
     for r in results:
         lines.append(
             f"| {r.run} | {r.optimizer} | {r.parameters:,} | {r.multiply_adds / 1e6:.2f} "
-            f"| {r.epochs} | {r.best_val_accuracy:.4f} | {r.test_accuracy:.4f} "
+            f"| {r.epochs} | {r.stopped_by} | {r.best_val_accuracy:.4f} | {r.test_accuracy:.4f} "
             f"| {r.seconds:.0f} | {r.images_per_second:,.0f} |"
         )
     lines += [

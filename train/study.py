@@ -65,6 +65,7 @@ TABLE_FIELDS = (
     "parameters",
     "multiply_adds",
     "epochs",
+    "stopped_by",
     "best_val_accuracy",
     "test_accuracy",
     "seconds",
@@ -168,6 +169,7 @@ class RunResult:
     parameters: int
     multiply_adds: int
     epochs: int
+    stopped_by: str  # "early stopping" or "epoch limit", as the notebook tells them apart
     best_val_accuracy: float
     test_accuracy: float
     hardware: str  # what trained it: `cpu: <model> (N CPUs)` or `cuda: <GPU>`
@@ -209,12 +211,12 @@ def run_study(config: StudyConfig, log: Log = print) -> StudyResult:
         done = _finished(train_config)
         if done is not None:
             log(f"run {i}/{len(config.runs)} {run.label}: done before, kept")
-            results.append(_result_of(run, done))
+            results.append(_result_of(run, done, config.patience))
             continue
         log(f"run {i}/{len(config.runs)} {run.label}: training ({train_config.out})")
         device = train(train_config, log=log).device
         trained += 1
-        result = _result_of(run, _record(train_config, device))
+        result = _result_of(run, _record(train_config, device), config.patience)
         log(
             f"run {i}/{len(config.runs)} {run.label}: best val {result.best_val_accuracy:.4f}, "
             f"test {result.test_accuracy:.4f}, {result.epochs} epochs, {result.seconds:.0f}s"
@@ -284,9 +286,12 @@ def _read_history(path: Path) -> list[dict[str, float]]:
         ]
 
 
-def _result_of(run: StudyRun, record: dict[str, Any]) -> RunResult:
+def _result_of(run: StudyRun, record: dict[str, Any], patience: int) -> RunResult:
     history = record["history"]
     seconds = sum(h["seconds"] for h in history)
+    accuracies = [h["val_accuracy"] for h in history]
+    best_epoch = accuracies.index(max(accuracies))  # the first best: improvement is strict
+    stopped_early = len(history) - 1 - best_epoch >= patience
     images = record["train_images"] * len(history)
     return RunResult(
         run=run.label,
@@ -296,13 +301,14 @@ def _result_of(run: StudyRun, record: dict[str, Any]) -> RunResult:
         parameters=record["parameters"],
         multiply_adds=record["multiply_adds"],
         epochs=len(history),
-        best_val_accuracy=max(h["val_accuracy"] for h in history),
+        stopped_by="early stopping" if stopped_early else "epoch limit",
+        best_val_accuracy=max(accuracies),
         test_accuracy=record["test_accuracy"],
         hardware=record["hardware"],
         seconds=seconds,
         images_per_second=images / seconds if seconds > 0 else 0.0,
         val_loss=[h["val_loss"] for h in history],
-        val_accuracy=[h["val_accuracy"] for h in history],
+        val_accuracy=accuracies,
     )
 
 
