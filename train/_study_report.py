@@ -4,26 +4,61 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fcls.infer.common.output import atomic_file, atomic_write_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
-    from .study import RunResult, StudyConfig
-
 TABLE_CSV = "study.csv"
 TABLE_MD = "study.md"
 LOSS_PNG = "val_loss.png"
 ACCURACY_PNG = "best_val_accuracy.png"
+TABLE_FIELDS = (
+    "run",
+    "network",
+    "optimizer",
+    "parameters",
+    "multiply_adds",
+    "epochs",
+    "stopped_by",
+    "best_val_accuracy",
+    "test_accuracy",
+    "seconds",
+    "images_per_second",
+)
 
 
-def write_table(config: StudyConfig, results: list[RunResult]) -> tuple[Path, Path]:
-    """study.csv (one row per run, plain numbers) and study.md (the same, for people)."""
-    from .study import TABLE_FIELDS
+@dataclass(frozen=True)
+class RunResult:
+    """One row of the study's table, with the run's validation history for the pictures."""
 
+    run: str
+    network: str
+    optimizer: str
+    series: str
+    parameters: int
+    multiply_adds: int
+    epochs: int
+    stopped_by: str  # "early stopping" or "epoch limit", as the notebook tells them apart
+    best_val_accuracy: float
+    test_accuracy: float
+    hardware: str  # what trained it: `cpu: <model> (N CPUs)` or `cuda: <GPU>`
+    seconds: float  # the epochs' wall time: training and validation
+    images_per_second: float  # training images per second of `seconds`
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in TABLE_FIELDS}
+
+
+def write_table(out: Path, heading: str, results: list[RunResult]) -> tuple[Path, Path]:
+    """study.csv (one row per run, plain numbers) and study.md (the same for people, under
+    `heading`: what the runs shared)."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=TABLE_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -34,18 +69,16 @@ def write_table(config: StudyConfig, results: list[RunResult]) -> tuple[Path, Pa
         row["seconds"] = f"{r.seconds:.1f}"
         row["images_per_second"] = f"{r.images_per_second:.0f}"
         writer.writerow(row)
-    csv_path = atomic_write_text(config.out / TABLE_CSV, buf.getvalue())
-    md_path = atomic_write_text(config.out / TABLE_MD, _markdown(config, results))
+    csv_path = atomic_write_text(out / TABLE_CSV, buf.getvalue())
+    md_path = atomic_write_text(out / TABLE_MD, _markdown(heading, results))
     return csv_path, md_path
 
 
-def _markdown(config: StudyConfig, results: list[RunResult]) -> str:
-    from .study import settings_line
-
+def _markdown(heading: str, results: list[RunResult]) -> str:
     lines = [
         "# Study",
         "",
-        f"{len(results)} of {len(config.runs)} runs; {settings_line(config)}.",
+        heading,
         f"Hardware: {', '.join(sorted({r.hardware for r in results})) or 'none yet'}.",
         "",
         "| run | optimizer | parameters | M multiply-adds | epochs | stopped by "

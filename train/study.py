@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from fcls.infer.common.errors import ConfigError, OutputError
 from fcls.infer.common.output import atomic_write_text
 from fcls.infer.common.spec import ImageSpec
 
+from ._study_report import RunResult, write_pictures, write_table
 from .config import Recipe, Stage, TrainConfig
 from .registry import canonical_name, model_info
 
@@ -58,19 +59,6 @@ SERIES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 RESULT_FILE = "result.json"
-TABLE_FIELDS = (
-    "run",
-    "network",
-    "optimizer",
-    "parameters",
-    "multiply_adds",
-    "epochs",
-    "stopped_by",
-    "best_val_accuracy",
-    "test_accuracy",
-    "seconds",
-    "images_per_second",
-)
 
 
 @dataclass(frozen=True)
@@ -156,30 +144,6 @@ class StudyConfig:
             arch=run.arch,
             image_size=self.image_size,
         )
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One row of the study's table, with the run's validation history for the pictures."""
-
-    run: str
-    network: str
-    optimizer: str
-    series: str
-    parameters: int
-    multiply_adds: int
-    epochs: int
-    stopped_by: str  # "early stopping" or "epoch limit", as the notebook tells them apart
-    best_val_accuracy: float
-    test_accuracy: float
-    hardware: str  # what trained it: `cpu: <model> (N CPUs)` or `cuda: <GPU>`
-    seconds: float  # the epochs' wall time: training and validation
-    images_per_second: float  # training images per second of `seconds`
-    val_loss: list[float] = field(default_factory=list)
-    val_accuracy: list[float] = field(default_factory=list)
-
-    def row(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in TABLE_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -313,9 +277,8 @@ def _result_of(run: StudyRun, record: dict[str, Any], patience: int) -> RunResul
 
 
 def _write_outputs(config: StudyConfig, results: list[RunResult]) -> tuple[Path, ...]:
-    from ._study_report import write_pictures, write_table
-
-    return (*write_table(config, results), *write_pictures(results, config.out))
+    heading = f"{len(results)} of {len(config.runs)} runs; {settings_line(config)}."
+    return (*write_table(config.out, heading, results), *write_pictures(results, config.out))
 
 
 def hardware(device: str) -> str:
