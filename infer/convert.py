@@ -1,4 +1,6 @@
-"""`convert`: fcls data between CSV (.csv, .csv.gz), Parquet and Arrow IPC, in constant memory.
+"""`convert`: fcls data between CSV (.csv, .csv.gz), Parquet and Arrow IPC, in constant memory;
+and a folder of images (PNG, JPEG) into any of them, decoded once (`formats.images`): the fast
+way to score a folder many times.
 
 The input is read by the same validating readers as fcls-infer and fcls-train (so a file that
 converts is a file they accept), unlabelled (`ID`) or labelled (`label`) form detected from its header
@@ -25,6 +27,7 @@ import gzip
 import io
 import itertools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -38,9 +41,10 @@ from .common.errors import ConfigError, DataError
 from .common.output import atomic_path, output_errors
 from .common.spec import Kind, pixel_column_names
 from .formats.chunk import Chunk
+from .formats.images import folder_digest
 from .formats.paths import check_outputs, is_regular
 from .formats.results import csv_field
-from .formats.sources import header_pixels, id_type, input_kind, open_chunks
+from .formats.sources import header_pixels, id_type, input_kind, is_folder, open_chunks
 from .formats.tables import TableWriter, table_format
 
 PixelLayout = Literal["binary", "columns", "list"]
@@ -194,20 +198,31 @@ def convert(
     compression: str = "zstd",
     kind: Kind | None = None,
     durable: bool = True,
+    image_size: str | None = None,
 ) -> ConvertSummary:
-    """Convert one fcls data file (CSV, .csv.gz, Parquet, Arrow IPC) to another format.
+    """Convert one fcls data file (CSV, .csv.gz, Parquet, Arrow IPC) or a folder of images to
+    another format.
 
+    A folder is labelled (its class folders' names the labels) when every image lies in a
+    sub-folder, else unlabelled (IDs the images' relative paths); its images are converted to
+    `image_size` (HxW or HxWxC), else to its first image's size and channels.
     Raises DataError (bad input, located), ConfigError (unknown output format, output is the
-    input, bad layout/compression) and OutputError; nothing is left at `dest` on failure.
+    input, bad layout/compression, `image_size` for a file) and OutputError; nothing is left
+    at `dest` on failure.
     """
     src, dest = Path(src), Path(dest)
+    if image_size is not None and not is_folder(src):
+        raise ConfigError(
+            f"--image-size {image_size}: it sizes a folder's images; {src} is not a folder "
+            "(its rows keep their own pixel count)"
+        )
     if layout not in LAYOUTS:
         raise ConfigError(f"pixel layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
     if compression not in COMPRESSIONS:
         raise ConfigError(f"compression {compression!r}: choose one of {', '.join(COMPRESSIONS)}")
     fmt = output_format(dest)
     check_outputs([src], [dest])
-    if kind is None and src.exists() and not is_regular(src):
+    if kind is None and src.exists() and not is_regular(src) and not is_folder(src):
         # the form (ID or label) is read from the header before the rows: twice, for a pipe
         raise ConfigError(
             f"{src} is not a regular file: fcls-convert reads its header before its rows; "
@@ -216,23 +231,29 @@ def convert(
     t0 = time.perf_counter()
     kind = kind or input_kind(src)
     with atomic_path(dest, durable=durable) as tmp:
+        chunks = open_chunks(src, kind, image_size=image_size)
         if fmt == "csv":
-            rows = _write_csv(src, kind, tmp, dest)
+            rows = _write_csv(src, chunks, kind, tmp, dest)
         else:
-            rows = _write_table(src, kind, tmp, dest, layout, compression)
+            rows = _write_table(src, chunks, kind, tmp, dest, layout, compression)
     seconds = time.perf_counter() - t0
-    return ConvertSummary(
-        rows, kind, seconds, str(src), str(dest), src.stat().st_size, dest.stat().st_size
-    )
+    size_in = folder_digest(src)[1] if is_folder(src) else src.stat().st_size
+    return ConvertSummary(rows, kind, seconds, str(src), str(dest), size_in, dest.stat().st_size)
 
 
 def _write_table(
-    src: Path, kind: Kind, tmp: Path, dest: Path, layout: PixelLayout, compression: str
+    src: Path,
+    source: Iterable[Chunk],
+    kind: Kind,
+    tmp: Path,
+    dest: Path,
+    layout: PixelLayout,
+    compression: str,
 ) -> int:
-    """Write a Parquet / IPC file; its schema is set by the first chunk (pixels per row, the
-    labels' type), or by the header when the input has no rows."""
+    """Write a Parquet / IPC file of `source` (the chunks of `src`); its schema is set by the
+    first chunk (pixels per row, the labels' type), or by the header when there are no rows."""
     ids = id_type(src) if kind == "unlabelled" else pa.string()
-    chunks = iter(open_chunks(src, kind))
+    chunks = iter(source)
     first = next(chunks, None)
     if first is None:
         schema = data_schema(kind, ids, layout, header_pixels(src, kind) or 1)
@@ -258,7 +279,7 @@ def _write_table(
     return rows
 
 
-def _write_csv(src: Path, kind: Kind, tmp: Path, dest: Path) -> int:
+def _write_csv(src: Path, chunks: Iterable[Chunk], kind: Kind, tmp: Path, dest: Path) -> int:
     rows = 0
     with output_errors(dest):
         raw = tmp.open("wb")
@@ -269,7 +290,7 @@ def _write_csv(src: Path, kind: Kind, tmp: Path, dest: Path) -> int:
                 filename="", fileobj=raw, mode="wb", compresslevel=GZIP_LEVEL, mtime=0
             )  # type: ignore[assignment]
         written = False
-        for chunk in open_chunks(src, kind):
+        for chunk in chunks:
             if not written:
                 with output_errors(dest):
                     out.write(csv_header(kind, chunk.pixels.shape[1]))

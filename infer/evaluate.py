@@ -55,7 +55,7 @@ PNG_HINT = (
 class EvalConfig:
     """What `evaluate` scores and where it writes; built at the CLI edge."""
 
-    data: str | Path  # labelled input: CSV (pix1..pixN,label), .gz, '-', Parquet or Arrow IPC
+    data: str | Path  # labelled: CSV (pix1..pixN,label), .gz, '-', Parquet, Arrow IPC, image folder
     models: tuple[Path, ...]
     out: Path = Path("eval-report")  # directory for report.json and the PNGs
     provider: str = "auto"
@@ -92,13 +92,15 @@ class Pair:
 def read_labelled(src: str | Path, spec: ImageSpec) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(n, P) uint8 pixels and (n,) int64 class indices of a labelled file, chunk by chunk.
 
-    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC), opened by `sources.open_chunks`;
+    Any fcls input (CSV, .csv.gz, '-', Parquet, Arrow IPC, a folder of images in class
+    folders), opened by `sources.open_chunks`;
     its pixel count must be the model's and its labels the model's classes (by index or name).
     An unlabelled file (ID, no label) is refused with a message that says which command takes it.
     """
     started = False
     try:
-        for chunk in open_chunks(src, "labelled", pixels=spec.n_pixels, classes=spec.class_names):
+        # the model's spec: its size in an error, and what a folder's images are converted to
+        for chunk in open_chunks(src, "labelled", pixels=spec, classes=spec.class_names):
             started = True
             assert chunk.labels is not None  # labelled files always carry labels
             yield chunk.pixels, chunk.labels

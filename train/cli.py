@@ -29,7 +29,8 @@ LIST = "list"  # --arch list: print the networks instead of training
     "--data",
     type=click.Path(path_type=Path),
     default=None,
-    help="Train file: CSV, .csv.gz, Parquet or Arrow (pixel columns, then label). "
+    help="Train file: CSV, .csv.gz, Parquet or Arrow (pixel columns, then label); or a folder "
+    "of PNG/JPEG images in one sub-folder per class (the label its name). "
     "Default: scikit-learn's bundled digits (8x8, scaled to 32x32).",
 )
 @click.option(
@@ -46,7 +47,8 @@ LIST = "list"  # --arch list: print the networks instead of training
     metavar="HxW|HxWxC",
     default=None,
     help="The images' height, width and channels (pixels HWC, e.g. 32x32x3 for RGB). "
-    "Default: square grayscale from the number of pixel columns.",
+    "Default: square grayscale from the number of pixel columns; for a folder of images, "
+    "the first image's size (others are resized to it).",
 )
 @click.option(
     "-o",
@@ -228,10 +230,11 @@ def _list_networks(
     if data is None:  # the bundled digits (32x32 grayscale), or the size given
         height, width, channels = parse_image_size(image_size) if image_size else (32, 32, 1)
     else:
-        from fcls.infer.formats.sources import read_train
+        from fcls.infer.formats.sources import image_size_of, read_train
 
-        n_pixels = read_train(data, limit=1)[0].shape[1]  # one row: its length is all we need
-        height, width, channels = geometry_for(n_pixels, image_size)
+        size = image_size_of(data, image_size)  # a folder's: the first image's, if not given
+        n_pixels = read_train(data, limit=1, image_size=size)[0].shape[1]  # one row's length
+        height, width, channels = geometry_for(n_pixels, size)
     spec = ImageSpec(height, width, channels, names or number_names(10))
     rows: list[dict[str, object]] = []
     lines: list[str] = []

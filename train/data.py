@@ -12,7 +12,7 @@ import numpy as np
 from fcls.infer.common.errors import ConfigError, DataError
 from fcls.infer.common.labels import classes_of, label_indices
 from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec, SpecError, geometry_for
-from fcls.infer.formats.sources import read_train
+from fcls.infer.formats.sources import is_folder, read_train
 
 # Transitional: the notebook's image side, for tests written before specs existed; fcls.train
 # itself reads every size from an ImageSpec.
@@ -187,10 +187,15 @@ def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_dataset(
-    data: Path | None, limit: int | None = None, class_names: tuple[str, ...] | None = None
+    data: Path | None,
+    limit: int | None = None,
+    class_names: tuple[str, ...] | None = None,
+    image_size: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], str]:
     """(pixels (N, P) uint8, labels (N,) int64 class indices, class names, source name) of a
-    train file (CSV, .csv.gz, Parquet, Arrow IPC), or of the embedded digits.
+    train file (CSV, .csv.gz, Parquet, Arrow IPC), a folder of images in class folders, or
+    the embedded digits. A folder's images are converted to `image_size` (else to its first
+    image's size: `image_size_of`).
 
     Integer labels 0..K-1 are classes named by number, or by `class_names` (K of them);
     any other labels name their classes (sorted). DataError or ConfigError say what is wrong.
@@ -200,7 +205,10 @@ def load_dataset(
         if limit is not None:
             pixels, raw = pixels[:limit], raw[:limit]
         source = DIGITS_SOURCE
-    else:
+    elif is_folder(data):  # images converted to one size: --image-size or the first image's
+        pixels, raw = read_train(data, limit=limit, image_size=image_size)
+        source = str(data)
+    else:  # rows carry their own pixel count: image_size is checked against it (dataset_spec)
         pixels, raw = read_train(data, limit=limit)
         source = str(data)
     try:

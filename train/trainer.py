@@ -15,8 +15,9 @@ import torch
 from fcls.infer.common.errors import CheckpointError, ConfigError, DataError, OutputError
 from fcls.infer.common.output import atomic_file, output_errors
 from fcls.infer.common.spec import ImageSpec
-from fcls.infer.common.system import fcls_version, file_sha256
+from fcls.infer.common.system import fcls_version
 from fcls.infer.formats.csvfile import write_eval_csv
+from fcls.infer.formats.sources import image_size_of, source_digest
 
 from . import data as fdata
 from .config import Stage, TrainConfig
@@ -160,13 +161,11 @@ def _prepare_out(config: TrainConfig, identity: dict[str, Any], log: Log) -> _Ru
 def _data_identity(config: TrainConfig) -> dict[str, Any]:
     if config.data is None:
         return {"source": fdata.DIGITS_SOURCE, "sha256": None}
-    if not config.data.is_file():
+    if not config.data.is_file() and not config.data.is_dir():
         raise DataError(str(config.data), "no such file")
-    return {
-        "source": str(config.data.resolve()),  # for information: identity is the content
-        "sha256": file_sha256(config.data),
-        "size": config.data.stat().st_size,
-    }
+    digest, size = source_digest(config.data)
+    # the source is for information: identity is the content (a folder's: its listing)
+    return {"source": str(config.data.resolve()), "sha256": digest, "size": size}
 
 
 def train(config: TrainConfig, log: Log = print) -> TrainResult:
@@ -246,10 +245,14 @@ def _load_data(
     config: TrainConfig, device: torch.device, log: Log
 ) -> tuple[fdata.Split, ImageSpec]:
     """The run's split and the spec of its images (geometry and class names), logged."""
-    pixels, labels, class_names, source = fdata.load_dataset(
-        config.data, config.limit, config.class_names
+    # a folder of images without --image-size: its first image's size, which rows then have
+    size = (
+        config.image_size if config.data is None else image_size_of(config.data, config.image_size)
     )
-    spec = fdata.dataset_spec(pixels, class_names, config.image_size, source)
+    pixels, labels, class_names, source = fdata.load_dataset(
+        config.data, config.limit, config.class_names, image_size=size
+    )
+    spec = fdata.dataset_spec(pixels, class_names, size, source)
     parts = fdata.split(pixels, labels, seed=config.split_seed)
     for warning in fdata.check_split(parts, source):
         log(warning)

@@ -40,8 +40,8 @@ def main(
     threads: int | None,
     run: Run,
 ) -> None:
-    """Score DATA (a labelled file: train-format CSV, .gz, '-', Parquet or Arrow IPC) and write
-    an evaluation report.
+    """Score DATA (a labelled file: train-format CSV, .gz, '-', Parquet or Arrow IPC; or a
+    folder of PNG/JPEG images in one sub-folder per class) and write an evaluation report.
 
     Accuracy, per-class precision/recall/F1/support, macro and weighted averages and the
     confusion matrix per model; with several models, how often each pair gives the same label.

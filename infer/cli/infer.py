@@ -42,7 +42,8 @@ from .kit import CONTEXT, PIPE, Run, scoring_options, standard, version_line
     "--parse-threads",
     type=click.IntRange(min=1),
     default=None,
-    help="CSV blocks parsed at once. Default: 1 on CPU (the model holds the cores), 2 on CUDA.",
+    help="CSV blocks parsed (or batches of a folder's images decoded) at once. "
+    "Default: 1 on CPU (the model holds the cores), 2 on CUDA.",
 )
 @click.option(
     "--proba",
@@ -116,7 +117,8 @@ def main(
     gpus_per_worker: float,
     run: Run,
 ) -> None:
-    """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs)."""
+    """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs;
+    a folder of PNG/JPEG images, one row per image, its ID the image's path in the folder)."""
     from ..engine.options import ScoringOptions
     from ..formats.paths import drift_report_path
 

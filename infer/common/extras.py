@@ -1,7 +1,8 @@
 """Optional parts of fcls: which extra brings each module, and one line when it is missing.
 
 A deployment install (`pip install fcls`) has only the torch-free inference half; training,
-export and the benchmarks need the `train` extra, the Ray engine the `ray` extra, and the peer
+export and the benchmarks need the `train` extra, the Ray engine the `ray` extra, folders of
+images the `images` extra (Pillow), and the peer
 runtimes of the benchmarks the `peers` extra. Commands check what they need before any work,
 so a missing extra is one line that says what to install, never a ModuleNotFoundError traceback.
 """
@@ -23,6 +24,7 @@ EXTRA_OF = {
     "matplotlib": "train",
     "pandas": "train",
     "ray": "ray",
+    "PIL": "images",
     "openvino": "peers",
 }
 TORCH_HINT = (

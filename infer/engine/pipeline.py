@@ -34,7 +34,7 @@ from ..common.system import available_cpus, file_sha256
 from ..formats.csvfile import source_name
 from ..formats.paths import check_outputs, is_regular, is_stdin
 from ..formats.results import header_line, results_schema
-from ..formats.sources import check_header, id_type, is_table
+from ..formats.sources import check_header, id_type, is_folder, is_table
 from ..formats.tables import table_format
 from .options import CHECKPOINT_SECONDS, ScoringOptions
 from .predictor import Predictor
@@ -164,7 +164,7 @@ def predict_files(
                 model = Predictor(model, opts.provider, opts.threads, spinning=False)
             check_profile(model, opts, say)
             for src in files:  # every file's pixel count, before anything is scored
-                if is_regular(src):  # a pipe's header can be read once only: by its reader
+                if is_regular(src) or is_folder(src):  # a pipe's header is read once: by its reader
                     check_header(src, "unlabelled", pixels=model.spec)
             report = stage_drift_report(model, opts, drift_report, outputs)
             summaries = _score_sources(
@@ -277,6 +277,12 @@ def _check_resumable(sources: list[Any], destinations: list[Path]) -> None:
         raise ConfigError(
             f"--resume: {streams[0]} cannot be resumed (a stream cannot be read again); "
             "give a file, or drop --resume"
+        )
+    folders = [str(s) for s in sources if not _is_stream(s) and is_folder(s)]
+    if folders:
+        raise ConfigError(
+            f"--resume: {folders[0]} is a folder of images; a run resumes by byte offsets into "
+            "CSV input only; convert it once (fcls-convert FOLDER data.csv), or drop --resume"
         )
     pipes = [str(s) for s in sources if not _is_stream(s) and not is_regular(s)]
     if pipes:
@@ -461,7 +467,7 @@ def _progress(progress: bool | None, src: Any, start: Position | None) -> Any:
 
     name = Path(source_name(src)).name
     size = None
-    if not _is_stream(src) and not str(src).endswith(".gz") and not is_table(src):
+    if is_regular(src) and not str(src).endswith(".gz") and not is_table(src):
         with contextlib.suppress(OSError):
             size = os.path.getsize(src)
     if size:

@@ -294,6 +294,16 @@ class WorkerError(FclsError):
     """Ray lost a worker beyond its restart and retry budget, or a worker failed."""
 
 
+def _refuse_folders(paths: list[Path]) -> None:
+    """Ray shards files by bytes: a folder of images is scored by the local engine."""
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise ConfigError(
+            f"--engine ray: {folders[0]} is a folder of images; Ray reads CSV, Parquet and "
+            "Arrow files: use --engine local, or convert the folder with fcls-convert first"
+        )
+
+
 def predict_csv_ray(
     inputs: list[str],
     out: str | Path | None,
@@ -321,6 +331,7 @@ def predict_csv_ray(
     opts = ScoringOptions.of(options, **fields)
     use = _worker_provider(opts.provider, gpus_per_worker)
     paths = expand_inputs(inputs)
+    _refuse_folders(paths)
     dests = _ray_destinations(paths, out, model, drift_report)
     # fail fast on a bad model, and on a provider the driver cannot run
     driver = Predictor(model, use, 1)

@@ -31,8 +31,9 @@ from ..common.output import output_errors
 from ..common.spec import ImageSpec
 from ..formats.chunk import Chunk
 from ..formats.csvfile import CsvReader
+from ..formats.images import ImageReader
 from ..formats.results import RESULT_GROUP_ROWS, format_rows, results_batch
-from ..formats.sources import open_chunks
+from ..formats.sources import is_folder, open_chunks
 from ..formats.tables import TableWriter
 from .options import ScoringOptions
 from .predictor import Predictor
@@ -176,7 +177,8 @@ class Scored:
 class Reader:
     """Queues a `Parsed` per block of `src` in input order, then DONE; a failure, wherever it
     arises (reading or parsing), is queued as a failed future in its place, so the first
-    error in the file is the one raised. Blocks are parsed on `pool`."""
+    error in the file is the one raised. CSV blocks are parsed, and a folder's batches of
+    images decoded, on `pool`."""
 
     def __init__(
         self,
@@ -192,7 +194,7 @@ class Reader:
 
     def __call__(self, out: queue.Queue[Any], halt: Halt) -> None:
         try:
-            for item in self._table() if self.table else self._csv():
+            for item in self._blocks():
                 if not put(out, item, halt):
                     return
         except Exception as e:
@@ -201,6 +203,18 @@ class Reader:
             put(out, Parsed(failed, 0, 0), halt)
             return
         put(out, DONE, halt)
+
+    def _blocks(self) -> Iterator[Parsed]:
+        if is_folder(self.src):
+            return self._images()
+        return self._table() if self.table else self._csv()
+
+    def _images(self) -> Iterator[Parsed]:
+        """A folder's batches of images, each decoded on the pool (never resumed)."""
+        reader = ImageReader(self.src, "unlabelled", pixels=self.spec)  # type: ignore[arg-type]
+        for batch in reader.batches():
+            future: Future[Chunk | None] = self.pool.submit(reader.decode, batch)
+            yield Parsed(future, 0, batch.start + len(batch.paths))
 
     def _csv(self) -> Iterator[Parsed]:
         start = self.start  # skip what the interrupted run wrote

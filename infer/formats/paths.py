@@ -8,22 +8,32 @@ from pathlib import Path
 
 from ..common.errors import ConfigError, DataError, OutputError
 from ..common.output import output_errors
+from .images import IMAGE_SUFFIXES, has_images
 from .tables import TABLE_SUFFIXES
 
 INPUT_PATTERNS = ("*.csv", "*.csv.gz", *(f"*{s}" for s in TABLE_SUFFIXES))
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, directories (their *.csv, *.csv.gz, *.parquet, *.pq, *.arrow, *.feather and
-    *.ipc) and globs, in a stable order. Any other readable path that is not a directory (a
-    named pipe, `<(zcat x.csv.gz)`'s /dev/fd/N) is an input too: it is read as a stream."""
+    """Files, directories and globs, in a stable order. A directory is its *.csv, *.csv.gz,
+    *.parquet, *.pq, *.arrow, *.feather and *.ipc files; one without such files but with
+    images (PNG, JPEG, at any depth) is one input, a folder of images (`formats.images`). A
+    directory holding both is its data files (its images are not read: name a folder that
+    holds only images). Any other readable path that is not a directory (a named pipe,
+    `<(zcat x.csv.gz)`'s /dev/fd/N) is an input too: it is read as a stream."""
     paths: list[Path] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             found = sorted(p for pattern in INPUT_PATTERNS for p in path.glob(pattern))
+            if not found and has_images(path):
+                found = [path]
             if not found:
-                raise DataError(item, f"directory holds no {', '.join(INPUT_PATTERNS)} files")
+                raise DataError(
+                    item,
+                    f"directory holds no {', '.join(INPUT_PATTERNS)} files and no images "
+                    f"({', '.join(IMAGE_SUFFIXES)})",
+                )
             paths += found
         elif any(c in item for c in "*?["):
             found = sorted(Path(p) for p in glob.glob(item))
@@ -35,7 +45,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
         else:
             raise DataError(item, "no such file")
     # a pipe's /dev/fd/N resolves to a name that cannot be opened: keep non-files as given
-    unique = list(dict.fromkeys(p.resolve() if p.is_file() else p for p in paths))
+    unique = list(dict.fromkeys(p.resolve() if p.is_file() or p.is_dir() else p for p in paths))
     return unique
 
 
@@ -46,7 +56,10 @@ def is_regular(src: object) -> bool:
 
 
 def output_stem(path: Path) -> str:
-    """`a.csv`, `a.csv.gz`, `a.parquet`, `a.arrow` ... -> `a`; `-` (stdin) -> `stdin`."""
+    """`a.csv`, `a.csv.gz`, `a.parquet`, `a.arrow` ... -> `a`; `-` (stdin) -> `stdin`; a
+    folder of images -> its name (`pngs/` -> `pngs`, `.` -> the current directory's)."""
+    if not is_stdin(path) and Path(path).is_dir():
+        return Path(path).resolve().name
     name = "stdin" if is_stdin(path) else path.name
     for suffix in (".gz", ".csv", *TABLE_SUFFIXES):
         name = name.removesuffix(suffix)
