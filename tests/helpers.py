@@ -242,6 +242,27 @@ def wait_until(condition: Any, seconds: float, what: str, proc: Any = None) -> N
         time.sleep(0.01)
 
 
+def run_cli(command: Any, *args: object, code: int = 0) -> Any:
+    """Run a click `command` in-process; check its exit status, that no exception escaped
+    (under CliRunner an escaped exception is exit 1 with no traceback in the output) and that
+    no traceback was printed. Returns click's Result."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
+    assert escaped is None, f"{type(escaped).__name__}: {escaped}\n{result.output}"
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def one_error_line(result: Any) -> str:
+    """The run's single `Error: ...` line (with -q, the whole output)."""
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
 def temps_under(directory: Path) -> list[Path]:
     """Temp and backup files of atomic writes anywhere under `directory`."""
     return sorted(

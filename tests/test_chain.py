@@ -13,12 +13,20 @@ import json
 import math
 from pathlib import Path
 
-import click
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner, Result
-from helpers import USER_NET, fashion_28x28, rgb_digits, temps_under, tiny_model, write_rows_csv
+from helpers import (
+    USER_NET,
+    fashion_28x28,
+    one_error_line,
+    rgb_digits,
+    temps_under,
+    tiny_model,
+    write_rows_csv,
+)
+from helpers import run_cli as cli
 
 from fcls.export.cli import main as export_main
 from fcls.export.graph import read_metadata
@@ -30,24 +38,6 @@ KAGGLE_ROWS = 3000  # training rows of the 28x28 file
 HELD_OUT_ROWS = 300  # the next rows of the shared file: what fcls-infer and fcls-eval score
 RGB_NAMES = ("zero", "one", "two")  # sklearn digits 0, 1, 2; the model sorts them
 SORTED_NAMES = sorted(RGB_NAMES)  # ['one', 'two', 'zero']: class 0 is "one"
-
-
-def cli(command: click.Command, *args: object, code: int = 0) -> Result:
-    """Run `command` in-process; check its exit status and that no exception escaped (under
-    CliRunner an escaped exception is exit 1 with no traceback in the output)."""
-    result = CliRunner().invoke(command, [str(a) for a in args])
-    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-    assert escaped is None, f"{type(escaped).__name__}: {escaped}\n{result.output}"
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
-def one_error_line(result: Result) -> str:
-    """The run's single `Error: ...` line (with -q, the whole output)."""
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
-    return errors[0]
 
 
 def results(path: Path) -> list[list[str]]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
-from helpers import rgb_digits, tiny_logits, tiny_model, write_eval_csv
+from helpers import one_error_line, rgb_digits, tiny_logits, tiny_model, write_eval_csv
+from helpers import run_cli as run
 from PIL import Image
 
 from fcls.export.cli import main as export_main
@@ -36,24 +36,13 @@ SORTED = sorted(NAMES)  # the model's classes: ['one', 'two', 'zero']
 HELD_OUT = 90  # the first images: the folders fcls-eval and fcls-infer score
 
 
-def run(command: click.Command, *args: object, code: int = 0) -> Result:
-    """Run `command` in-process: its exit status, no escaped exception, no traceback."""
-    result = CliRunner().invoke(command, [str(a) for a in args])
-    escaped = result.exception if not isinstance(result.exception, SystemExit) else None
-    assert escaped is None, f"{type(escaped).__name__}: {escaped}\n{result.output}"
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output, result.output
-    return result
-
-
 def refused(command: click.Command, *args: object, code: int = 1) -> str:
     """The one `Error:` line of a refused run (-q: the whole output, for fcls's own errors)."""
     result = run(command, *args, "-q", code=code)
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(errors) == 1, result.output
+    error = one_error_line(result)
     if code != 2:  # click's usage errors add a Usage line
-        assert result.output.strip() == errors[0], result.output
-    return errors[0]
+        assert result.output.strip() == error, result.output
+    return error
 
 
 def save(path: Path, values: np.ndarray, mode: str | None = None) -> Path:

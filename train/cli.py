@@ -24,8 +24,8 @@ T = TypeVar("T")
 LIST = "list"  # --arch list: print the networks instead of training
 
 
-@click.command(context_settings=CONTEXT)
-@click.option(
+# the options fcls-train shares with fcls-study (one spelling, one help text)
+DATA_OPTION = click.option(
     "--data",
     type=click.Path(path_type=Path),
     default=None,
@@ -33,6 +33,37 @@ LIST = "list"  # --arch list: print the networks instead of training
     "of PNG/JPEG images in one sub-folder per class (the label its name). "
     "Default: scikit-learn's bundled digits (8x8, scaled to 32x32).",
 )
+IMAGE_SIZE_OPTION = click.option(
+    "--image-size",
+    metavar="HxW|HxWxC",
+    default=None,
+    help="The images' height, width and channels (pixels HWC, e.g. 32x32x3 for RGB). "
+    "Default: square grayscale from the number of pixel columns; for a folder of images, "
+    "the first image's size (others are resized to it).",
+)
+DEVICE_OPTION = click.option(
+    "--device",
+    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
+    default=TrainConfig.device,
+    show_default=True,
+)
+BATCH_SIZE_OPTION = click.option(
+    "--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size, show_default=True
+)
+LIMIT_OPTION = click.option(
+    "--limit", type=click.IntRange(min=10), default=None, help="Read only the first N rows."
+)
+CLASS_NAMES_OPTION = click.option(
+    "--class-names",
+    metavar="A,B,...|@FILE",
+    default=None,
+    help="Names of the integer classes 0..K-1 (exactly K), comma-separated or one per line "
+    "in FILE. Default: their numbers; text labels name themselves.",
+)
+
+
+@click.command(context_settings=CONTEXT)
+@DATA_OPTION
 @click.option(
     "--arch",
     metavar="NAME|module:Class|list",
@@ -42,14 +73,7 @@ LIST = "list"  # --arch list: print the networks instead of training
     "with their parameters and multiply-adds, then exits) or your own torch module "
     "package.module:ClassName, whose constructor takes an ImageSpec.",
 )
-@click.option(
-    "--image-size",
-    metavar="HxW|HxWxC",
-    default=None,
-    help="The images' height, width and channels (pixels HWC, e.g. 32x32x3 for RGB). "
-    "Default: square grayscale from the number of pixel columns; for a folder of images, "
-    "the first image's size (others are resized to it).",
-)
+@IMAGE_SIZE_OPTION
 @click.option(
     "-o",
     "--output",
@@ -71,12 +95,7 @@ LIST = "list"  # --arch list: print the networks instead of training
     "augmentation drawn per batch (views, shifts, erasing), label smoothing 0.1, and "
     "validation, early stopping and model.pt on the weights' moving average.",
 )
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
-    default=TrainConfig.device,
-    show_default=True,
-)
+@DEVICE_OPTION
 @click.option(
     "--max-epochs",
     type=click.IntRange(min=1),
@@ -91,9 +110,7 @@ LIST = "list"  # --arch list: print the networks instead of training
     help="Early stopping: epochs without a better validation accuracy. "
     "Default: the recipe's (notebook 4, fast 8).",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(min=2), default=TrainConfig.batch_size, show_default=True
-)
+@BATCH_SIZE_OPTION
 @click.option(
     "--seed",
     type=int,
@@ -101,9 +118,7 @@ LIST = "list"  # --arch list: print the networks instead of training
     show_default=True,
     help="Weights, dropout and shuffling.",
 )
-@click.option(
-    "--limit", type=click.IntRange(min=10), default=None, help="Read only the first N rows."
-)
+@LIMIT_OPTION
 @click.option("--amp", is_flag=True, help="bf16 autocast (fast on GPUs).")
 @click.option(
     "--no-shuffle", is_flag=True, help="Keep file order every epoch, as the notebook did."
@@ -116,13 +131,7 @@ LIST = "list"  # --arch list: print the networks instead of training
     is_flag=True,
     help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pixN) for fcls-infer.",
 )
-@click.option(
-    "--class-names",
-    metavar="A,B,...|@FILE",
-    default=None,
-    help="Names of the integer classes 0..K-1 (exactly K), comma-separated or one per line "
-    "in FILE. Default: their numbers; text labels name themselves.",
-)
+@CLASS_NAMES_OPTION
 @standard("fcls-train", torch=True)
 def main(
     data: Path | None,
@@ -145,13 +154,13 @@ def main(
 ) -> None:
     """Train a network (FinalCNNet unless --arch): the notebook's staged recipe (Adam, SGD+L2,
     SGD), or --recipe fast."""
-    names = _option(parse_class_names, class_names, "--class-names")
-    _option(parse_image_size, image_size, "--image-size")
+    names = parsed_option(parse_class_names, class_names, "--class-names")
+    parsed_option(parse_image_size, image_size, "--image-size")
     require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
     if arch.strip().lower() == LIST:
         _list_networks(run, data, image_size, names)
         return
-    arch = _option(canonical_name, arch, "--arch") or arch  # as the registry spells it
+    arch = parsed_option(canonical_name, arch, "--arch") or arch  # as the registry spells it
     config = TrainConfig(
         out=out,
         data=data,
@@ -204,7 +213,7 @@ def _summarise(run: Run, result: TrainResult) -> None:
     )
 
 
-def _option(parse: Callable[[str], T], value: str | None, name: str) -> T | None:
+def parsed_option(parse: Callable[[str], T], value: str | None, name: str) -> T | None:
     """`parse(value)`, an FclsError turned into click's usage error (exit 2, nothing done)."""
     if value is None:
         return None

@@ -11,7 +11,15 @@ from fcls.infer.common.errors import ConfigError
 from fcls.infer.common.extras import require
 from fcls.infer.common.spec import parse_image_size
 
-from .cli import _option
+from .cli import (
+    BATCH_SIZE_OPTION,
+    CLASS_NAMES_OPTION,
+    DATA_OPTION,
+    DEVICE_OPTION,
+    IMAGE_SIZE_OPTION,
+    LIMIT_OPTION,
+    parsed_option,
+)
 from .config import parse_class_names
 from .study import OPTIMIZERS, SERIES, StudyConfig, StudyResult, plan_runs
 
@@ -23,13 +31,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 
 
 @click.command(context_settings=CONTEXT)
-@click.option(
-    "--data",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Train file (CSV, .csv.gz, Parquet, Arrow), as fcls-train takes it. "
-    "Default: scikit-learn's bundled digits.",
-)
+@DATA_OPTION
 @click.option(
     "--series",
     metavar="dense,cnn",
@@ -73,19 +75,12 @@ def _names(value: str | None) -> tuple[str, ...]:
     show_default=True,
     help="Early stopping: epochs without a better validation accuracy.",
 )
-@click.option(
-    "--batch-size", type=click.IntRange(min=2), default=DEFAULTS.batch_size, show_default=True
-)
-@click.option("--limit", type=click.IntRange(min=10), default=None, help="Read the first N rows.")
+@BATCH_SIZE_OPTION
+@LIMIT_OPTION
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
-@click.option(
-    "--device",
-    type=click.Choice(["auto", "cuda", "mps", "cpu"]),
-    default=DEFAULTS.device,
-    show_default=True,
-)
-@click.option("--image-size", metavar="HxW|HxWxC", default=None, help="As for fcls-train.")
-@click.option("--class-names", metavar="A,B,...|@FILE", default=None, help="As for fcls-train.")
+@DEVICE_OPTION
+@IMAGE_SIZE_OPTION
+@CLASS_NAMES_OPTION
 @click.option(
     "--restart", is_flag=True, help="Train every run again instead of keeping those done."
 )
@@ -110,8 +105,8 @@ def main(
     """Train the notebook's networks on one split with its early stopping, and compare them in
     a table (study.csv, study.md) and two pictures (validation loss per epoch, best validation
     accuracy). A study started again continues with the runs it had not finished."""
-    names = _option(parse_class_names, class_names, "--class-names")
-    _option(parse_image_size, image_size, "--image-size")
+    names = parsed_option(parse_class_names, class_names, "--class-names")
+    parsed_option(parse_image_size, image_size, "--image-size")
     require("fcls-study", "torch", "scipy", "sklearn", "matplotlib")
     try:
         runs = plan_runs(_names(series), _names(arch), _names(optimizers))
