@@ -132,6 +132,11 @@ def _model_metadata(model: Path) -> dict[str, str]:
 def find_checkpoint(model: Path, meta: dict[str, str]) -> tuple[Path | None, str | None]:
     """The checkpoint beside `model` whose sha256 its metadata records, else (None, why not)."""
     want = meta.get("source_sha256")
+    if meta.get("architecture", "").startswith("onnx:"):  # fcls-export wrapped a user's graph
+        return (
+            None,
+            f"PyTorch not measured: {model.name} wraps {meta['architecture'][5:]}, no checkpoint",
+        )
     if not want:
         return None, (
             f"PyTorch not measured: {model.name} records no source_sha256 (not written by "
@@ -214,7 +219,7 @@ def image_pool(
         if spec.n_pixels != DEFAULT_SPEC.n_pixels:
             raise DataError("digits", f"no digits images of {spec.describe()}: pass --data")
         return load_digits_32()[0]
-    pixels = read_pixels(data, input_kind(data), limit=rows, pixels=spec.n_pixels)
+    pixels = read_pixels(data, input_kind(data), limit=rows, pixels=spec)
     if not len(pixels):
         raise DataError(str(data), "no data rows to draw benchmark images from")
     return pixels

@@ -1,4 +1,4 @@
-"""fcls.export: checkpoint -> ONNX behind a numeric-parity gate.
+"""fcls.export: checkpoint (or a user's ONNX classifier) -> ONNX behind a numeric-parity gate.
 
 Submodules load lazily so that `fcls-export --help` and a missing torch cost no torch import.
 """
@@ -11,16 +11,19 @@ if TYPE_CHECKING:
     from fcls.train.checkpoint import Checkpoint
 
     from .api import ExportResult, export_onnx
-    from .config import ExportConfig
+    from .config import ExportConfig, WrapConfig
     from .parity import ParityResult, check_parity
+    from .wrap import wrap_onnx
 
 __all__ = [
     "Checkpoint",
     "ExportConfig",
     "ExportResult",
     "ParityResult",
+    "WrapConfig",
     "check_parity",
     "export_onnx",
+    "wrap_onnx",
 ]
 _WHERE = {
     "Checkpoint": "fcls.train.checkpoint",
@@ -29,6 +32,8 @@ _WHERE = {
     "export_onnx": "fcls.export.api",
     "ParityResult": "fcls.export.parity",
     "check_parity": "fcls.export.parity",
+    "WrapConfig": "fcls.export.config",
+    "wrap_onnx": "fcls.export.wrap",
 }
 
 

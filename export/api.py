@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -16,12 +16,12 @@ from fcls.infer.common.drift import PROFILE_KEY, Profile
 from fcls.infer.common.errors import ConfigError, FclsError, ParityError, ProviderError
 from fcls.infer.common.modelfile import VARIANT_TAGS, variant_path
 from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
-from fcls.infer.common.spec import SPEC_KEY
+from fcls.infer.common.spec import SPEC_KEY, ImageSpec
 from fcls.infer.common.system import fcls_version
 from fcls.train.checkpoint import Checkpoint
 
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
-from .gatedata import GateData, load_gate_data
+from .gatedata import GateData, gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
 from .parity import ParityResult, check_parity, reference_logits
 from .profile import build_profile
@@ -58,6 +58,69 @@ VARIANTS = tuple(VARIANT_TAGS.values())
 SIBLING_TAGS = (*VARIANTS, "failed", *(f"{v}.failed" for v in VARIANTS))
 
 
+class Source(Protocol):
+    """What an export starts from: a PyTorch checkpoint (`TorchSource`) or a user's own ONNX
+    classifier (`fcls.export.wrap`). Every gate, variant, profile and publish step is shared."""
+
+    spec: ImageSpec
+    recorded: dict[str, Any] | None  # the data the gates read when --data is not given
+    exporters: tuple[str, ...]  # ways to write the fp32 graph, tried in order
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """The reference: (N, K) float32 logits of the source model for (N, P) uint8 rows."""
+        ...
+
+    def write(self, path: Path, opset: int, exporter: str) -> int:
+        """Write the fp32 serving graph to `path`; return the opset written."""
+        ...
+
+    def metadata(self) -> dict[str, Any]:
+        """What the ONNX metadata records of the source (architecture, sha256, data)."""
+        ...
+
+    def check_fp16(self, calibration: np.ndarray) -> None:
+        """Refuse (Fp16RangeError) a model whose fp16 graph would overflow."""
+        ...
+
+    def write_fp16(self, path: Path, opset: int, exporter: str) -> None:
+        """Write the fp16 serving graph to `path`."""
+        ...
+
+
+class TorchSource:
+    """A checkpoint's network, exported by torch (dynamo first, then TorchScript)."""
+
+    exporters: tuple[str, ...] = ("dynamo", "torchscript")
+
+    def __init__(self, ckpt: Checkpoint) -> None:
+        self.ckpt, self.spec = ckpt, ckpt.spec
+        self.recorded: dict[str, Any] | None = ckpt.data
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        return reference_logits(self.ckpt.model, self.spec, pixels)
+
+    def write(self, path: Path, opset: int, exporter: str) -> int:
+        return export_graph(ServingModel(self.ckpt.model, self.spec), path, opset, exporter)
+
+    def metadata(self) -> dict[str, Any]:
+        ckpt = self.ckpt
+        return {
+            "architecture": ckpt.architecture,
+            "source_checkpoint": ckpt.path.name if ckpt.path else None,
+            "source_sha256": ckpt.sha256,
+            "test_accuracy": ckpt.test_accuracy,
+            # the run's data (source, sha256, limit, split_seed): fcls-bench checks agreement on it
+            "training_data": ckpt.data,
+        }
+
+    def check_fp16(self, calibration: np.ndarray) -> None:
+        check_fp16_ranges(self.ckpt.model, self.spec, calibration)
+
+    def write_fp16(self, path: Path, opset: int, exporter: str) -> None:
+        serving = ServingModel(self.ckpt.model, self.spec, dtype=torch.float16)  # BN folded in fp32
+        export_graph(serving, path, opset, exporter)
+
+
 def _remove_stale_variants(dest: Path, log: Log) -> None:
     """A new fp32 model was published: variants of the model it replaced no longer belong."""
     for tag in SIBLING_TAGS:
@@ -91,17 +154,23 @@ def export_onnx(
     of that model is written), ConfigError (int8 without real gate images), ProviderError
     (require_fp16_check without CUDA), DataError (bad --data) and OutputError.
     """
-    t0 = time.perf_counter()
     config = config or ExportConfig()
-    if config.require_fp16_check and not cuda_available():
-        raise ProviderError(
-            "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
-            "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
-        )
+    _check_fp16_checkable(config)  # before the checkpoint is read
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+    return export_source(TorchSource(ckpt), dest, config, log)
+
+
+def export_source(
+    source: Source, dest: Path, config: ExportConfig, log: Log = print
+) -> ExportResult:
+    """Write `source`'s fp32 graph to `dest` behind the parity gate, with the drift profile,
+    parity.json and the variants `config` asks for, each gated and published atomically.
+    The one export path: `export_onnx` (checkpoints) and `wrap_onnx` (user ONNX) call it."""
+    t0 = time.perf_counter()
+    _check_fp16_checkable(config)
     with OutputSet() as staging:
         staging.stage(dest)  # proves the destination writable before any work
-        gate = load_gate_data(config.data, ckpt, config.eval_rows)
+        gate = gate_data(config.data, source.recorded, config.eval_rows, source.spec)
         if not gate.real:
             if config.int8:  # calibrating on noise would gate int8 on noise: refuse
                 raise ConfigError(
@@ -112,26 +181,34 @@ def export_onnx(
                 f"notice: {gate.note}; fp32 parity is checked on random images (--data adds real ones)"
             )
         if config.builds_fp16:  # refuse an fp16 overflow before anything is written
-            check_fp16_ranges(ckpt.model, ckpt.spec, gate.calibration[: config.calibration_rows])
+            source.check_fp16(gate.calibration[: config.calibration_rows])
         parity_pixels = gate.parity_set(config.parity_real)  # (2R, P) uint8: real + random
-        reference = reference_logits(ckpt.model, ckpt.spec, parity_pixels)
-        heldout_ref = reference_logits(ckpt.model, ckpt.spec, gate.heldout)
-        profile = _profile(ckpt, gate, heldout_ref, log)
+        reference = source.logits(parity_pixels)
+        heldout_ref = source.logits(gate.heldout)
+        profile = _profile(source, gate, heldout_ref, log)
         opset = config.opset or default_opset()
         result = _export_fp32(
-            ckpt, dest, opset, config, parity_pixels, reference, staging, log, profile
+            source, dest, opset, config, parity_pixels, reference, staging, log, profile
         )
         _remove_stale_variants(dest, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
-        _variants(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+        _variants(source, dest, config, gate, heldout_ref, result, staging, log)
         _write_parity_json(dest, result)
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def _check_fp16_checkable(config: ExportConfig) -> None:
+    if config.require_fp16_check and not cuda_available():
+        raise ProviderError(
+            "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
+            "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
+        )
+
+
 def _export_fp32(
-    ckpt: Checkpoint,
+    source: Source,
     dest: Path,
     opset: int,
     config: ExportConfig,
@@ -141,13 +218,12 @@ def _export_fp32(
     log: Log,
     profile: Profile | None = None,
 ) -> ExportResult:
-    """Try the dynamo exporter, then TorchScript; keep the first that lints and passes parity."""
+    """Try each of the source's exporters; keep the first that lints and passes parity."""
     failures: list[str] = []
-    tmp = staging.temp(dest)  # staged by export_onnx
-    for exporter in ("dynamo", "torchscript"):
-        serving = ServingModel(ckpt.model, ckpt.spec)
+    tmp = staging.temp(dest)  # staged by export_source
+    for exporter in source.exporters:
         try:
-            written = export_graph(serving, tmp, opset, exporter)
+            written = source.write(tmp, opset, exporter)
             lint(tmp)
         except FclsError as e:
             failures.append(f"{exporter}: {e}")
@@ -160,10 +236,10 @@ def _export_fp32(
         if not parity.passed:
             failures.append(f"{exporter}: {parity.summary()}")
             continue
-        shape = (DYNAMIC_BATCHES[-1], ckpt.spec.n_pixels)
+        shape = (DYNAMIC_BATCHES[-1], source.spec.n_pixels)
         noise = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
         dynamic = check_parity(
-            reference_logits(ckpt.model, ckpt.spec, noise),
+            source.logits(noise),
             tmp,
             noise,
             variant="fp32 dynamic batch",
@@ -174,7 +250,7 @@ def _export_fp32(
             failures.append(f"{exporter}: {dynamic.summary()}")
             continue
         result = ExportResult(dest, exporter, written, parity, dynamic, profile=profile)
-        set_metadata(tmp, _metadata(ckpt, result, "fp32"))
+        set_metadata(tmp, _metadata(source, result, "fp32"))
         staging.commit(dest)
         return result
     kept = _discard(staging, dest, config.keep_failed)
@@ -183,16 +259,15 @@ def _export_fp32(
 
 
 def _metadata(
-    ckpt: Checkpoint, result: ExportResult, variant: str, parity: ParityResult | None = None
+    source: Source, result: ExportResult, variant: str, parity: ParityResult | None = None
 ) -> dict[str, Any]:
     parity = parity or result.parity
-    spec = ckpt.spec
+    spec = source.spec
     return {
         "fcls_version": fcls_version(),
         "variant": variant,
         "class_names": list(spec.class_names),
         SPEC_KEY: spec.to_json(),
-        "architecture": ckpt.architecture,
         "input_layout": (
             f"pixels: uint8 [batch, {spec.n_pixels}] = {spec.describe()}, "
             f"row-major with channels interleaved, raw 0..255"
@@ -200,11 +275,7 @@ def _metadata(
         "outputs": (
             f"logits: float32 [batch, {spec.n_classes}]; label: int64 [batch] = argmax(logits)"
         ),
-        "source_checkpoint": ckpt.path.name if ckpt.path else None,
-        "source_sha256": ckpt.sha256,
-        "test_accuracy": ckpt.test_accuracy,
-        # the run's data (source, sha256, limit, split_seed): fcls-bench checks agreement on it
-        "training_data": ckpt.data,
+        **source.metadata(),
         "opset": result.opset,
         "exporter": result.exporter,
         "parity": parity.to_dict(),
@@ -212,9 +283,9 @@ def _metadata(
     }
 
 
-def _profile(ckpt: Checkpoint, gate: GateData, heldout: np.ndarray, log: Log) -> Profile | None:
+def _profile(source: Source, gate: GateData, heldout: np.ndarray, log: Log) -> Profile | None:
     """The reference profile of the held-out rows (None without real ones), said in one line."""
-    profile = build_profile(ckpt.model, ckpt.spec, gate, heldout)
+    profile = build_profile(source.logits, source.spec, gate, heldout)
     if profile is None:
         log("notice: no drift profile: the gates have no real images (--data adds them)")
         return None
@@ -262,7 +333,7 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 
 def _variants(
-    ckpt: Checkpoint,
+    source: Source,
     dest: Path,
     config: ExportConfig,
     gate: GateData,
@@ -276,15 +347,15 @@ def _variants(
     if acc is not None:
         result.accuracy["fp32"] = acc
     if config.optimize:
-        _optimized_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+        _optimized_variant(source, dest, config, gate, heldout_ref, result, staging, log)
     if config.int8:
-        _int8_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+        _int8_variant(source, dest, config, gate, heldout_ref, result, staging, log)
     if config.builds_fp16:
-        _fp16_variant(ckpt, dest, config, gate, heldout_ref, result, staging, log)
+        _fp16_variant(source, dest, config, gate, heldout_ref, result, staging, log)
 
 
 def _optimized_variant(
-    ckpt: Checkpoint,
+    source: Source,
     dest: Path,
     config: ExportConfig,
     gate: GateData,
@@ -305,11 +376,11 @@ def _optimized_variant(
         batch_sizes=(256,),
         atol=config.atol,
     )
-    _publish(ckpt, result, "optimized", path, tmp, parity, staging, config, log)
+    _publish(source, result, "optimized", path, tmp, parity, staging, config, log)
 
 
 def _int8_variant(
-    ckpt: Checkpoint,
+    source: Source,
     dest: Path,
     config: ExportConfig,
     gate: GateData,
@@ -333,7 +404,7 @@ def _int8_variant(
         truth=gate.heldout_labels,
     )
     _publish(
-        ckpt,
+        source,
         result,
         "int8",
         path,
@@ -347,7 +418,7 @@ def _int8_variant(
 
 
 def _fp16_variant(
-    ckpt: Checkpoint,
+    source: Source,
     dest: Path,
     config: ExportConfig,
     gate: GateData,
@@ -359,8 +430,7 @@ def _fp16_variant(
     """`<stem>.fp16.onnx`: gated on CUDA; without CUDA written unchecked, with a notice."""
     path = variant_path(dest, "fp16")
     tmp = staging.stage(path)
-    serving = ServingModel(ckpt.model, ckpt.spec, dtype=torch.float16)  # BatchNorm folded in fp32
-    export_graph(serving, tmp, result.opset, result.exporter)
+    source.write_fp16(tmp, result.opset, result.exporter)
     lint(tmp)
     check_fp16_initializers(tmp)
     if cuda_available():
@@ -374,9 +444,9 @@ def _fp16_variant(
             min_agreement=config.fp16_min_agreement,
             provider="cuda",
         )
-        _publish(ckpt, result, "fp16", path, tmp, parity, staging, config, log)
+        _publish(source, result, "fp16", path, tmp, parity, staging, config, log)
     else:
-        set_metadata(tmp, {**_metadata(ckpt, result, "fp16"), "parity": "not checked: no CUDA"})
+        set_metadata(tmp, {**_metadata(source, result, "fp16"), "parity": "not checked: no CUDA"})
         staging.commit(path)
         result.variants["fp16"] = path
         notice = f"{path.name}: NOT parity-checked (onnxruntime cannot run a CUDA session here)"
@@ -385,7 +455,7 @@ def _fp16_variant(
 
 
 def _publish(
-    ckpt: Checkpoint,
+    source: Source,
     result: ExportResult,
     variant: str,
     path: Path,
@@ -417,9 +487,9 @@ def _publish(
         _write_parity_json(result.path, result)
         where = f"; kept at {kept}" if kept else f"; no {path.name} written"
         raise ParityError(f"{variant} variant refused: {'; '.join(problems)}{where}")
-    set_metadata(tmp, _metadata(ckpt, result, variant, parity))
+    set_metadata(tmp, _metadata(source, result, variant, parity))
     staging.commit(path)
     result.variants[variant] = path
 
 
-__all__ = ["ExportResult", "export_onnx"]
+__all__ = ["ExportResult", "Source", "TorchSource", "export_onnx", "export_source"]

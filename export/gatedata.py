@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcls.infer.common.spec import ImageSpec
-from fcls.infer.common.system import file_sha256
-from fcls.infer.formats.sources import input_kind, open_chunks, read_pixels
+from fcls.infer.formats.sources import input_kind, open_chunks, read_pixels, source_digest
 from fcls.train.data import DIGITS_SOURCE, load_digits_32, split
 
 if TYPE_CHECKING:  # torch-free: fcls-bench resolves a model's recorded data without torch
@@ -75,10 +74,10 @@ def recorded_data(recorded: Mapping[str, Any] | None) -> tuple[Path | str | None
     if source == DIGITS_SOURCE:
         return DIGITS_SOURCE, ""
     candidate = Path(source)
-    if not candidate.is_file():
+    if not candidate.exists():
         return None, f"the checkpoint's training data {candidate} is not here"
     sha = (recorded or {}).get("sha256")
-    if sha and file_sha256(candidate) != sha:
+    if sha and source_digest(candidate)[0] != sha:
         return None, f"{candidate} changed since training (sha256 differs)"
     return candidate, ""
 
@@ -91,9 +90,7 @@ def load_gate_data(data: Path | None, ckpt: Checkpoint, eval_rows: int) -> GateD
 def read_labelled(data: Path, rows: int | None, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray]:
     """The first `rows` rows of a labelled file as (N, P) uint8 and (N,) class indices of
     `spec`'s classes; the reader refuses another pixel count or an unknown label."""
-    chunks = list(
-        open_chunks(data, "labelled", rows, pixels=spec.n_pixels, classes=spec.class_names)
-    )
+    chunks = list(open_chunks(data, "labelled", rows, pixels=spec, classes=spec.class_names))
     if not chunks:
         return np.empty((0, spec.n_pixels), np.uint8), np.empty(0, np.int64)
     labels = [c.labels for c in chunks if c.labels is not None]
@@ -124,14 +121,14 @@ def gate_data(
             return _from_labelled(pixels, labels, split_seed, DIGITS_SOURCE, note)
         data = Path(found)
     if input_kind(data) == "unlabelled":
-        pixels = read_pixels(data, "unlabelled", limit=eval_rows, pixels=spec.n_pixels)
+        pixels = read_pixels(data, "unlabelled", limit=eval_rows, pixels=spec)
         half = len(pixels) // 2
         return GateData(
             str(data), pixels[:half], pixels[half:], None, "second half of unlabelled rows"
         )
     rows: int | None = eval_rows
     note = f"test split of the first {eval_rows} rows"
-    if recorded.get("sha256") and file_sha256(data) == recorded["sha256"]:
+    if recorded.get("sha256") and source_digest(data)[0] == recorded["sha256"]:
         # the checkpoint's own data: re-split exactly as training did, so held-out is held out
         rows = recorded.get("limit")
         note = "the training run's own test split"

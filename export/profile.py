@@ -7,27 +7,29 @@ fp32 model sees it. Without real rows (random gate images) there is no profile.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import torch
 
 from fcls.infer.common.calibration import fit_temperature, nll, reliability
 from fcls.infer.common.drift import Profile
 from fcls.infer.common.spec import ImageSpec
 
 from .gatedata import GateData
-from .parity import reference_logits
+
+# the source model's logits (N, K) float32 for (N, P) uint8 rows: the model every gate trusts
+Reference = Callable[[np.ndarray], np.ndarray]
 
 
 def calibrate(
-    model: torch.nn.Module, spec: ImageSpec, gate: GateData, heldout_logits: np.ndarray
+    reference: Reference, gate: GateData, heldout_logits: np.ndarray
 ) -> tuple[float, dict[str, Any] | None]:
     """The temperature fitted on the gate's validation rows (1.0 without labelled ones) and
     what it gives: NLL on those rows, ECE and NLL on the held-out rows, before and after."""
     if gate.val is None or gate.val_labels is None or not len(gate.val_labels):
         return 1.0, None
-    val_logits = reference_logits(model, spec, gate.val)
+    val_logits = reference(gate.val)
     t = fit_temperature(val_logits, gate.val_labels)
     figures: dict[str, Any] = {
         "temperature": t,
@@ -51,12 +53,12 @@ def calibrate(
 
 
 def build_profile(
-    model: torch.nn.Module, spec: ImageSpec, gate: GateData, heldout_logits: np.ndarray
+    reference: Reference, spec: ImageSpec, gate: GateData, heldout_logits: np.ndarray
 ) -> Profile | None:
-    """The profile of the gate's held-out rows, with the fitted temperature; None without
-    real rows."""
+    """The profile of the gate's held-out rows as `reference` (the source model) scores them,
+    with the fitted temperature; None without real rows."""
     if not gate.real or not len(gate.heldout):
         return None
-    temperature, figures = calibrate(model, spec, gate, heldout_logits)
+    temperature, figures = calibrate(reference, gate, heldout_logits)
     image = (spec.height, spec.width, spec.channels)
     return Profile.build(gate.heldout, heldout_logits, gate.source, temperature, figures, image)

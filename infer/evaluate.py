@@ -209,6 +209,9 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
         raise ConfigError(f"--batch-size {config.batch_size}: must be at least 1")
     t0 = time.perf_counter()
     predictors = [Predictor(m, config.provider, config.threads) for m in config.models]
+    for p in predictors:
+        if p.notice:  # a float-input model fcls-export did not make: what scoring assumes
+            say(p.notice)
     try:
         return _evaluate(config, predictors, say, t0)
     finally:

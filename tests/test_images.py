@@ -110,6 +110,24 @@ def test_a_labelled_folder_trains_exports_and_is_evaluated(rgb_folders: Path, tm
     assert report["models"][0]["accuracy"] > 0.5  # chance is 1/3: the images are read as images
 
 
+def test_export_gates_on_the_training_folder(rgb_folders: Path, tmp_path: Path):
+    """Without --data, fcls-export finds the folder model.pt records (by its listing's
+    digest) and gates on the run's own test split; --data FOLDER of another size is resized
+    to the model's images; the int8 variant is calibrated on real images."""
+    ckpt = rgb_folders / "run" / "model.pt"
+    run(export_main, ckpt, "-o", tmp_path / "a.onnx", "--int8", "-q")
+    parity = json.loads((tmp_path / "a.parity.json").read_text())
+    assert any("the training run's own test split" in n for n in parity["notices"]), parity
+    assert parity["heldout_accuracy"]["int8"] is not None
+    small = tmp_path / "small"
+    for name in SORTED:
+        for i in range(20):
+            save(small / name / f"{i}.png", np.full((8, 8), 40 * i % 256, np.uint8))
+    run(export_main, ckpt, "-o", tmp_path / "b.onnx", "--data", small, "-q")
+    notices = json.loads((tmp_path / "b.parity.json").read_text())["notices"]
+    assert any(str(small) in n for n in notices), notices
+
+
 def test_train_takes_image_size_and_resizes_to_it(rgb_folders: Path):
     """--image-size sets the spec; every image is converted to it (here 8x8 grayscale)."""
     pixels, labels = read_train(rgb_folders / "held", image_size="8x8")

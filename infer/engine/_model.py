@@ -31,6 +31,7 @@ class Interface:
     float_input: bool  # float32 [batch, C, H, W] rather than uint8 [batch, P] rows
     logits_name: str
     label_name: str | None  # the in-graph argmax, when the graph has one
+    notice: str | None = None  # what fcls assumes of a model it takes as it is (one line)
 
     def feed(self, pixels: np.ndarray) -> np.ndarray:
         """What the session takes for (n, P) uint8 HWC rows; ValueError for any other array."""
@@ -76,7 +77,20 @@ def read_interface(path: Path, session: ort.InferenceSession) -> Interface:
             f"[batch, {spec.channels}, {spec.height}, {spec.width}])"
         )
     label_name = "label" if "label" in outputs else None
-    return Interface(spec, inp.name, float_input, logits_name, label_name)
+    foreign = float_input and SPEC_KEY not in meta  # fcls-export never writes float inputs
+    shown = f"{inp.name} float32 [{', '.join(map(str, shape))}]"
+    notice = unwrapped_notice(path, shown) if foreign else None
+    return Interface(spec, inp.name, float_input, logits_name, label_name, notice)
+
+
+def unwrapped_notice(path: Path, shape: str) -> str:
+    """The one line said of a float-input model taken as it is: fcls feeds it the raw pixels,
+    as the notebook's networks take them, and fcls-export wraps it for other inputs."""
+    return (
+        f"{path.name}: input {shape} is fed raw 0..255 pixels (as the notebook's networks take "
+        f"them); if it was trained on scaled inputs, wrap it: fcls-export {path} -o model.onnx "
+        "--data train.csv --input-scale 1/255 [--input-mean M --input-std S]"
+    )
 
 
 def _spec(

@@ -225,7 +225,10 @@ def _remove_leftovers(destinations: list[Path], resume: bool, say: Log) -> None:
 
 
 def check_profile(model: Predictor, options: ScoringOptions, say: Log) -> None:
-    """Refuse --flag-ood for a model without a profile, and say --drift goes unchecked."""
+    """Say what scoring assumes for a float-input model fcls-export did not make; refuse
+    --flag-ood for a model without a profile, and say --drift goes unchecked."""
+    if model.notice:
+        say(model.notice)
     if model.profile is not None:
         return
     if options.flag_ood:

@@ -73,6 +73,12 @@ class Predictor:
         return self.interface.spec
 
     @property
+    def notice(self) -> str | None:
+        """One line on what scoring assumes of a model fcls-export did not make (a float input
+        fed raw 0..255 pixels), for the command to say once; None for fcls's own models."""
+        return self.interface.notice
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.interface.spec.class_names)
 
