@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fcls.infer.common.system import cpu_model
+from fcls.infer.common.system import cpu_features, cpu_model
 from fcls.infer.engine.session import make_session
 
 
@@ -156,6 +156,7 @@ def machine_info() -> dict[str, Any]:
         gpu = torch.cuda.get_device_name(0)
     info: dict[str, Any] = {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "cpus_available": available_cpus(),
         "cpus_host": os.cpu_count(),
         "gpu": gpu,

@@ -591,7 +591,8 @@ def _header_lines(report: dict[str, Any]) -> list[str]:
     v = m["versions"]
     peers = f", openvino {v['openvino']}" if v.get("openvino") else ""
     return [
-        f"fcls-bench | CPU {m['cpu']} | {m['cpus_available']} CPUs available ({m['cpus_host']} on host) | "
+        f"fcls-bench | CPU {m['cpu']} ({' '.join(m.get('cpu_features') or ['no AVX2'])}) | "
+        f"{m['cpus_available']} CPUs available ({m['cpus_host']} on host) | "
         f"GPU {m['gpu'] or 'none'}",
         f"python {v['python']}, torch {v['torch']} ({m['torch_threads']} threads), onnxruntime "
         f"{v['onnxruntime']}, numpy {v['numpy']}, pyarrow {v['pyarrow']}{peers}",

@@ -30,7 +30,7 @@ from fcls.infer.common.spec import (
 )
 from fcls.infer.common.system import file_sha256
 from fcls.infer.engine.session import make_session
-from fcls.infer.formats.sources import input_kind, read_pixels, read_train
+from fcls.infer.formats.sources import input_kind, read_pixels, read_train, source_digest
 from fcls.train.config import TrainConfig
 
 from .config import ExportConfig, WrapConfig
@@ -109,13 +109,18 @@ def _geometry(path: Path, found: UserInput, image_size: str | None) -> tuple[int
     return h, w, c
 
 
-def _classes(path: Path, data: Path, k: int, n_pixels: int, rows: int) -> tuple[str, ...]:
+def _classes(
+    path: Path, data: Path, k: int, size: tuple[int, int, int], rows: int
+) -> tuple[str, ...]:
     """The class names of `data`'s labels (numbers 0..K-1 for unlabelled rows); their count
-    must be the model's K."""
+    must be the model's K. A folder's images are read at the model's `size` (H, W, C)."""
+    n_pixels = size[0] * size[1] * size[2]
+    image_size = "x".join(map(str, size))
     if input_kind(data) == "unlabelled":
-        read_pixels(data, "unlabelled", limit=1, pixels=n_pixels)  # the row size, said early
+        # the row size, said early (a folder's images are converted to it)
+        read_pixels(data, "unlabelled", limit=1, pixels=ImageSpec(*size, number_names(k)))
         return number_names(k)
-    pixels, raw = read_train(data, limit=rows)
+    pixels, raw = read_train(data, limit=rows, image_size=image_size)
     if pixels.shape[1] != n_pixels:
         raise DataError(str(data), f"{pixels.shape[1]} pixel columns; {path} takes {n_pixels}")
     try:
@@ -159,7 +164,7 @@ class OnnxSource:
         self.input = user_input(path, self.model)
         h, w, c = _geometry(path, self.input, wrap.image_size)
         k = _n_classes(path, self.model)
-        self.spec = ImageSpec(h, w, c, _classes(path, data, k, h * w * c, rows))
+        self.spec = ImageSpec(h, w, c, _classes(path, data, k, (h, w, c), rows))
         self.mean, self.std = wrap.per_channel(c)
         self.rows = rows
         self._session = make_session(path, optimization="all")
@@ -236,7 +241,7 @@ class OnnxSource:
             # the rows the gates split (as fcls-train would): fcls-bench checks agreement on it
             "training_data": {
                 "source": str(self.data.resolve()),
-                "sha256": file_sha256(self.data),
+                "sha256": source_digest(self.data)[0],  # a file's content, a folder's listing
                 "limit": self.rows,
                 "split_seed": TrainConfig.split_seed,  # what gate_data split them with
             },

@@ -214,3 +214,14 @@ def test_why_a_run_stopped(accuracies, stopped_by):
     assert result.stopped_by == stopped_by and result.epochs == len(accuracies)
     assert result.images_per_second == pytest.approx(50.0)
     assert result.run == "CNN + SGD" and result.best_val_accuracy == max(accuracies)
+
+
+def test_cpu_features_by_their_user_names(tmp_path):
+    from fcls.infer.common.system import cpu_features
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_features(info) == ["AVX2", "AVX-512", "AVX512-BF16", "AMX"]
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse sse2\n")
+    assert cpu_features(info) == []
+    assert cpu_features(tmp_path / "absent") == []

@@ -287,9 +287,9 @@ def hardware(device: str) -> str:
         import torch
 
         return f"cuda: {torch.cuda.get_device_name(torch.device(device))}"
-    from fcls.infer.common.system import available_cpus, cpu_model
+    from fcls.infer.common.system import describe_cpu
 
-    return f"{device}: {cpu_model()} ({available_cpus()} CPUs)"
+    return f"{device}: {describe_cpu()}"
 
 
 def settings_line(config: StudyConfig) -> str:

@@ -37,6 +37,37 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# the instruction sets that decide which kernels pay (int8 VNNI, native bf16), by the names
+# /proc/cpuinfo gives them and the names users know them by
+CPU_FEATURES = {
+    "avx2": "AVX2",
+    "avx512f": "AVX-512",
+    "avx512_vnni": "VNNI",
+    "avx512_bf16": "AVX512-BF16",
+    "amx_tile": "AMX",
+}
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """The CPU_FEATURES this CPU has (first processor's flags), in CPU_FEATURES' order;
+    empty where /proc/cpuinfo is not there."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            return [name for flag, name in CPU_FEATURES.items() if flag in flags]
+    return []
+
+
+def describe_cpu() -> str:
+    """`AMD EPYC, 2 CPUs, AVX2 AVX-512 VNNI`: what every published figure names."""
+    features = " ".join(cpu_features()) or "no AVX2"
+    return f"{cpu_model()}, {available_cpus()} CPUs, {features}"
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
