@@ -117,8 +117,7 @@ def main(
     gpus_per_worker: float,
     run: Run,
 ) -> None:
-    """Predict a label for every row of each INPUT ('-' for stdin; .gz, directories, globs;
-    a folder of PNG/JPEG images, one row per image, its ID the image's path in the folder)."""
+    """Label every row of each INPUT ('-' for stdin; .gz, directories, globs, image folders)."""
     from ..engine.options import ScoringOptions
     from ..formats.paths import drift_report_path
 
