@@ -271,9 +271,11 @@ def test_arch_list_prints_every_network(tmp_path: Path, monkeypatch: pytest.Monk
     read: list[int | None] = []
     real = sources.read_train
 
-    def read_train(src: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read_train(
+        src: object, limit: int | None = None, **kwargs: object
+    ) -> tuple[np.ndarray, np.ndarray]:
         read.append(limit)
-        return real(src, limit)  # type: ignore[arg-type]
+        return real(src, limit, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sources, "read_train", read_train)
     at_28 = CliRunner().invoke(main, ["--arch", "LIST", "--data", str(data)])

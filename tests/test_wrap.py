@@ -463,3 +463,20 @@ def test_bench_takes_the_wrapped_model_without_a_checkpoint(work):
     assert models.checkpoint is None and models.architecture == "onnx:user.onnx"
     assert models.no_torch == "PyTorch not measured: model.onnx wraps user.onnx, no checkpoint"
     assert set(models.onnx) >= {"ort", "ort-int8"} and models.spec == ImageSpec(32, 32, 1)
+
+
+@pytest.mark.slow
+def test_ray_scores_a_wrapped_model_as_the_local_engine(work, tmp_path, ray_local):
+    """The Ray engine takes a wrapped model as any fcls model: the local engine's bytes, the
+    wrapped int8 variant too."""
+    from fcls.infer.engine.pipeline import predict_csv
+    from fcls.infer.engine.ray import predict_csv_ray
+
+    for model in (work["model"], work["model"].with_suffix(".int8.onnx")):
+        out = tmp_path / model.stem
+        out.mkdir()
+        summaries = predict_csv_ray([str(work["rows"])], out, model, shard_bytes=200_000)
+        assert [s.rows for s in summaries] == [400]
+        local = tmp_path / f"{model.stem}.local.csv"
+        predict_csv(work["rows"], local, model)
+        assert (out / "rows.results.csv").read_bytes() == local.read_bytes()

@@ -66,7 +66,7 @@ def write_table(out: Path, heading: str, results: list[RunResult]) -> tuple[Path
         row = r.row()
         for key in ("best_val_accuracy", "test_accuracy"):
             row[key] = f"{row[key]:.4f}"
-        row["seconds"] = f"{r.seconds:.1f}"
+        row["seconds"] = f"{r.seconds:.3f}"
         row["images_per_second"] = f"{r.images_per_second:.0f}"
         writer.writerow(row)
     csv_path = atomic_write_text(out / TABLE_CSV, buf.getvalue())
