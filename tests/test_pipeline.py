@@ -314,6 +314,19 @@ predict_csv(src, dst, model, resume=True, proba=True, chunk_bytes=1 << 16, check
 """
 
 
+SLOW_CLI = """
+import sys, time
+from fcls.infer import Predictor
+from fcls.infer.cli.infer import main
+real = Predictor._fetch  # one onnxruntime call
+def slow(self, pixels, want):
+    time.sleep(0.0002)
+    return real(self, pixels, want)
+Predictor._fetch = slow
+main(sys.argv[1:], prog_name="fcls-infer")
+"""
+
+
 def _kill_when(proc: subprocess.Popen, journal: Path, rows: int, timeout: float = 120) -> int:
     """SIGKILL `proc` once its journal records at least `rows` rows; returns those rows."""
     deadline = time.monotonic() + timeout
@@ -524,12 +537,14 @@ def test_cli_sigkill_and_resume_200k_rows(tmp_path, tiny, rows_200k, gz):
     expected = tmp_path / "expected.csv"
     predict_csv(src, expected, tiny, proba=True)
     out = tmp_path / "out.csv"
-    # batch 2 keeps the tiny model's run past its first checkpoint (2 s) at any parse speed;
     # the output does not depend on the batch size
     args = [str(src), "--model", str(tiny), "-o", str(out), "--proba", "--resume"]
     command = [sys.executable, "-m", "fcls.infer.cli.infer", *args, "--batch-size", "2"]
     temp, journal = resume_paths(out)
-    proc = subprocess.Popen(command, cwd=REPO, stderr=subprocess.PIPE)
+    # the killed run's model calls are slowed, so that it is still running after its first
+    # checkpoint (2 s) however fast this CPU parses and scores; the resumed run is the CLI's own
+    slowed = [sys.executable, "-c", SLOW_CLI, *command[3:]]
+    proc = subprocess.Popen(slowed, cwd=REPO, stderr=subprocess.PIPE)
     done = _kill_when(proc, journal, 1)
     assert proc.returncode == -signal.SIGKILL and not out.exists() and 0 < done < 200_000
     resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
