@@ -193,7 +193,7 @@ def export_source(
         _remove_stale_variants(dest, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
-        _variants(source, dest, config, gate, heldout_ref, result, staging, log)
+        _variants(_Build(source, dest, config, gate, heldout_ref, result, staging, log))
         _write_parity_json(dest, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -332,69 +332,59 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     return None if labels is None or not len(labels) else float((logits.argmax(1) == labels).mean())
 
 
-def _variants(
-    source: Source,
-    dest: Path,
-    config: ExportConfig,
-    gate: GateData,
-    heldout_ref: np.ndarray,
-    result: ExportResult,
-    staging: OutputSet,
-    log: Log,
-) -> None:
+@dataclass(frozen=True, eq=False)  # holds arrays: compared by identity
+class _Build:
+    """What every variant of one export shares: the source, the published fp32 model, the
+    gates' rows and the fp32 reference on them, the figures so far and the staging area."""
+
+    source: Source
+    dest: Path
+    config: ExportConfig
+    gate: GateData
+    heldout_ref: np.ndarray  # the source's logits of gate.heldout
+    result: ExportResult
+    staging: OutputSet
+    log: Log
+
+
+def _variants(build: _Build) -> None:
     """Build, gate and publish each requested variant; a failed gate raises after cleanup."""
-    acc = _accuracy(heldout_ref, gate.heldout_labels)
+    config, result = build.config, build.result
+    acc = _accuracy(build.heldout_ref, build.gate.heldout_labels)
     if acc is not None:
         result.accuracy["fp32"] = acc
     if config.optimize:
-        _optimized_variant(source, dest, config, gate, heldout_ref, result, staging, log)
+        _optimized_variant(build)
     if config.int8:
-        _int8_variant(source, dest, config, gate, heldout_ref, result, staging, log)
+        _int8_variant(build)
     if config.builds_fp16:
-        _fp16_variant(source, dest, config, gate, heldout_ref, result, staging, log)
+        _fp16_variant(build)
 
 
-def _optimized_variant(
-    source: Source,
-    dest: Path,
-    config: ExportConfig,
-    gate: GateData,
-    heldout_ref: np.ndarray,
-    result: ExportResult,
-    staging: OutputSet,
-    log: Log,
-) -> None:
+def _optimized_variant(build: _Build) -> None:
     """`<stem>.opt.onnx`: ORT's offline CPU optimization, gated on fp32's tolerance."""
-    path = variant_path(dest, "opt")
-    tmp = staging.stage(path)
-    optimize_for_cpu(dest, tmp)
+    path = variant_path(build.dest, "opt")
+    tmp = build.staging.stage(path)
+    optimize_for_cpu(build.dest, tmp)
     parity = check_parity(
-        heldout_ref,
+        build.heldout_ref,
         tmp,
-        gate.heldout,
+        build.gate.heldout,
         variant="optimized",
         batch_sizes=(256,),
-        atol=config.atol,
+        atol=build.config.atol,
     )
-    _publish(source, result, "optimized", path, tmp, parity, staging, config, log)
+    _publish(build, "optimized", path, tmp, parity)
 
 
-def _int8_variant(
-    source: Source,
-    dest: Path,
-    config: ExportConfig,
-    gate: GateData,
-    heldout_ref: np.ndarray,
-    result: ExportResult,
-    staging: OutputSet,
-    log: Log,
-) -> None:
+def _int8_variant(build: _Build) -> None:
     """`<stem>.int8.onnx`: gated on top-1 agreement and on the held-out accuracy drop."""
-    path = variant_path(dest, "int8")
-    tmp = staging.stage(path)
-    quantize_int8(dest, tmp, gate.calibration[: config.calibration_rows])
+    config, gate = build.config, build.gate
+    path = variant_path(build.dest, "int8")
+    tmp = build.staging.stage(path)
+    quantize_int8(build.dest, tmp, gate.calibration[: config.calibration_rows])
     parity = check_parity(
-        heldout_ref,
+        build.heldout_ref,
         tmp,
         gate.heldout,
         variant="int8",
@@ -403,71 +393,50 @@ def _int8_variant(
         min_agreement=config.int8_min_agreement,
         truth=gate.heldout_labels,
     )
-    _publish(
-        source,
-        result,
-        "int8",
-        path,
-        tmp,
-        parity,
-        staging,
-        config,
-        log,
-        config.int8_max_accuracy_drop,
-    )
+    _publish(build, "int8", path, tmp, parity, config.int8_max_accuracy_drop)
 
 
-def _fp16_variant(
-    source: Source,
-    dest: Path,
-    config: ExportConfig,
-    gate: GateData,
-    heldout_ref: np.ndarray,
-    result: ExportResult,
-    staging: OutputSet,
-    log: Log,
-) -> None:
+def _fp16_variant(build: _Build) -> None:
     """`<stem>.fp16.onnx`: gated on CUDA; without CUDA written unchecked, with a notice."""
-    path = variant_path(dest, "fp16")
-    tmp = staging.stage(path)
-    source.write_fp16(tmp, result.opset, result.exporter)
+    result = build.result
+    path = variant_path(build.dest, "fp16")
+    tmp = build.staging.stage(path)
+    build.source.write_fp16(tmp, result.opset, result.exporter)
     lint(tmp)
     check_fp16_initializers(tmp)
     if cuda_available():
         parity = check_parity(
-            heldout_ref,
+            build.heldout_ref,
             tmp,
-            gate.heldout,
+            build.gate.heldout,
             variant="fp16",
             batch_sizes=(256,),
             atol=None,
-            min_agreement=config.fp16_min_agreement,
+            min_agreement=build.config.fp16_min_agreement,
             provider="cuda",
         )
-        _publish(source, result, "fp16", path, tmp, parity, staging, config, log)
+        _publish(build, "fp16", path, tmp, parity)
     else:
-        set_metadata(tmp, {**_metadata(source, result, "fp16"), "parity": "not checked: no CUDA"})
-        staging.commit(path)
+        unchecked = {**_metadata(build.source, result, "fp16"), "parity": "not checked: no CUDA"}
+        set_metadata(tmp, unchecked)
+        build.staging.commit(path)
         result.variants["fp16"] = path
         notice = f"{path.name}: NOT parity-checked (onnxruntime cannot run a CUDA session here)"
         result.notices.append(notice)
-        log(f"notice: {notice}")
+        build.log(f"notice: {notice}")
 
 
 def _publish(
-    source: Source,
-    result: ExportResult,
+    build: _Build,
     variant: str,
     path: Path,
     tmp: Path,
     parity: ParityResult,
-    staging: OutputSet,
-    config: ExportConfig,
-    log: Log,
     max_accuracy_drop: float | None = None,
 ) -> None:
     """Gate a variant (agreement, and the accuracy drop where asked and labels are known)
     and rename it into place."""
+    result, log = build.result, build.log
     result.variant_parity[variant] = parity
     log(f"parity ({variant}): {parity.summary()}")
     problems = [] if parity.passed else [parity.summary()]
@@ -483,12 +452,12 @@ def _publish(
                 f"accuracy drop {100 * drop:.2f} points > {100 * max_accuracy_drop:.2f}"
             )
     if problems:
-        kept = _discard(staging, path, config.keep_failed)
+        kept = _discard(build.staging, path, build.config.keep_failed)
         _write_parity_json(result.path, result)
         where = f"; kept at {kept}" if kept else f"; no {path.name} written"
         raise ParityError(f"{variant} variant refused: {'; '.join(problems)}{where}")
-    set_metadata(tmp, _metadata(source, result, variant, parity))
-    staging.commit(path)
+    set_metadata(tmp, _metadata(build.source, result, variant, parity))
+    build.staging.commit(path)
     result.variants[variant] = path
 
 

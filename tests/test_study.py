@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import deadline, wait_until
 
-from fcls.infer.common.errors import ConfigError
+from fcls.infer.common.errors import ConfigError, OutputError
 from fcls.train.study import (
     RESULT_FILE,
     SERIES,
@@ -100,6 +100,25 @@ def test_missing_data_file_is_one_line(tmp_path):
     assert "nope.csv: no such file" in result.output
     assert result.output.count("\n") == 1 and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_a_study_without_runs_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="at least one run"):
+        run_study(StudyConfig(runs=(), out=tmp_path / "s"))
+    assert not (tmp_path / "s").exists()
+
+
+def test_an_unreadable_run_record_is_one_line(tmp_path):
+    config = StudyConfig(
+        runs=(StudyRun("BaseNetwork", "adam"),), out=tmp_path, limit=300, max_epochs=1
+    )
+    run_study(config, log=lambda _: None)
+    record = tmp_path / "runs" / "basenetwork" / RESULT_FILE
+    record.write_text('{"identity": ')  # cut short, as a full disk would leave it
+    with pytest.raises(OutputError, match=r"result\.json: unreadable run record .*--restart"):
+        run_study(config, log=lambda _: None)
+    again = run_study(StudyConfig(**{**vars(config), "restart": True}), log=lambda _: None)
+    assert again.trained == 1 and json.loads(record.read_text())["history"]
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

@@ -443,7 +443,9 @@ def _text_labelled_rgb(monkeypatch: pytest.MonkeyPatch, n: int = 150) -> Path:
     pixels = (np.array([colour[v] for v in labels])[:, None, :] + noise).clip(0, 255)
     pixels = pixels.astype(np.uint8).reshape(n, -1)
 
-    def read_train(src: object, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read_train(
+        src: object, limit: int | None = None, image_size: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         return pixels[:limit], labels[:limit]
 
     monkeypatch.setattr(fdata, "read_train", read_train)

@@ -12,7 +12,7 @@ import numpy as np
 from fcls.infer.common.errors import ConfigError, DataError
 from fcls.infer.common.labels import classes_of, label_indices
 from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec, SpecError, geometry_for
-from fcls.infer.formats.sources import is_folder, read_train
+from fcls.infer.formats.sources import read_train
 
 # Transitional: the notebook's image side, for tests written before specs existed; fcls.train
 # itself reads every size from an ImageSpec.
@@ -205,11 +205,8 @@ def load_dataset(
         if limit is not None:
             pixels, raw = pixels[:limit], raw[:limit]
         source = DIGITS_SOURCE
-    elif is_folder(data):  # images converted to one size: --image-size or the first image's
+    else:  # a folder's images are converted to image_size; file rows keep their own count
         pixels, raw = read_train(data, limit=limit, image_size=image_size)
-        source = str(data)
-    else:  # rows carry their own pixel count: image_size is checked against it (dataset_spec)
-        pixels, raw = read_train(data, limit=limit)
         source = str(data)
     try:
         names, integer = classes_of(raw)

@@ -98,12 +98,14 @@ def plan_runs(
         series = tuple(SERIES)
     runs = [StudyRun(a, o, s) for s in series for a, o in SERIES[s]]
     runs += [StudyRun(canonical_name(a), o) for a in archs for o in optimizers]
-    unique = list({(r.arch.lower(), r.optimizer): r for r in reversed(runs)}.values())[::-1]
-    slugs = [r.slug for r in unique]
+    unique: dict[tuple[str, str], StudyRun] = {}
+    for r in runs:  # the first mention of a network and optimizer is the one kept
+        unique.setdefault((r.arch.lower(), r.optimizer), r)
+    slugs = [r.slug for r in unique.values()]
     clash = sorted({s for s in slugs if slugs.count(s) > 1})
     if clash:
         raise ConfigError(f"--arch: two networks share the run folder {clash[0]!r}")
-    return tuple(unique)
+    return tuple(unique.values())
 
 
 @dataclass(frozen=True)
@@ -163,16 +165,19 @@ def run_study(config: StudyConfig, log: Log = print) -> StudyResult:
     The table and pictures are rewritten after each run, so a long study shows its progress.
     Raises what `train` raises (DataError, ConfigError, OutputError ...) for the first run
     that fails; runs finished before it stay done."""
-    from .trainer import train
+    from .trainer import data_identity, train
 
     t0 = time.perf_counter()
-    if config.runs:  # unreadable data is refused before any folder is made
-        _identity(config.train_config(config.runs[0]))
+    if not config.runs:
+        raise ConfigError("a study needs at least one run")
+    # the data's digest, once: unreadable data is refused before any folder is made
+    data_sha = data_identity(config.train_config(config.runs[0]))["sha256"]
     results: list[RunResult] = []
     trained = 0
     for i, run in enumerate(config.runs, 1):
         train_config = config.train_config(run)
-        done = _finished(train_config)
+        identity = _identity(train_config, data_sha)
+        done = _finished(train_config, identity)
         if done is not None:
             log(f"run {i}/{len(config.runs)} {run.label}: done before, kept")
             results.append(_result_of(run, done, config.patience))
@@ -180,7 +185,7 @@ def run_study(config: StudyConfig, log: Log = print) -> StudyResult:
         log(f"run {i}/{len(config.runs)} {run.label}: training ({train_config.out})")
         device = train(train_config, log=log).device
         trained += 1
-        result = _result_of(run, _record(train_config, device), config.patience)
+        result = _result_of(run, _record(train_config, identity, device), config.patience)
         log(
             f"run {i}/{len(config.runs)} {run.label}: best val {result.best_val_accuracy:.4f}, "
             f"test {result.test_accuracy:.4f}, {result.epochs} epochs, {result.seconds:.0f}s"
@@ -191,15 +196,14 @@ def run_study(config: StudyConfig, log: Log = print) -> StudyResult:
     return StudyResult(config.out, tuple(results), trained, time.perf_counter() - t0, files)
 
 
-def _identity(config: TrainConfig) -> dict[str, Any]:
+def _identity(config: TrainConfig, data_sha: str | None) -> dict[str, Any]:
     """What a finished run must share with the run asked for to be kept: the trainer's
-    identity and the data's content."""
-    from .trainer import _data_identity
+    identity and the data's digest, as JSON gives them back (lists, not tuples)."""
+    identity: dict[str, Any] = json.loads(json.dumps(config.identity()))
+    return {**identity, "data_sha256": data_sha}
 
-    return {**config.identity(), "data_sha256": _data_identity(config)["sha256"]}
 
-
-def _finished(config: TrainConfig) -> dict[str, Any] | None:
+def _finished(config: TrainConfig, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The saved record of a finished run with this identity; None when it must be trained.
 
     A finished run of other settings is refused as fcls-train refuses it (--restart)."""
@@ -213,7 +217,7 @@ def _finished(config: TrainConfig) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError) as e:
         raise OutputError(f"{path}: unreadable run record ({e}); use --restart") from None
-    if record.get("identity") != json.loads(json.dumps(_identity(config))):
+    if record.get("identity") != identity:
         raise ConfigError(
             f"{config.out} holds a run of other settings; use --restart to start over "
             "or choose another --output"
@@ -221,14 +225,14 @@ def _finished(config: TrainConfig) -> dict[str, Any] | None:
     return record
 
 
-def _record(config: TrainConfig, device: str) -> dict[str, Any]:
+def _record(config: TrainConfig, identity: dict[str, Any], device: str) -> dict[str, Any]:
     """Gather a finished run's figures from its report and history; save them as result.json."""
     report = json.loads((config.out / "report.json").read_text())
     history = _read_history(config.out / "history.csv")
     spec = ImageSpec.from_dict(report["image_spec"])
     info = model_info(config.arch, spec)
     record = {
-        "identity": _identity(config),
+        "identity": identity,
         "hardware": hardware(device),
         "train_images": report["split"]["train"] * (4 if config.recipe.augment == "x4" else 1),
         "parameters": info.parameters,
@@ -237,7 +241,7 @@ def _record(config: TrainConfig, device: str) -> dict[str, Any]:
         "history": history,
     }
     atomic_write_text(config.out / RESULT_FILE, json.dumps(record, indent=1) + "\n")
-    return json.loads(json.dumps(record))  # as a later study reads it back
+    return record
 
 
 def _read_history(path: Path) -> list[dict[str, float]]:

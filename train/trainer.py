@@ -158,7 +158,9 @@ def _prepare_out(config: TrainConfig, identity: dict[str, Any], log: Log) -> _Ru
     return run
 
 
-def _data_identity(config: TrainConfig) -> dict[str, Any]:
+def data_identity(config: TrainConfig) -> dict[str, Any]:
+    """What a run records of its data: source (for information), sha256 and size of a file's
+    content or of a folder's listing; the bundled digits have no sha256. DataError if absent."""
     if config.data is None:
         return {"source": fdata.DIGITS_SOURCE, "sha256": None}
     if not config.data.is_file() and not config.data.is_dir():
@@ -185,7 +187,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     device = resolve_device(config.device)
     if device.type == "cpu":
         keep_freed_memory()
-    data_id = _data_identity(config)
+    data_id = data_identity(config)
     identity = {**config.identity(), "data_sha256": data_id["sha256"]}
     run = _prepare_out(config, identity, log)
     resumed_from = _resumed_from(run, config, log)
