@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -509,3 +510,133 @@ def test_ray_scores_other_geometries_as_the_local_engine(tmp_path, ray_local):
     with pytest.raises(DataError, match=r"1024 pixel columns .*the model takes 720 \(20x12x3\)"):
         predict_csv_ray([str(gray)], tmp_path / "gray.results.csv", model)
     assert not (tmp_path / "gray.results.csv").exists()
+
+
+CLUSTERS = {"1 node x 2": [2.0], "2 x 2": [2.0, 2.0], "3 x 1": [1.0, 1.0, 1.0]}
+
+
+def _placements(nodes: list[float], share: float, workers: int) -> list[tuple[int, ...]]:
+    """Every way Ray could spread `workers` actors of `share` CPUs over `nodes` (a count
+    per node, each node within its CPUs), found by brute force."""
+    units = ray_engine.CPU_UNIT
+    room = [round(c * units) // round(share * units) for c in nodes]
+    found = []
+    for counts in np.ndindex(*(r + 1 for r in room)):
+        if sum(counts) == workers:
+            found.append(tuple(int(n) for n in counts))
+    return found
+
+
+def _reading_always_fits(nodes: list[float], share: float, parse: float, workers: int) -> bool:
+    """Whether the actors can all be placed and, wherever they go, some node keeps `parse`."""
+    units = ray_engine.CPU_UNIT
+    a, p = round(share * units), round(parse * units)
+    spreads = _placements(nodes, share, workers)
+    return bool(spreads) and all(
+        any(round(c * units) - n * a >= p for c, n in zip(nodes, counts)) for counts in spreads
+    )
+
+
+@pytest.mark.parametrize("name", CLUSTERS)
+def test_cpu_shares_leave_a_parse_task_room_however_ray_spreads_the_actors(name):
+    nodes = CLUSTERS[name]
+    for workers in range(1, 11):
+        shares = ray_engine.cpu_shares(nodes, workers)
+        assert ray_engine.MIN_ACTOR_CPUS <= shares.actor <= 1.0
+        assert shares.parse in ray_engine.PARSE_CPUS
+        assert _reading_always_fits(nodes, shares.actor, shares.parse, workers), (workers, shares)
+        # the largest such share: one unit more leaves some spread without room to read
+        more = shares.actor + 1 / ray_engine.CPU_UNIT
+        assert more > 1.0 or not _reading_always_fits(nodes, more, shares.parse, workers)
+        # and the largest parse share with which any actor share works
+        for parse in [p for p in ray_engine.PARSE_CPUS if p > shares.parse]:
+            least = ray_engine.MIN_ACTOR_CPUS
+            assert not _reading_always_fits(nodes, least, parse, workers), (workers, parse)
+        assert 1 <= shares.threads <= max(nodes)
+
+
+def test_cpu_shares_of_the_cases_that_hung():
+    """Workers as many as the cluster's CPUs: sized by the total, the actors took 0.75 CPUs
+    each on 2 nodes of 2, 1.5 per node, and a parse task of 1 CPU found no node."""
+    assert ray_engine.cpu_shares([2.0, 2.0], 4) == ray_engine.CpuShares(0.5, 1.0, 1)
+    assert ray_engine.cpu_shares([2.0, 2.0], 3) == ray_engine.CpuShares(1.0, 1.0, 1)
+    assert ray_engine.cpu_shares([1.0, 1.0, 1.0], 3) == ray_engine.CpuShares(0.5, 0.5, 1)
+    # one node: what the engine always gave a private local Ray
+    assert ray_engine.cpu_shares([2.0], 1) == ray_engine.CpuShares(1.0, 1.0, 2)
+    assert ray_engine.cpu_shares([2.0], 2) == ray_engine.CpuShares(0.5, 1.0, 1)
+    # a head node without CPUs takes no actor
+    assert ray_engine.cpu_shares([0.0, 4.0], 2) == ray_engine.CpuShares(1.0, 1.0, 2)
+
+
+@pytest.mark.parametrize(
+    ("nodes", "most", "seen"),
+    [
+        ([2.0], 17, "2 CPUs in all (per node: 2)"),
+        ([2.0, 2.0], 35, "4 CPUs in all (per node: 2, 2)"),
+        ([1.0, 1.0, 1.0], 23, "3 CPUs in all (per node: 1, 1, 1)"),
+        ([0.5], 2, "0.5 CPUs in all (per node: 0.5)"),
+        ([0.0], 0, "0 CPUs in all (per node: 0)"),
+        ([], 0, "0 CPUs in all (per node: no node alive)"),
+        ([1.0] * 12, 95, "12 CPUs in all (per node: 12 x 1)"),
+    ],
+)
+def test_cpu_shares_refuse_more_workers_than_the_nodes_hold(nodes, most, seen):
+    if most:
+        shares = ray_engine.cpu_shares(nodes, most)
+        if len(nodes) <= 3:  # the brute force grows as (CPUs / share) ** nodes
+            assert _reading_always_fits(nodes, shares.actor, shares.parse, most)
+    workers = most + 1
+    with pytest.raises(ConfigError) as refused:
+        ray_engine.cpu_shares(nodes, workers)
+    message = str(refused.value)
+    assert message.startswith(f"--workers {workers}: the Ray cluster has {seen};")
+    least = f"{workers * ray_engine.MIN_ACTOR_CPUS:g}"
+    assert f"({least} for {workers}) plus 0.25 for reading" in message
+    assert f"holds at most {most} workers" in message and "\n" not in message
+
+
+def test_node_cpus_count_alive_nodes_only():
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 2.0, "memory": 1.0}},
+        {"Alive": False, "Resources": {"CPU": 8.0}},
+        {"Alive": True, "Resources": {"GPU": 1.0}},
+    ]
+    assert ray_engine.node_cpus(SimpleNamespace(nodes=lambda: nodes)) == [2.0, 0.0]
+
+
+def test_bounded_waits_unless_rays_own_variables_are_set(monkeypatch):
+    for name in (
+        "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S",
+        "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    context = SimpleNamespace(wait_for_min_actors_s=-1, execution_no_progress_timeout_s=-1)
+    ray_engine._bound_waits(context)
+    assert context.wait_for_min_actors_s == ray_engine.ACTOR_START_S > 0
+    assert context.execution_no_progress_timeout_s == ray_engine.STALL_S > 0
+    monkeypatch.setenv("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "-1")
+    context = SimpleNamespace(wait_for_min_actors_s=-1, execution_no_progress_timeout_s=-1)
+    ray_engine._bound_waits(context)
+    assert context.execution_no_progress_timeout_s == -1  # the user's choice stands
+
+
+def test_ray_waits_that_ran_out_are_one_line_worker_errors():
+    data = pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'fcls[ray]')")
+    from ray import exceptions
+    from ray.data.exceptions import ExecutionTimeoutError
+
+    fake = SimpleNamespace(
+        nodes=lambda: [{"Alive": True, "Resources": {"CPU": 2.0}}], data=data, exceptions=exceptions
+    )
+    cluster = ray_engine._Cluster("auto", 4, 0.0, "cpu")
+    shares = ray_engine.CpuShares(0.5, 1.0, 1)
+    context = SimpleNamespace(wait_for_min_actors_s=300, execution_no_progress_timeout_s=600)
+    stalled = ExecutionTimeoutError("Dataset execution made no progress\nOperators...")
+    error = ray_engine._worker_error(fake, stalled, cluster, shares, context)
+    assert isinstance(error, WorkerError) and "\n" not in str(error)
+    assert str(error).startswith("Ray moved no data for 600 s")
+    assert "nodes now have 2 CPUs for 4 workers of 0.5 CPUs" in str(error)
+    late = exceptions.GetTimeoutError("Timed out while starting actors.")
+    error = ray_engine._worker_error(fake, late, cluster, shares, context)
+    assert str(error).startswith("Ray could not start 4 workers of 0.5 CPUs within 300 s")
+    assert ray_engine._worker_error(fake, ValueError("ours"), cluster, shares, context) is None

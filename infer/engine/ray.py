@@ -11,6 +11,9 @@ row); the driver streams them back in input order
 and writes each as soon as it is the next one of its file, into temp files that are renamed
 into place only when the whole run succeeded. Killed workers are restarted and their work
 redone by Ray, a bounded number of times; beyond that the run fails with a WorkerError.
+Ray places each task and actor on one node: the actors' and the parse tasks' CPU shares are
+sized against the CPUs of each node (`cpu_shares`), a request no share fits is refused before
+any work, and a run whose work Ray can no longer place fails after a bounded wait.
 
 Ray is imported only here, and only when this engine is used.
 """
@@ -48,6 +51,14 @@ SHARD_BYTES = 8 << 20  # input bytes of one parse task
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
 MAX_RESTARTS = 3  # per scoring actor
 MAX_RETRIES = 3  # per parse task and per actor call
+CPU_UNIT = 10_000  # Ray counts resources in ten-thousandths: shares are sized in those units
+MIN_ACTOR_CPUS = 0.1  # the least CPU share a scoring actor is given
+PARSE_CPUS = (1.0, 0.5, 0.25)  # a parse task's share: the largest that fits beside the actors
+# Bounded waits, unless the user set Ray's own variables for them: for the actors to start
+# (a cluster that cannot place them), and for any block to move (work that can no longer be
+# placed, say after a node was lost). Both are far above what a healthy run needs.
+ACTOR_START_S = 300
+STALL_S = 600
 
 
 @dataclass(frozen=True)
@@ -283,11 +294,29 @@ def _init_ray(address: str | None) -> Any:
                 _node_ip_address="127.0.0.1",
                 **quiet,
             )
+        _quiet_cluster_errors(ray)
     import ray.data  # configures its own loggers on import: quiet them afterwards
 
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)  # fcls reports failures itself
     ray.data.DataContext.get_current().enable_progress_bars = False
     return ray
+
+
+def _quiet_cluster_errors(ray: Any) -> None:
+    """Drop the cluster's error notes that the driver prints even with log_to_driver off (a
+    lost node's raylet log, each retry of a task), some on stdout: fcls reports the failure
+    that ends a run itself, in one line. A private hook of Ray's; left alone where absent."""
+    module: Any = getattr(getattr(ray, "_private", None), "worker", None)
+    show = getattr(module, "print_to_stdstream", None)
+    if show is None or getattr(show, "fcls_quiet", False):
+        return
+
+    def quiet(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":  # the error notes come as the raylet's
+            show(data, ignore_prefix)
+
+    quiet.fcls_quiet = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = quiet
 
 
 class WorkerError(FclsError):
@@ -563,15 +592,95 @@ def _scorer_stage(
     }
 
 
+@dataclass(frozen=True)
+class CpuShares:
+    """The CPUs Ray is asked for: per scoring actor, per parse task; threads per actor."""
+
+    actor: float
+    parse: float
+    threads: int
+
+
+def node_cpus(ray: Any) -> list[float]:
+    """The logical CPUs of each alive node of the cluster (0 for a node without any)."""
+    return [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+
+
+def cpu_shares(nodes: list[float], workers: int) -> CpuShares:
+    """Size the actors' and the parse tasks' CPU shares against the CPUs of each node.
+
+    Ray places a task or an actor on one node, never across nodes, and Ray Data starts the
+    whole actor pool before any parse task (`_bound_waits`): however Ray spreads the actors,
+    at least one node must keep a parse task's share free (`_holds`). The parse share is the
+    largest of PARSE_CPUS for which an actor share of at least MIN_ACTOR_CPUS does; the
+    actor share is then the largest, up to one CPU, that does.
+    """
+    units = [round(c * CPU_UNIT) for c in nodes if c > 0]
+    low = round(MIN_ACTOR_CPUS * CPU_UNIT)
+    for parse in PARSE_CPUS:
+        reading = round(parse * CPU_UNIT)
+        if not _holds(units, reading, low, workers):
+            continue
+        high = CPU_UNIT
+        while low < high:  # _holds(low); it only turns false as the share grows
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if _holds(units, reading, mid, workers) else (low, mid - 1)
+        threads = max(1, min(max(units) // CPU_UNIT, sum(units) // CPU_UNIT // workers))
+        return CpuShares(low / CPU_UNIT, parse, threads)
+    raise ConfigError(_refusal(nodes, workers))
+
+
+def _holds(units: list[int], reading: int, share: int, workers: int) -> bool:
+    """Whether nodes of `units` CPU units take `workers` actors of `share` units, and keep
+    `reading` units free on some node wherever the actors go.
+
+    A node of u units is closed to reading once it holds (u - reading) // share + 1 actors;
+    the actors cannot close every such node while they number fewer than the sum of those.
+    """
+    fits = sum(u // share for u in units)  # nodes smaller than `reading` still take actors
+    open_ = [u - reading for u in units if u >= reading]
+    return workers <= fits and workers < sum(f // share + 1 for f in open_)
+
+
+def _capacity(nodes: list[float]) -> int:
+    """The most workers the nodes hold at the smallest shares (what `_holds` allows)."""
+    units = [round(c * CPU_UNIT) for c in nodes if c > 0]
+    reading, share = round(PARSE_CPUS[-1] * CPU_UNIT), round(MIN_ACTOR_CPUS * CPU_UNIT)
+    fits = sum(u // share for u in units)
+    closing = sum((u - reading) // share + 1 for u in units if u >= reading)
+    return max(0, min(fits, closing - 1))
+
+
+def _node_list(nodes: list[float]) -> str:
+    """`2, 2` (the CPUs of each node, largest first), or `4 x 2, 1 x 1` for many nodes."""
+    cpus = sorted(nodes, reverse=True)
+    if len(cpus) <= 8:
+        return ", ".join(f"{c:g}" for c in cpus) or "no node alive"
+    counts = {c: cpus.count(c) for c in cpus}
+    return ", ".join(f"{n} x {c:g}" for c, n in counts.items())
+
+
+def _refusal(nodes: list[float], workers: int) -> str:
+    """Why `workers` actors cannot be placed: the CPUs seen and the CPUs asked."""
+    return (
+        f"--workers {workers}: the Ray cluster has {sum(nodes):g} CPUs in all (per node: "
+        f"{_node_list(nodes)}); a worker asks at least {MIN_ACTOR_CPUS:g} CPUs "
+        f"({workers * MIN_ACTOR_CPUS:g} for {workers}) plus {PARSE_CPUS[-1]:g} for reading, "
+        f"each on one node, so it holds at most {_capacity(nodes)} workers: use fewer "
+        "--workers or a larger cluster"
+    )
+
+
 def _dataset(
-    ray: Any, shards: list[Shard], model_ref: Any, cluster: _Cluster, options: ScoringOptions
+    ray: Any,
+    shards: list[Shard],
+    model_ref: Any,
+    cluster: _Cluster,
+    shares: CpuShares,
+    options: ScoringOptions,
 ) -> Any:
     """The Ray Data pipeline: shards -> parse tasks -> scoring actors, in input order."""
-    cpus = float(ray.cluster_resources().get("CPU", 1))
-    # With few CPUs, actors asking for a whole CPU each would leave parse tasks no slot and
-    # the pipeline would stall: actors take what is left after one CPU's worth of reading.
-    actor_cpus = max(0.1, min(1.0, (cpus - 1) / cluster.workers))
-    threads = options.threads or max(1, int(cpus // cluster.workers))
+    threads = options.threads or shares.threads
     actor_options = replace(options, provider=cluster.use, threads=threads)
     with warnings.catch_warnings():
         # max_restarts goes through ray_remote_args, deprecated in favour of names that
@@ -582,16 +691,28 @@ def _dataset(
             .map_batches(
                 _parse,
                 batch_size=1,
-                num_cpus=min(1.0, max(0.25, cpus - cluster.workers * actor_cpus)),
+                num_cpus=shares.parse,
                 max_retries=MAX_RETRIES,  # a killed parse worker: the task runs again
             )
-            .map_batches(_Scorer, **_scorer_stage(model_ref, cluster, actor_cpus, actor_options))
+            .map_batches(_Scorer, **_scorer_stage(model_ref, cluster, shares.actor, actor_options))
         )
     # Results come back in input order: Ray holds early shards in its object store (where
     # its backpressure applies), so the driver's buffer stays one piece whatever the input,
     # a killed worker's redone shard included, at no throughput cost (bench/README.md)
-    ds.context.execution_options.preserve_order = True  # this dataset's copy of the context
+    context = ds.context  # this dataset's copy of the context
+    context.execution_options.preserve_order = True
+    _bound_waits(context)
     return ds
+
+
+def _bound_waits(context: Any) -> None:
+    """Never wait forever: the actors are all started before any parse task (which the
+    sizing relies on) within ACTOR_START_S, and a run with no block moving for STALL_S
+    fails. Ray's own variables for these, set by the user, still win."""
+    if "RAY_DATA_DEFAULT_WAIT_FOR_MIN_ACTORS_S" not in os.environ:
+        context.wait_for_min_actors_s = ACTOR_START_S
+    if "RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S" not in os.environ:
+        context.execution_no_progress_timeout_s = STALL_S
 
 
 def _run(
@@ -604,23 +725,62 @@ def _run(
     """Run the Ray pipeline, handing each result piece to `writer` as it arrives."""
     ray = _init_ray(cluster.address)
     _check_gpus(ray.cluster_resources(), cluster.workers, cluster.gpus_per_worker)
+    shares = cpu_shares(node_cpus(ray), cluster.workers)  # refuses before any work starts
     # held until the run ends: a restarted actor fetches the model bytes again
     model_ref = ray.put(model.read_bytes())
-    ds = _dataset(ray, shards, model_ref, cluster, options)
+    ds = _dataset(ray, shards, model_ref, cluster, shares, options)
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-            for i in range(len(batch["file"])):
-                writer.add({k: v[i] for k, v in batch.items()})
-            if (error := writer.first_error()) is not None:
-                raise error
-    except ray.exceptions.RayError as e:
-        raise WorkerError(
-            f"Ray could not finish the run: {_first_line(e)} (a lost worker is restarted "
-            f"{MAX_RESTARTS} times and its task retried {MAX_RETRIES} times; nothing was written)"
-        ) from None
+        with warnings.catch_warnings():
+            # more --workers than shards is fine (the spare actors idle); Ray Data's advice
+            # about it names its own API, not anything the user can act on
+            warnings.filterwarnings("ignore", "The minimum number of concurrent actors")
+            _stream(ds, writer)
+    except FclsError:
+        raise
+    except Exception as e:
+        failure = _worker_error(ray, e, cluster, shares, ds.context)
+        if failure is None:
+            raise
+        raise failure from None
     finally:
         del model_ref
     writer.finish()
+
+
+def _stream(ds: Any, writer: _OrderedWriter) -> None:
+    """Hand each result piece to `writer` as it arrives; stop at the first bad row."""
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+        for i in range(len(batch["file"])):
+            writer.add({k: v[i] for k, v in batch.items()})
+        if (error := writer.first_error()) is not None:
+            raise error
+
+
+def _worker_error(
+    ray: Any, error: Exception, cluster: _Cluster, shares: CpuShares, context: Any
+) -> WorkerError | None:
+    """One line for a run Ray could not finish; None for an error that is not Ray's."""
+    # Ray Data's no-progress guard (absent from older Ray)
+    stalled = getattr(getattr(ray.data, "exceptions", None), "ExecutionTimeoutError", ())
+    asked = f"{cluster.workers} workers of {shares.actor:g} CPUs"
+    if isinstance(error, ray.exceptions.GetTimeoutError):  # the actor pool could not start
+        return WorkerError(
+            f"Ray could not start {asked} within {context.wait_for_min_actors_s:g} s (the "
+            f"cluster's nodes now have {_node_list(node_cpus(ray))} CPUs); nothing was written"
+        )
+    if isinstance(error, stalled):
+        return WorkerError(
+            f"Ray moved no data for {context.execution_no_progress_timeout_s:g} s: work it "
+            f"could not place, or a stuck worker (the cluster's nodes now have "
+            f"{_node_list(node_cpus(ray))} CPUs for {asked} and reading tasks of "
+            f"{shares.parse:g}); nothing was written"
+        )
+    if isinstance(error, ray.exceptions.RayError):
+        return WorkerError(
+            f"Ray could not finish the run: {_first_line(error)} (a lost worker is restarted "
+            f"{MAX_RESTARTS} times and its task retried {MAX_RETRIES} times; nothing was written)"
+        )
+    return None
 
 
 def _first_line(error: BaseException) -> str:
