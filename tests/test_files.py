@@ -163,6 +163,44 @@ def test_leftover_temps_are_those_of_dead_processes(tmp_path):
     assert BACKUP_SUFFIX != TEMP_SUFFIX
 
 
+def test_staging_clears_a_dead_runs_temps_and_keeps_a_live_ones(tmp_path):
+    """Every staged file (a drift report here) is cleared of a killed run's temps as it is
+    staged, and said; a live run's temp (this process stands for it) is left alone."""
+    dest = tmp_path / "r.drift.json"
+    stale = tmp_path / f".r.drift.json.{dead_pid()}.abcd1234{TEMP_SUFFIX}"
+    live = temp_name(dest)
+    for path in (stale, live):
+        path.write_text("{")
+    notes: list[str] = []
+    with OutputSet(log=notes.append) as outputs:
+        outputs.stage(dest).write_text("{}")
+        outputs.commit(dest)
+    assert notes == [f"removed 1 leftover file(s) of killed runs beside {dest}"]
+    assert not stale.exists() and live.exists() and dest.read_text() == "{}"
+
+
+def test_a_destination_another_run_moves_aside_mid_commit_is_published(tmp_path, monkeypatch):
+    """Two runs commit one destination: the other moves it aside between our look and our
+    rename. Ours still publishes, with nothing to back up, and leaves no temp."""
+    dest = tmp_path / "r.csv"
+    dest.write_text("old\n")
+    real = os.replace
+    raced = []
+
+    def racing(src: Any, dst: Any) -> None:
+        if Path(src) == dest and not raced:  # the other run's backup rename comes first
+            raced.append(True)
+            real(dest, tmp_path / "theirs.bak")
+        real(src, dst)
+
+    with OutputSet() as outputs:
+        outputs.stage(dest).write_text("new\n")
+        monkeypatch.setattr(os, "replace", racing)
+        outputs.commit_all()
+    assert raced and dest.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "theirs.bak"]
+
+
 def test_output_errors_names_the_destination(tmp_path):
     dest = tmp_path / "r.csv"
     with pytest.raises(OutputError) as info, output_errors(dest):

@@ -17,12 +17,13 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import dead_pid, tiny_model
+from helpers import dead_pid, sparse_pixels, tiny_logits, tiny_model, wait_until, with_profile
 from helpers import sparse_pixels as pixels
 from test_files import ERRNOS, inject, oserror
 
 from fcls.infer import Predictor, predict_csv
 from fcls.infer.cli.infer import main
+from fcls.infer.common.drift import Profile
 from fcls.infer.common.errors import ConfigError, DataError, ModelError, OutputError
 from fcls.infer.common.output import TEMP_SUFFIX
 from fcls.infer.common.spec import DEFAULT_SPEC
@@ -489,6 +490,51 @@ def test_leftovers_of_killed_runs_are_removed_and_said(tmp_path, tiny, data):
     assert result.exit_code == 0, result.output
     assert f"fcls-infer: removed 1 leftover file(s) of killed runs beside {out}\n" in result.output
     _only(tmp_path, "r.csv")
+
+
+def _stale_temps_of_a_killed_run(model: Path, out: Path) -> None:
+    """Leave what a SIGKILLed run leaves: the staged temps of `out` and of its drift report
+    (the run reads a FIFO no one writes, so it waits with both staged until it is killed)."""
+    fifo = out.parent / "never-written.fifo"
+    os.mkfifo(fifo)
+    command = [sys.executable, "-m", "fcls.infer.cli.infer", str(fifo), "-m", str(model)]
+    proc = subprocess.Popen([*command, "-o", str(out)], cwd=REPO, stderr=subprocess.DEVNULL)
+    report = out.with_name(f"{out.stem}.drift.json")
+    staged = [f".{out.name}.*{TEMP_SUFFIX}", f".{report.name}.*{TEMP_SUFFIX}"]
+    try:
+        wait_until(lambda: all(any(out.parent.glob(g)) for g in staged), 60, "staging", proc)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    fifo.unlink()
+
+
+def test_two_runs_on_one_destination_leave_no_temp_file(tmp_path):
+    """Two runs started together on one destination whose drift report is written too, after
+    a killed run left its temps there: both succeed, the outputs are right, and no temp file of
+    any output (results or report) is left."""
+    reference = sparse_pixels(2000, seed=1)
+    profile = Profile.build(reference, tiny_logits(reference), "reference rows")
+    model = with_profile(tiny_model(tmp_path / "m.onnx"), profile)
+    src = write_eval_csv(tmp_path / "in.csv", pixels(1000, seed=9))
+    command = [sys.executable, "-m", "fcls.infer.cli.infer", str(src), "-m", str(model), "-o"]
+    expected = tmp_path / "expected" / "r.csv"
+    subprocess.run([*command, str(expected)], cwd=REPO, check=True, timeout=120)
+    out = tmp_path / "out" / "r.csv"
+    out.parent.mkdir()
+    _stale_temps_of_a_killed_run(model, out)
+    for _ in range(3):  # the two runs overlap differently each time
+        runs = [
+            subprocess.Popen([*command, str(out)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        for run in runs:
+            _, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+        assert sorted(p.name for p in out.parent.iterdir()) == ["r.csv", "r.drift.json"]
+        assert out.read_bytes() == expected.read_bytes()
+        report = out.with_name("r.drift.json").read_bytes()
+        assert report == expected.with_name("r.drift.json").read_bytes()
 
 
 def test_multi_file_resume(tmp_path, tiny, data, monkeypatch):

@@ -69,6 +69,24 @@ def recover_backups(dest: Path) -> list[str]:
     return notes
 
 
+def clear_leftovers(dest: Path) -> list[str]:
+    """Undo what killed runs left for `dest`: restore a backup of a commit cut short
+    (`recover_backups`), remove their temp files; returns what was done, one line each.
+
+    `OutputSet.stage` calls it for every file it stages, so results, reports, journals and
+    checkpoints are all cleaned the same way; only dead processes' files are touched, never
+    those of a run writing the same destination at the same time.
+    """
+    notes = recover_backups(dest)
+    stale = leftover_temps(dest)
+    for temp in stale:
+        with output_errors(dest, f"cannot remove {temp.name}, left by a killed run"):
+            temp.unlink(missing_ok=True)  # missing: another run cleared it first
+    if stale:
+        notes.append(f"removed {len(stale)} leftover file(s) of killed runs beside {dest}")
+    return notes
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -114,6 +132,17 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _move_aside(dest: Path) -> Path | None:
+    """Rename `dest` to a backup beside it; None when there is nothing there. No exists()
+    first: a run committing the same destination may move it between the look and the rename."""
+    backup = temp_name(dest, BACKUP_SUFFIX)
+    try:
+        os.replace(dest, backup)
+    except FileNotFoundError:
+        return None
+    return backup
+
+
 @dataclass
 class OutputSet:
     """Outputs that appear only on success: temp files beside their destinations.
@@ -135,13 +164,13 @@ class OutputSet:
 
     def stage(self, dest: Path, temp: Path | None = None) -> Path:
         """An empty temp file beside `dest` (proving its directory is writable); returns its path.
-        A backup that a run killed inside its commit left for `dest` is restored first."""
+        What killed runs left for `dest` is cleared first (`clear_leftovers`), and said."""
         dest = Path(dest)
         parent = _parent(dest)
         if not parent.is_dir():
             what = "is not a directory" if parent.exists() else "does not exist"
             raise OutputError(f"{dest}: directory {parent} {what}")
-        for note in recover_backups(dest):
+        for note in clear_leftovers(dest):
             if self.log is not None:
                 self.log(note)
         if dest.is_dir():
@@ -181,10 +210,7 @@ class OutputSet:
                 with output_errors(dest):
                     if self.durable:
                         fsync_file(tmp)
-                    backup = None
-                    if dest.exists():
-                        backup = temp_name(dest, BACKUP_SUFFIX)
-                        os.replace(dest, backup)
+                    backup = _move_aside(dest)
                     done.append((dest, backup))
                     os.replace(tmp, dest)
                     del self.staged[dest]

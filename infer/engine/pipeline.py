@@ -215,7 +215,8 @@ def _score_sources(
 
 
 def _remove_leftovers(destinations: list[Path], resume: bool, say: Log) -> None:
-    """Remove what killed runs left beside the destinations (not what --resume continues)."""
+    """Remove the resume files killed runs left for the destinations (not what --resume
+    continues); every staged file's own temps and backups are cleared as it is staged."""
     for dst in destinations:
         found = leftovers(dst, keep_resumable=resume)
         if found:

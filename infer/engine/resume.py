@@ -242,10 +242,10 @@ class Journal:
 
 
 def leftovers(dest: Path, keep_resumable: bool) -> list[Path]:
-    """Files killed runs left for `dest`: dead processes' temps and, unless kept, resume files
-    (never those of a live --resume run, which holds their lock)."""
+    """The resume files killed runs left for `dest`, unless kept: the partial output, the
+    journal and its temps, the lock (never those of a live --resume run, which holds the
+    lock). The temps and backups of `dest` itself are `OutputSet.stage`'s to clear."""
     temp, journal = resume_paths(dest)
-    found = [*leftover_temps(Path(dest)), *leftover_temps(journal)]
-    if not keep_resumable and lock_holder(dest) is None:
-        found += [p for p in (temp, journal, lock_path(dest)) if p.exists()]
-    return found
+    if keep_resumable or lock_holder(dest) is not None:
+        return leftover_temps(journal)  # a dead journal write's temp: never resumable
+    return [*leftover_temps(journal), *(p for p in (temp, journal, lock_path(dest)) if p.exists())]
