@@ -123,6 +123,94 @@ def test_header_faults_are_one_line(names, message):
     assert str(info.value).startswith("f.csv:1") and "\n" not in str(info.value)
 
 
+# -- a CSV written without a header: its first line is data ------------------------------------
+
+FIRST_LINE = "the first line is data, not a header (1025 numbers); add the header fcls needs: "
+UNLABELLED = "ID,pix1,...,pix1024"
+LABELLED = "pix1,...,pix1024,label (or label,pixel1,...,pixel1024)"
+
+
+def headerless(path: Path, key_first: bool) -> Path:
+    """Five 32x32 rows with no header line: an ID first (`key_first`) or a label last."""
+    rng = np.random.default_rng(0)
+    pixels, keys = rng.integers(0, 256, (5, 1024)), np.arange(5)[:, None] % 3
+    np.savetxt(path, np.hstack([keys, pixels] if key_first else [pixels, keys]), "%d", ",")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("first", "kind", "message"),
+    [
+        (["0"] * 1025, "unlabelled", f"{FIRST_LINE}{UNLABELLED}"),
+        (["img-0", *["7"] * 1024], "unlabelled", "(1024 numbers and a text cell); add the"),
+        ([*["7"] * 784, "shirt"], "labelled", "pix1,...,pix784,label (or label,pixel1"),
+        (["shirt", *["7"] * 784], "labelled", "add the header fcls needs: pix1,...,pix784,"),
+    ],
+)
+def test_a_first_line_of_numbers_is_data_not_a_header(first, kind, message):
+    with pytest.raises(DataError, match=re.escape(message)) as info:
+        resolve(first, kind, "f.csv", line=1)
+    assert str(info.value).startswith("f.csv:1: the first line is data, not a header (")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["ID", *map(str, range(1024))],  # pandas' column numbers: a header, if not fcls's
+        ["0", "5", "x", "7"],  # a text cell between numbers: not a row of fcls data
+        ["pix1", "7"],
+    ],
+)
+def test_headers_with_numbers_are_not_taken_for_data(names):
+    with pytest.raises(DataError) as info:
+        resolve(names, "unlabelled", "f.csv", line=1)
+    assert "the first line is data" not in str(info.value)
+
+
+def test_fcls_infer_refuses_a_headerless_csv_in_one_line(tmp_path):
+    from helpers import one_error_line, run_cli, tiny_model
+
+    from fcls.infer.cli.infer import main as infer_main
+
+    src, model = headerless(tmp_path / "data.csv", True), tiny_model(tmp_path / "m.onnx")
+    result = run_cli(infer_main, src, "-m", model, "-o", tmp_path / "r.csv", code=1)
+    assert one_error_line(result) == f"Error: {src}:1: {FIRST_LINE}{UNLABELLED}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "m.onnx"]
+
+
+def test_fcls_eval_refuses_a_headerless_csv_in_one_line(tmp_path):
+    from helpers import one_error_line, run_cli, tiny_model
+
+    from fcls.infer.cli.eval import main as eval_main
+
+    src, model = headerless(tmp_path / "data.csv", False), tiny_model(tmp_path / "m.onnx")
+    result = run_cli(eval_main, src, "-m", model, "-o", tmp_path / "ev", code=1)
+    assert one_error_line(result) == f"Error: {src}:1: {FIRST_LINE}{LABELLED}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv", "m.onnx"]
+
+
+@pytest.mark.parametrize("key_first", [True, False], ids=["id-first", "label-last"])
+def test_fcls_convert_refuses_a_headerless_csv_in_one_line(tmp_path, key_first):
+    from helpers import one_error_line, run_cli
+
+    src = headerless(tmp_path / "data.csv", key_first)
+    result = run_cli(convert_main, src, tmp_path / "data.parquet", code=1)
+    both = f"{UNLABELLED} or {LABELLED}"  # no header: unlabelled or labelled, either may be meant
+    assert one_error_line(result) == f"Error: {src}:1: {FIRST_LINE}{both}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]
+
+
+def test_fcls_train_refuses_a_headerless_csv_in_one_line(tmp_path):
+    from helpers import one_error_line, run_cli
+
+    from fcls.train.cli import main as train_main
+
+    src = headerless(tmp_path / "data.csv", False)
+    result = run_cli(train_main, "--data", src, "-o", tmp_path / "out", code=1)
+    assert one_error_line(result) == f"Error: {src}:1: {FIRST_LINE}{LABELLED}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.csv"]  # no empty -o either
+
+
 def test_string_labels_without_classes_are_raw_text(tmp_path, monkeypatch):
     px = np.random.default_rng(4).integers(0, 256, (6, 4), dtype=np.uint8)
     labels = ["shoe", " bag\t", '"shirt, long"', "7", "007", "shoe"]

@@ -203,3 +203,70 @@ def test_notebook_recipe_keeps_the_identity_runs_had_before_recipes():
     ]
     fast = TrainConfig(recipe=FAST).identity()
     assert fast["recipe"]["name"] == "fast" and fast["stages"][0]["nesterov"] is True
+
+
+# -- the recipes' figures: --help and README.md say what train/config.py holds -----------------
+
+WORDS = {"one": 1, "two": 2, "three": 3, "four": 4}
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _flat(text: str) -> str:
+    """Text with every run of whitespace one space (click wraps --help, Markdown wraps lines)."""
+    return " ".join(text.split())
+
+
+def _figure(pattern: str, text: str, where: str) -> tuple[str, ...]:
+    found = re.search(pattern, text)
+    assert found is not None, f"{where} no longer says {pattern!r}"
+    return found.groups()
+
+
+def _fcls_train_section() -> str:
+    text = README.read_text()
+    start = text.index("### `fcls-train`")
+    return _flat(text[start : text.index("\n### ", start + 1)])
+
+
+def test_help_and_readme_state_the_recipes_of_config():
+    from fcls.train.cli import main as train_main
+    from fcls.train.config import NOTEBOOK
+
+    result = CliRunner().invoke(train_main, ["--help"])
+    assert result.exit_code == 0, result.output
+    help_text = _flat(result.output)
+    notebook = (len(NOTEBOOK.stages), NOTEBOOK.patience)
+    fast = (len(FAST.stages), FAST.epochs, FAST.patience)
+    defaults = (TrainConfig.max_epochs, TrainConfig.batch_size)
+
+    n, p = _figure(
+        r"the reference notebook's (\w+) stages \([^;]*; patience (\d+)\)", help_text, "--help"
+    )
+    assert (WORDS[n], int(p)) == notebook, "--help: the notebook recipe"
+    n, e, p = _figure(
+        r"fast: (\w+) stages? of .*? \((\d+) epochs\), .*? early stopping \(patience (\d+)\)",
+        help_text,
+        "--help",
+    )
+    assert (WORDS[n], int(e), int(p)) == fast, "--help: the fast recipe"
+    m = _figure(r"--max-epochs .*? (\d+)-epoch schedule .*?\[default: (\d+)", help_text, "--help")
+    assert int(m[0]) == FAST.epochs and int(m[1]) == TrainConfig.max_epochs
+    b = _figure(r"--batch-size .*?\[default: (\d+)", help_text, "--help")
+    assert int(b[0]) == TrainConfig.batch_size
+    p = _figure(r"Default: the recipe's \(notebook (\d+), fast (\d+)\)", help_text, "--help")
+    assert tuple(map(int, p)) == (NOTEBOOK.patience, FAST.patience)
+
+    readme = _fcls_train_section()
+    n, b = _figure(r"then (\w+) stages \([^;]*; batch (\d+)\)", readme, "README")
+    p, m = _figure(
+        r"`--patience` \((\d+)\) epochs or after `--max-epochs` \((\d+)\)", readme, "README"
+    )
+    assert (WORDS[n], int(p)) == notebook, "README: the notebook recipe"
+    assert (int(m), int(b)) == defaults, "README: --max-epochs and the batch size"
+    n, e, p = _figure(
+        r"`--recipe fast` .*? (\w+) stages? of .*? schedule over (\d+) epochs, .*?"
+        r"early stopping \(patience (\d+)\)",
+        readme,
+        "README",
+    )
+    assert (WORDS[n], int(e), int(p)) == fast, "README: the fast recipe"

@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import write_eval_csv
+from helpers import run_cli, sparse_pixels, tiny_model, write_eval_csv
 
 from fcls.export import Checkpoint, ExportConfig, export_onnx, variants
 from fcls.export.cli import main as export_main
@@ -249,22 +249,39 @@ def test_provider_cuda_names_both_onnxruntime_builds(monkeypatch, exported: Path
         Predictor(exported, provider="cuda")
 
 
+def _auto_run(tmp_path: Path, *extra: str) -> str:
+    """fcls-infer --provider auto (the default) on the tiny model; its output."""
+    model = tiny_model(tmp_path / "tiny.onnx")
+    src = write_eval_csv(tmp_path / "in.csv", sparse_pixels(20))
+    args = [src, "--model", model, "-o", tmp_path / "r.csv", *extra]
+    return run_cli(infer_main, *args).output
+
+
 @no_ort_cuda
-def test_auto_says_which_provider_it_used(monkeypatch, exported: Path, digits, tmp_path: Path):
-    src = write_eval_csv(tmp_path / "in.csv", digits[0][:20])
-    args = [str(src), "--model", str(exported), "-o", str(tmp_path / "r.csv")]
-    result = CliRunner().invoke(infer_main, args)
-    assert result.exit_code == 0, result.output
-    assert "on cpu with model.onnx" in result.output
-    assert "--provider auto used cpu (onnxruntime" in result.output
-    assert "offers no CUDAExecutionProvider)" in result.output and "warning" not in result.output
+def test_auto_on_a_cpu_install_says_which_provider_only_with_verbose(tmp_path: Path):
+    output = _auto_run(tmp_path)
+    assert "on cpu with tiny.onnx" in output  # the summary names the provider anyway
+    assert "--provider auto" not in output and "CUDAExecutionProvider" not in output
+    output = _auto_run(tmp_path, "-v")
+    assert "fcls-infer: --provider auto used cpu (onnxruntime " in output
+    assert "offers no CUDAExecutionProvider)" in output and "warning" not in output
+    assert "--provider auto" not in _auto_run(tmp_path, "-v", "--provider", "cpu")
+
+
+@no_ort_cuda
+def test_auto_on_a_half_installed_cuda_says_why_without_verbose(monkeypatch, tmp_path: Path):
+    _fake_dists(monkeypatch, BOTH)  # both builds: the CPU one shadows the GPU one
+    output = _auto_run(tmp_path)
+    assert "fcls-infer: --provider auto used cpu (onnxruntime " in output
+    assert "warning: both onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1" in output
+    assert FIX in output
+    _fake_dists(monkeypatch, {"onnxruntime-gpu": "1.31.1"})  # a GPU build that finds no GPU
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+    output = _auto_run(tmp_path)
     assert (
-        "--provider auto" not in CliRunner().invoke(infer_main, [*args, "--provider", "cpu"]).output
+        "--provider auto used cpu (CUDAExecutionProvider is listed but no GPU answered)" in output
     )
-    _fake_dists(monkeypatch, BOTH)
-    result = CliRunner().invoke(infer_main, args)
-    assert result.exit_code == 0 and "warning: both onnxruntime 1.32.0" in result.output
-    assert FIX in result.output
 
 
 # --- IO binding: the CUDA path's code, run on the CPU provider --------------------------

@@ -330,7 +330,38 @@ def test_train_refuses_bad_folders(tmp_path: Path):
     line = refused(train_main, "--data", hollow, "-o", out)
     assert f"{hollow}/dog: class folder without images" in line
     assert "no such file" in refused(train_main, "--data", tmp_path / "nope", "-o", out)
-    assert not out.exists() or list(out.iterdir()) == []
+    assert not out.exists()  # refused before -o is made
+
+
+LAYOUT = "expected one sub-folder per class holding PNG/JPEG images"
+
+
+@pytest.mark.parametrize(
+    ("files", "held"),
+    [
+        ([], ""),
+        (["readme.md"], " (it holds 1 other file(s): readme.md)"),
+        (
+            ["cat/a.txt", "cat/b.gif", ".DS_Store"],
+            " (it holds 2 other file(s): cat/a.txt and 1 more)",
+        ),
+        (["train.csv"], " (it holds 1 other file(s): train.csv)"),
+    ],
+    ids=["empty", "a-note", "class-folder-of-non-images", "a-csv"],
+)
+def test_train_on_a_folder_without_images_says_what_it_expected(tmp_path: Path, files, held):
+    data = tmp_path / "pngs"
+    data.mkdir()
+    for name in files:
+        (data / name).parent.mkdir(parents=True, exist_ok=True)
+        (data / name).write_text("0")
+    out = tmp_path / "out"
+    line = refused(train_main, "--data", data, "-o", out)
+    expected = f"Error: {data}: no images (.png, .jpg, .jpeg) in this folder{held}; {LAYOUT} "
+    assert line.startswith(expected + "(pngs/<class>/<image>.png)"), line
+    hint = f"; for {data}/train.csv, give that file itself"
+    assert line.endswith(hint) == ("train.csv" in held)
+    assert not out.exists()  # nothing written to -o, not even the folder
 
 
 def test_infer_refuses_bad_folders(unlabelled, model1024, tmp_path: Path):

@@ -14,7 +14,7 @@ from fcls.infer.common.errors import FclsError
 from fcls.infer.common.extras import require
 from fcls.infer.common.spec import parse_image_size
 
-from .config import RECIPES, TrainConfig, parse_class_names
+from .config import FAST, NOTEBOOK, RECIPES, Stage, TrainConfig, parse_class_names
 from .registry import DEFAULT_ARCH, canonical_name
 
 if TYPE_CHECKING:
@@ -62,6 +62,36 @@ CLASS_NAMES_OPTION = click.option(
 )
 
 
+OPTIMIZER_NAMES = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD"}
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six")
+
+
+def stage_words(stage: Stage) -> str:
+    """A stage as --help names it: `Adam+L2`, `Nesterov SGD+L2`, `SGD`."""
+    name = OPTIMIZER_NAMES.get(stage.optimizer, stage.optimizer)
+    return ("Nesterov " if stage.nesterov else "") + name + ("+L2" if stage.weight_decay else "")
+
+
+def _count(n: int, what: str) -> str:
+    word = NUMBER_WORDS[n] if n < len(NUMBER_WORDS) else str(n)
+    return f"{word} {what}" + ("s" if n != 1 else "")
+
+
+def recipe_help() -> str:
+    """--recipe's help, its figures formatted from train/config.py (the one source of truth
+    for them: --help, README and config must agree, as tests/test_config.py checks)."""
+    stages = ", ".join(stage_words(s) for s in NOTEBOOK.stages)
+    fast_stages = " then ".join(stage_words(s) for s in FAST.stages)
+    return (
+        f"notebook: the reference notebook's {_count(len(NOTEBOOK.stages), 'stage')} "
+        f"({stages}; patience {NOTEBOOK.patience}) on x4-augmented copies. "
+        f"fast: {_count(len(FAST.stages), 'stage')} of {fast_stages} on a warm-up + cosine "
+        f"schedule ({FAST.epochs} epochs), augmentation drawn per batch (views, shifts, "
+        f"erasing), label smoothing {FAST.label_smoothing:g}, and validation, early stopping "
+        f"(patience {FAST.patience}) and model.pt on the weights' moving average."
+    )
+
+
 @click.command(context_settings=CONTEXT)
 @DATA_OPTION
 @click.option(
@@ -90,10 +120,7 @@ CLASS_NAMES_OPTION = click.option(
     type=click.Choice(list(RECIPES)),
     default=TrainConfig.recipe.name,
     show_default=True,
-    help="notebook: the reference notebook's staged Adam, SGD+L2, SGD on x4-augmented copies. "
-    "fast: one stage of Nesterov SGD on a warm-up + cosine schedule (30 epochs), "
-    "augmentation drawn per batch (views, shifts, erasing), label smoothing 0.1, and "
-    "validation, early stopping and model.pt on the weights' moving average.",
+    help=recipe_help(),
 )
 @DEVICE_OPTION
 @click.option(
@@ -101,14 +128,14 @@ CLASS_NAMES_OPTION = click.option(
     type=click.IntRange(min=1),
     default=TrainConfig.max_epochs,
     show_default=True,
-    help="Per stage (the fast recipe's schedule shrinks to fit).",
+    help=f"Per stage (the fast recipe's {FAST.epochs}-epoch schedule shrinks to fit).",
 )
 @click.option(
     "--patience",
     type=click.IntRange(min=1),
     default=None,
-    help="Early stopping: epochs without a better validation accuracy. "
-    "Default: the recipe's (notebook 4, fast 8).",
+    help="Early stopping: epochs without a better validation accuracy. Default: the recipe's "
+    f"({', '.join(f'{r.name} {r.patience}' for r in RECIPES.values())}).",
 )
 @BATCH_SIZE_OPTION
 @click.option(
@@ -129,7 +156,8 @@ CLASS_NAMES_OPTION = click.option(
 @click.option(
     "--write-test-csv",
     is_flag=True,
-    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pixN) for fcls-infer.",
+    help="Also write the held-out test split as OUTPUT/test.csv (ID,pix1..pixN) for "
+    "fcls-infer and OUTPUT/test_labelled.csv (pix1..pixN,label) for fcls-eval.",
 )
 @CLASS_NAMES_OPTION
 @standard("fcls-train", torch=True)
@@ -152,8 +180,8 @@ def main(
     class_names: str | None,
     run: Run,
 ) -> None:
-    """Train a network (FinalCNNet unless --arch): the notebook's staged recipe (Adam, SGD+L2,
-    SGD), or --recipe fast."""
+    """Train a network (FinalCNNet unless --arch): the notebook's staged recipe, or --recipe
+    fast."""
     names = parsed_option(parse_class_names, class_names, "--class-names")
     parsed_option(parse_image_size, image_size, "--image-size")
     require("fcls-train", "torch", "scipy", "sklearn", "matplotlib")
@@ -161,6 +189,12 @@ def main(
         _list_networks(run, data, image_size, names)
         return
     arch = parsed_option(canonical_name, arch, "--arch") or arch  # as the registry spells it
+    if data is not None and data.exists():
+        from fcls.infer.formats.sources import check_header
+
+        # the data's layout before --out is made: a file without a header, or a folder
+        # without class folders of images, is refused with no empty output folder left behind
+        check_header(data, "labelled")
     config = TrainConfig(
         out=out,
         data=data,

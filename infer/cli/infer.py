@@ -160,14 +160,16 @@ def main(
 def _score_and_report(
     plan: _Plan, run: Run, model_sha: str | None, output: str | None, provider: str
 ) -> None:
-    """Score the plan, print its summary, and with --provider auto say what was chosen."""
+    """Score the plan, print its summary, and with --provider auto say what was chosen: with
+    -v, or when CUDA looks half-installed (`cuda_half_installed`)."""
     summaries, seconds = _score(plan, run)
     used = _report(run, plan.sources, summaries, seconds, plan.model, model_sha, output, provider)
     if provider == "auto" and summaries:
-        from ..engine.session import auto_choice
+        from ..engine.session import auto_choice, cuda_half_installed
 
-        # the Ray engine's label is "<provider> (ray xN)"
-        run.log(auto_choice(used.split()[0]))
+        chosen = used.split()[0]  # the Ray engine's label is "<provider> (ray xN)"
+        say = run.log if chosen == "cpu" and cuda_half_installed() else run.detail
+        say(auto_choice(chosen))
 
 
 @dataclass(frozen=True)

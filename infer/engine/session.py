@@ -46,6 +46,14 @@ def ort_conflict() -> str | None:
     )
 
 
+def cuda_half_installed() -> bool:
+    """Whether this install looks meant for CUDA without giving it: CUDAExecutionProvider is
+    listed (so a GPU build is there), or both onnxruntime builds are installed (the CPU one
+    shadowing the GPU one). Only then is --provider auto's fall back to CPU news: on a plain
+    CPU install it is what every run does, and a line per run would be noise."""
+    return CUDA in ort.get_available_providers() or ort_conflict() is not None
+
+
 def auto_choice(used: str) -> str:
     """One line for --provider auto: the provider it used and, on CPU, why not CUDA."""
     if used == "cuda":

@@ -23,6 +23,7 @@ from ..common.errors import DataError
 from ..common.spec import ImageSpec, Kind
 
 PIXEL_NAME = re.compile(r"(pix|pixel)(0|[1-9][0-9]*)")
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]*)?")  # a cell of a data row read as a name
 ID_NAMES = ("ID", "id")
 LABEL = "label"
 Expected = int | ImageSpec | None  # pixels per row: a count, a model's spec, or any count
@@ -104,6 +105,8 @@ def resolve(
     def fail(message: str, column: str | None = None) -> DataError:
         return DataError(source, message, line, column)
 
+    if line is not None:  # a CSV: its first line may be a row, if the file has no header
+        check_not_data(names, (kind,), source, pixels)
     _check_unique(names, fail, positional=line is not None)
     key = _key_column(names, kind, fail)
     numbered = [(i, PIXEL_NAME.fullmatch(n)) for i, n in enumerate(names)]
@@ -128,6 +131,40 @@ def resolve(
     if want is not None and columns.n_pixels != want:
         raise fail(f"{columns.n_pixels} pixel columns ({columns.span()}), the model takes {said}")
     return columns
+
+
+def header_for(kind: Kind, n_pixels: int) -> str:
+    """The header a CSV of `kind` with `n_pixels` pixel columns needs, as the README spells it."""
+    if kind == "unlabelled":
+        return f"ID,pix1,...,pix{n_pixels}"
+    return f"pix1,...,pix{n_pixels},label (or label,pixel1,...,pixel{n_pixels})"
+
+
+def check_not_data(
+    names: Sequence[str], kinds: Sequence[Kind], source: str, pixels: Expected = None
+) -> None:
+    """Refuse a CSV whose first line is a row of data, not a header (a file written without
+    one), naming the header to add for each of `kinds`; a DataError at line 1.
+
+    Read as names, a row's cells only give puzzling errors (`duplicate column '0'`). A line is
+    data when all its cells but at most one at either end (an ID, a text label) are numbers,
+    unless they count up by one: pandas writes column numbers `0,1,2,...` as a header."""
+    cells = [n.strip(" \t") for n in names]
+    numeric = [bool(_NUMBER.fullmatch(c)) for c in cells]
+    numbers = [float(c) for c, is_number in zip(cells, numeric) if is_number]
+    text = len(cells) - len(numbers)
+    if len(numbers) < 2 or text > 1 or (text == 1 and numeric[0] and numeric[-1]):
+        return
+    if numbers == [numbers[0] + i for i in range(len(numbers))]:
+        return
+    want = expected_count(pixels)[0] or len(cells) - 1
+    what = f"{len(cells)} numbers" if not text else f"{len(numbers)} numbers and a text cell"
+    needed = " or ".join(header_for(k, want) for k in kinds)
+    raise DataError(
+        source,
+        f"the first line is data, not a header ({what}); add the header fcls needs: {needed}",
+        1,
+    )
 
 
 def _shape(kind: Kind) -> str:

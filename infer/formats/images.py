@@ -53,6 +53,7 @@ from ..common.system import available_cpus
 from .chunk import Chunk
 from .columns import Expected
 from .labelcells import Classes, text_labels
+from .tables import TABLE_SUFFIXES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 FORMATS = ("PNG", "JPEG")  # what Pillow may decode: no other format's decoder is reached
@@ -100,8 +101,36 @@ def has_images(root: Path) -> bool:
     return any(names for _, names in _walk(root))
 
 
-def no_images(root: Path) -> DataError:
-    return DataError(str(root), f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+def _other_files(root: Path) -> list[str]:
+    """The visible files under `root` that are not images, relative, sorted (an error path:
+    what a folder held instead of images)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        base = Path(folder).relative_to(root)
+        found += [(base / f).as_posix() for f in files if not f.startswith(".")]
+    return sorted(found)
+
+
+def no_images(root: Path, kind: Kind = "unlabelled") -> DataError:
+    """A folder with no image: what it holds instead, and the layout `kind` reads."""
+    layout = (
+        f"one sub-folder per class holding PNG/JPEG images ({root.name}/<class>/<image>.png)"
+        if kind == "labelled"
+        else "PNG/JPEG images at any depth"
+    )
+    others = _other_files(root)
+    held, hint = "", ""
+    if others:
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        held = f" (it holds {len(others)} other file(s): {others[0]}{more})"
+        tables = [o for o in others if o.lower().endswith((".csv", ".gz", *TABLE_SUFFIXES))]
+        if tables:  # a data file is an input of its own, not a folder's content
+            hint = f"; for {root / tables[0]}, give that file itself"
+    return DataError(
+        str(root),
+        f"no images ({', '.join(IMAGE_SUFFIXES)}) in this folder{held}; expected {layout}{hint}",
+    )
 
 
 def class_folders(root: Path, images: list[str]) -> list[str]:
@@ -223,7 +252,7 @@ class ImageReader:
         _pil()  # a missing Pillow is said before the folder is walked
         images = list_images(self.root)
         if not images:
-            raise no_images(self.root)
+            raise no_images(self.root, self.kind)
         if self.kind == "labelled":
             self.labels = class_folders(self.root, images)
         geometry = self._geometry(self.root / images[0])
@@ -310,8 +339,8 @@ def folder_digest(root: Path) -> tuple[str, int]:
     h = hashlib.sha256()
     total = 0
     images = list_images(root)
-    if not images:
-        raise no_images(root)
+    if not images:  # a folder is digested as training data (fcls-convert's was read first)
+        raise no_images(root, "labelled")
     for rel in images:
         try:
             st = os.stat(root / rel)

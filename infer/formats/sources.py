@@ -16,7 +16,7 @@ from ..common.errors import DataError
 from ..common.spec import ImageSpec, Kind, parse_image_size
 from ..common.system import file_sha256
 from .chunk import Chunk
-from .columns import Expected, detect_kind, expected_count
+from .columns import Expected, check_not_data, detect_kind, expected_count
 from .csvfile import CsvReader, read_columns, read_header, read_names, source_name
 from .images import ImageReader, folder_digest, list_images, no_images
 from .labelcells import Classes
@@ -67,7 +67,11 @@ def input_kind(src: str | Path) -> Kind:
         if not images:
             raise no_images(Path(src))
         return "unlabelled" if any("/" not in rel for rel in images) else "labelled"
-    names = table_schema(src).names if is_table(src) else read_names(src)
+    if is_table(src):
+        return detect_kind(table_schema(src).names)
+    names = read_names(src)
+    # no ID and no label may mean no header at all: say so before guessing the kind
+    check_not_data(names, ("unlabelled", "labelled"), source_name(src))
     return detect_kind(names)
 
 
