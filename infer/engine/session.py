@@ -77,16 +77,19 @@ def make_session(
     optimization: str = "all",
     optimized_copy: Path | None = None,
     quiet: int = 3,
+    arena: bool = True,
 ) -> ort.InferenceSession:
     """An onnxruntime session of `model` (a path or the model's bytes) on `providers`.
 
     `threads`: intra-op threads (None: onnxruntime's default), one inter-op thread;
     `spinning`: idle intra-op threads spin between calls; `optimization`: none, extended or
     all (OPTIMIZATION); `optimized_copy`: also save the optimized graph there; `quiet`:
-    onnxruntime's log severity (3: errors only). A model onnxruntime cannot load is a
-    ModelError naming the file.
+    onnxruntime's log severity (3: errors only); `arena`: keep freed CPU memory for the next
+    call (off for a session that runs each batch size once). A model onnxruntime cannot load
+    is a ModelError naming the file.
     """
     options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = arena
     options.graph_optimization_level = OPTIMIZATION[optimization]
     if threads is not None:
         options.intra_op_num_threads = threads
