@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fcls.infer.common.spec import DEFAULT_SPEC
 from fcls.train.config import RECIPES, Recipe
 from fcls.train.model import patch_matmul
-from fcls.train.predict import EVAL_BATCH, predict_logits, to_input
+from fcls.train.predict import eval_batch, predict_logits, to_input
 from fcls.train.registry import DEFAULT_ARCH, create_model
 from fcls.train.steps import (
     Ema,
@@ -133,22 +133,23 @@ def _layer_costs(rounds: int) -> list[dict[str, Any]]:
 def _timed(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
     """Seconds per pass of one measurement, or the layer table; runs in its own process."""
     if what.startswith("fcls"):
-        keep_freed_memory()  # as fcls-train does
+        keep_freed_memory()  # as fcls-train does on full-size data
     if what.startswith("fcls recipe "):
         return _median_seconds(_recipe_epoch(RECIPES[what.split()[-1]], x, y), rounds)
     if what == "fcls forward":
         model = _network().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-        return _median_seconds(lambda: predict_logits(model, x, EVAL_BATCH), rounds)
+        return _median_seconds(lambda: predict_logits(model, x), rounds)
     if what == "fcls layers":
         return _layer_costs(rounds)
     if what == "notebook loop":
         return _median_seconds(_plain_epoch(x, y), rounds)
-    plain = _network().eval()  # "notebook forward"
+    plain = _network().eval()  # "notebook forward", at fcls's own batch size
+    batch = eval_batch(x.device)
 
     def forward() -> None:
         with torch.no_grad():
-            for start in range(0, len(x), EVAL_BATCH):
-                plain(to_input(x[start : start + EVAL_BATCH]))
+            for start in range(0, len(x), batch):
+                plain(to_input(x[start : start + batch]))
 
     return _median_seconds(forward, rounds)
 
@@ -188,7 +189,7 @@ def measure_training(
     return {
         "rows": rows,
         "batch": BATCH,
-        "eval_batch": EVAL_BATCH,
+        "eval_batch": eval_batch(x.device),
         "rounds": rounds,
         "threads": torch.get_num_threads(),
         "throughput": [*recipes, loop, forward, plain_forward],

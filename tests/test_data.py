@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import notebook_port as nb
 import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from fcls.infer.common.errors import DataError
 from fcls.infer.formats.sources import read_train
-from fcls.train.data import augment, augment_labels, load_dataset, load_digits_32, split
+from fcls.train.data import (
+    augment,
+    augment_labels,
+    load_dataset,
+    load_digits_32,
+    shuffle_split,
+    split,
+)
 
 
 def _check_augment(pixels: np.ndarray, labels: np.ndarray) -> None:
@@ -55,3 +69,41 @@ def test_embedded_digits():
     assert pixels.max() == 255 and set(labels.tolist()) == set(range(10))
     _, _, names, source = load_dataset(None, limit=100)
     assert names == tuple("0123456789") and source == "sklearn-digits"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(2, 5000),
+    test_size=st.sampled_from([0.2, 0.25, 0.1, 0.5, 0.33]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_shuffle_split_picks_the_rows_scikit_learn_picks(n: int, test_size: float, seed: int):
+    from sklearn.model_selection import train_test_split
+
+    if np.ceil(test_size * n) >= n:  # scikit-learn refuses an empty train part, as fcls does
+        with pytest.raises(DataError, match=f"{n} rows cannot be split"):
+            shuffle_split(n, test_size, seed)
+        return
+    train, test = train_test_split(np.arange(n), test_size=test_size, random_state=seed)
+    got_train, got_test = shuffle_split(n, test_size, seed)
+    assert got_train.tolist() == train.tolist() and got_test.tolist() == test.tolist()
+
+
+def test_embedded_digits_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    big = np.kron(digits.images, np.ones((4, 4))) * (255.0 / 16.0)
+    pixels, labels = load_digits_32()
+    assert pixels.tobytes() == np.rint(big).clip(0, 255).astype(np.uint8).tobytes()
+    assert labels.tolist() == digits.target.tolist()
+
+
+def test_training_on_the_digits_imports_no_scikit_learn():
+    # it adds over 100 MB to the process; the report imports it after training
+    code = (
+        "import sys\nfrom fcls.train.data import load_dataset, split\n"
+        "split(*load_dataset(None)[:2])\nprint('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr

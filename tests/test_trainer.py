@@ -155,6 +155,61 @@ def test_classification_metrics_are_bit_identical_to_sklearn():
         )
 
 
+def test_test_labelled_csv_is_the_test_split_with_its_labels(trained: Path, digits_csv: Path):
+    pixels, labels = read_train(trained / "test_labelled.csv")
+    *_, x_test, _, _, y_test = nb.notebook_split(*read_train(digits_csv))
+    assert pixels.tobytes() == x_test.tobytes() and labels.tolist() == y_test.tolist()
+
+
+def _run_at(stage: int, epoch: int, finished: bool = False) -> trainer._Run:
+    run = trainer._Run({})
+    run.stage_index, run.epoch, run.finished = stage, epoch, finished
+    return run
+
+
+def test_epochs_left_counts_this_stage_and_every_later_one():
+    notebook = TrainConfig(max_epochs=10)  # three stages of at most 10
+    assert trainer.epochs_left(notebook, _run_at(0, 1)) == 9 + 10 + 10
+    assert trainer.epochs_left(notebook, _run_at(2, 10)) == 0
+    assert trainer.epochs_left(notebook, _run_at(2, 3, finished=True)) == 0
+    fast = TrainConfig(recipe=FAST)  # one stage: the schedule's length caps --max-epochs
+    assert trainer.epochs_left(fast, _run_at(0, 1)) == FAST.epochs - 1
+    assert trainer.epochs_left(dataclasses.replace(fast, max_epochs=5), _run_at(0, 1)) == 4
+
+
+def test_pace_line_bounds_the_rest_of_the_run():
+    pace = trainer._Pace(epochs=1, seconds=12.0)
+    line = trainer.pace_line(TrainConfig(), _run_at(0, 1), pace)  # notebook: 3 x 200 epochs
+    assert line.startswith("pace: 12.0 s an epoch; at most 599 more epoch(s), 2.0 h")
+    assert "early stopping (patience 4) usually ends each stage sooner" in line
+    assert f"--recipe fast trains at most {FAST.epochs} epochs" in line  # over an hour left
+    short = trainer.pace_line(TrainConfig(recipe=FAST, max_epochs=3), _run_at(0, 1), pace)
+    assert short == (
+        "pace: 12.0 s an epoch; at most 2 more epoch(s), 24 s; early stopping (patience 8) "
+        "usually ends it sooner"
+    )
+    done = trainer.pace_line(TrainConfig(max_epochs=1), _run_at(2, 1, finished=True), pace)
+    assert done == "pace: 12.0 s an epoch; at most 0 more epoch(s), 0 s"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"), [(0, "0 s"), (89.4, "89 s"), (90, "1.5 min"), (5399, "90.0 min"),
+                          (5400, "1.5 h"), (36000, "10.0 h")],
+)  # fmt: skip
+def test_duration_reads_as_a_wait(seconds: float, said: str):
+    assert trainer.duration(seconds) == said
+
+
+def test_a_run_says_its_pace_after_its_first_epoch(digits_csv: Path, tmp_path: Path):
+    lines: list[str] = []
+    config = TrainConfig(out=tmp_path / "r", data=digits_csv, limit=200, max_epochs=2)
+    train(config, log=lines.append)
+    epochs = [i for i, line in enumerate(lines) if line.startswith("stage ")]
+    paces = [line for line in lines if line.startswith("pace: ")]
+    assert len(epochs) == 6 and len(paces) == 1  # once, right after the first epoch
+    assert lines[epochs[0] + 1] == paces[0] and "at most 5 more epoch(s)" in paces[0]
+
+
 def test_rerun_finished_run_says_so_and_matches(trained: Path, digits_csv: Path, tmp_path: Path):
     out = tmp_path / "run"
     shutil.copytree(trained, out)  # never rewrite the session fixture's model.pt
@@ -434,6 +489,7 @@ def test_early_stopping_follows_the_recipe(
 def _text_labelled_rgb(monkeypatch: pytest.MonkeyPatch, n: int = 150) -> Path:
     """16x16 RGB rows with text labels of 3 classes, as the readers return them: (N, P)
     uint8 pixels and an object array of the labels' text. Each class has its own colour."""
+    from fcls.infer.formats import sources
     from fcls.train import data as fdata
 
     rng = np.random.default_rng(0)
@@ -449,6 +505,8 @@ def _text_labelled_rgb(monkeypatch: pytest.MonkeyPatch, n: int = 150) -> Path:
         return pixels[:limit], labels[:limit]
 
     monkeypatch.setattr(fdata, "read_train", read_train)
+    # fcls-train checks a file's header before reading it: this one has none to check
+    monkeypatch.setattr(sources, "check_header", lambda *args, **kwargs: None)
     return Path(__file__)  # an existing file: its content is what read_train returns
 
 

@@ -3,6 +3,8 @@ augmentation, for images of any height, width and channels (rows are HWC)."""
 
 from __future__ import annotations
 
+import importlib.util
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -64,11 +66,24 @@ class Split:
 
 def split(pixels: np.ndarray, labels: np.ndarray, seed: int = 42) -> Split:
     """Exactly the notebook's split: 20% test, then 25% of the rest as validation."""
-    from sklearn.model_selection import train_test_split
+    rest, test = shuffle_split(len(labels), 0.2, seed)
+    train, val = shuffle_split(len(rest), 0.25, seed)
+    train, val = rest[train], rest[val]
+    return Split(pixels[train], labels[train], pixels[val], labels[val], pixels[test], labels[test])
 
-    x_tv, x_test, y_tv, y_test = train_test_split(pixels, labels, test_size=0.2, random_state=seed)
-    x_train, x_val, y_train, y_val = train_test_split(x_tv, y_tv, test_size=0.25, random_state=seed)
-    return Split(x_train, y_train, x_val, y_val, x_test, y_test)
+
+def shuffle_split(n: int, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) row indices as scikit-learn's `train_test_split(test_size=test_size,
+    random_state=seed)` picks them: one permutation from `RandomState(seed)`, its first
+    ceil(test_size * n) rows the test part, the rest train (tests compare the two).
+
+    Not scikit-learn's own: importing it adds over 100 MB to the training process's memory.
+    """
+    n_test = math.ceil(test_size * n)
+    if n_test >= n:
+        raise DataError("data", f"{n} rows cannot be split {1 - test_size:.0%}/{test_size:.0%}")
+    perm = np.random.RandomState(seed).permutation(n)
+    return perm[n_test:], perm[:n_test]
 
 
 MIN_TEST_ROWS_PER_CLASS = 10  # fewer and a class's test accuracy is mostly noise
@@ -176,14 +191,20 @@ def augment_labels(labels: np.ndarray) -> np.ndarray:
 
 
 def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 digits as (1797, 32*32) uint8 32x32 images and int64 labels."""
-    from sklearn.datasets import load_digits
+    """scikit-learn's bundled 8x8 digits as (1797, 32*32) uint8 32x32 images and int64 labels.
 
-    digits = load_digits()
-    small = digits.images  # (1797, 8, 8) float in 0..16
+    Read from the file scikit-learn ships (64 values 0..16 and the digit per line), as its
+    `load_digits` reads it, without importing scikit-learn (see `shuffle_split`).
+    """
+    found = importlib.util.find_spec("sklearn")
+    if found is None or not found.submodule_search_locations:
+        raise ImportError("scikit-learn is not installed")
+    path = Path(found.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)  # (1797, 65)
+    small = table[:, :-1].reshape(-1, 8, 8)  # float in 0..16
     big = np.kron(small, np.ones((4, 4)))  # nearest-neighbour upscale to (1797, 32, 32)
     pixels = np.rint(big * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return pixels.reshape(len(pixels), -1), digits.target.astype(np.int64)
+    return pixels.reshape(len(pixels), -1), table[:, -1].astype(np.int64)
 
 
 def load_dataset(

@@ -23,21 +23,36 @@ from .predict import forward_of, to_input
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (whose malloc these settings are for), else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (musl, ...): its allocator, as it is
+        return None
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for the next batch; False where it cannot.
 
     A training step allocates and frees activations of tens of MB. By default glibc serves
     each from a fresh mmap and unmaps it when freed, so every step faults all of its pages in
     again, zero-filled by the kernel. With mmap off and no trimming, the next step reuses the
-    same pages. Process-wide; the process keeps its peak heap until it exits.
+    same pages. Process-wide, until `release_freed_memory`.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
-    except (OSError, AttributeError):  # not glibc (musl, ...): its allocator, as it is
-        return False
+    libc = _glibc()
+    return bool(
+        libc and libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    )
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory training kept (`keep_freed_memory`) and no longer uses back to the
+    system, so that what runs after training (the report, its plots) does not add to it."""
+    libc = _glibc()
+    return bool(libc and libc.malloc_trim(0) >= 0)
 
 
 def make_optimizer(stage: Stage, model: torch.nn.Module) -> torch.optim.Optimizer:

@@ -16,16 +16,24 @@ from fcls.infer.common.errors import CheckpointError, ConfigError, DataError, Ou
 from fcls.infer.common.output import atomic_file, output_errors
 from fcls.infer.common.spec import ImageSpec
 from fcls.infer.common.system import fcls_version
-from fcls.infer.formats.csvfile import write_eval_csv
+from fcls.infer.formats.csvfile import write_eval_csv, write_labelled_csv
 from fcls.infer.formats.sources import image_size_of, source_digest
 
 from . import data as fdata
-from .config import Stage, TrainConfig
+from .config import RECIPES, Stage, TrainConfig
 from .networks import scale_dropout
 from .predict import evaluate
 from .registry import canonical_name, create_model, model_class
 from .report import write_outputs
-from .steps import Ema, EpochPlan, batch_bounds, keep_freed_memory, make_optimizer, train_epoch
+from .steps import (
+    Ema,
+    EpochPlan,
+    batch_bounds,
+    keep_freed_memory,
+    make_optimizer,
+    release_freed_memory,
+    train_epoch,
+)
 
 Log = Callable[[str], None]
 STATE_FILE = "state.pt"
@@ -185,8 +193,6 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     t0 = time.perf_counter()
     model_class(config.arch)  # an unknown network is refused before any work
     device = resolve_device(config.device)
-    if device.type == "cpu":
-        keep_freed_memory()
     data_id = data_identity(config)
     identity = {**config.identity(), "data_sha256": data_id["sha256"]}
     run = _prepare_out(config, identity, log)
@@ -194,15 +200,18 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     parts, spec = _load_data(config, device, log)
     model = _build_model(config, spec, device)  # refuses a geometry too small, before copying
     tensors = _device_data(parts, config, spec, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
 
-    state_path = config.out / STATE_FILE
+    state_path, pace = config.out / STATE_FILE, _Pace()
     while not run.finished:
-        _train_stage(config, run, model, spec, tensors, state_path, log)
+        _train_stage(config, run, model, spec, tensors, (state_path, pace), log)
 
     assert run.best_state is not None
+    release_freed_memory()
     model.load_state_dict(run.best_state)
     test_acc = write_outputs(
         config=config,
@@ -214,8 +223,9 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         device=device,
         version=fcls_version(),
     )
-    if config.write_test_csv:  # lets the chain train -> export -> infer run on held-out rows
-        write_eval_csv(config.out / "test.csv", parts.x_test)
+    if config.write_test_csv:  # lets the chain train -> export -> infer -> eval run on
+        write_eval_csv(config.out / "test.csv", parts.x_test)  # held-out rows
+        write_labelled_csv(config.out / "test_labelled.csv", parts.x_test, parts.y_test)
     epochs = {s.name: sum(h["stage"] == s.name for h in run.history) for s in config.stages}
     return TrainResult(
         out=config.out,
@@ -338,6 +348,47 @@ class DivergedError(ConfigError):
     """A training loss that is no longer a number: nothing more can be learnt."""
 
 
+@dataclass
+class _Pace:
+    """The epochs this process has trained and their seconds: what the rest of a run takes."""
+
+    epochs: int = 0
+    seconds: float = 0.0
+
+    def per_epoch(self) -> float | None:
+        return self.seconds / self.epochs if self.epochs else None
+
+
+def epochs_left(config: TrainConfig, run: _Run) -> int:
+    """The most epochs `run` can still train: the rest of its stage and every later stage."""
+    if run.finished:
+        return 0
+    per_stage = _stage_epochs(config)
+    later = len(config.stages) - run.stage_index - 1
+    return max(per_stage - run.epoch, 0) + later * per_stage
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as a person reads a wait: 45 s, 3.9 min, 2.1 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def pace_line(config: TrainConfig, run: _Run, pace: _Pace) -> str:
+    """After the first epoch: seconds an epoch and the most the rest of the run can take."""
+    per, left = pace.per_epoch() or 0.0, epochs_left(config, run)
+    line = f"pace: {per:.1f} s an epoch; at most {left} more epoch(s), {duration(per * left)}"
+    if left == 0:
+        return line
+    line += f"; early stopping (patience {config.early_stopping}) usually ends "
+    line += "each stage sooner" if len(config.stages) > 1 else "it sooner"
+    if config.recipe.name == "notebook" and per * left > 3600:
+        fast = RECIPES["fast"].epochs
+        line += f"; --recipe fast trains at most {fast} epochs, each a quarter of these"
+    return line
+
+
 def _capped(stage: Stage, model: torch.nn.Module, log: Log) -> Stage:
     """`stage` with its SGD learning rate lowered to the network's cap (`sgd_lr_cap`)."""
     cap = getattr(model, "sgd_lr_cap", None)
@@ -365,10 +416,12 @@ def _train_stage(
     model: torch.nn.Module,
     spec: ImageSpec,
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    state_path: Path,
+    saving: tuple[Path, _Pace],
     log: Log,
 ) -> None:
-    """Train the current stage until early stopping or max epochs, saving after every epoch."""
+    """Train the current stage until early stopping or max epochs, saving after every epoch
+    to `saving`'s state file, and saying after the process's first epoch what the rest takes."""
+    state_path, pace = saving
     x_train, y_train, x_val, y_val = tensors
     stage = _capped(config.stages[run.stage_index], model, log)
     optimizer = make_optimizer(stage, model)
@@ -385,7 +438,7 @@ def _train_stage(
     while not stop:
         t = time.perf_counter()
         plan = _epoch_plan(config, run, len(y_train), x_train.device, spec, stage)
-        desc = f"{stage.name} {run.epoch + 1}"
+        desc = f"{stage.name} {run.epoch + 1}" + _time_left(config, run, pace)
         tacc, tloss = train_epoch(
             model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
@@ -398,6 +451,7 @@ def _train_stage(
         else:
             run.bad_epochs += 1
         seconds = time.perf_counter() - t
+        pace.epochs, pace.seconds = pace.epochs + 1, pace.seconds + seconds
         row = dict(zip(HISTORY_FIELDS, (stage.name, run.epoch, tacc, tloss, vacc, vloss, seconds)))
         run.history.append(row)
         log(
@@ -415,6 +469,14 @@ def _train_stage(
         run.rng_state, run.cuda_rng_state = _rng_states(x_train.device)
         _save_history(run.history, config.out / "history.csv")
         _atomic_save(run.to_dict(), state_path)
+        if pace.epochs == 1:
+            log(pace_line(config, run, pace))
+
+
+def _time_left(config: TrainConfig, run: _Run, pace: _Pace) -> str:
+    """The progress bar's bound on the rest of the run, once an epoch has been timed."""
+    per = pace.per_epoch()
+    return "" if per is None else f" (run: at most {duration(per * epochs_left(config, run))})"
 
 
 def _rng_states(device: torch.device) -> tuple[torch.Tensor, list[torch.Tensor] | None]:

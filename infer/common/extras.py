@@ -10,6 +10,7 @@ so a missing extra is one line that says what to install, never a ModuleNotFound
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import signal
 import threading
 
@@ -38,11 +39,19 @@ class MissingExtraError(FclsError):
 
 
 def require(command: str, *modules: str) -> None:
-    """Raise MissingExtraError naming the extra to install if any of `modules` cannot be imported."""
+    """Raise MissingExtraError naming the extra to install if any of `modules` is missing.
+
+    torch is imported (the command needs it next, and its import must not be cut by a
+    signal); the others are only looked up: scikit-learn, SciPy and matplotlib would add
+    over 100 MB to a training process long before its report needs them.
+    """
     for module in modules:
         try:
-            _import_undisturbed(module)
-        except ImportError:
+            if module == "torch":
+                _import_undisturbed(module)
+            elif importlib.util.find_spec(module) is None:
+                raise ImportError(module)
+        except (ImportError, ValueError):
             extra = EXTRA_OF.get(module, module)
             hint = f"; {TORCH_HINT}" if module == "torch" else ""
             raise MissingExtraError(

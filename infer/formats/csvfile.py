@@ -310,11 +310,22 @@ def read_names(src: str | Path | BinaryIO) -> list[str]:
 
 def write_eval_csv(path: Path, pixels: np.ndarray, ids: pa.Array | None = None) -> Path:
     """Write (n, P) uint8 rows as an `ID,pix1..pixP` file (IDs 0..n-1 by default), atomically."""
+    key = ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))
+    return _write_rows(path, pixels, {"ID": key}, {})
+
+
+def write_labelled_csv(path: Path, pixels: np.ndarray, labels: np.ndarray) -> Path:
+    """Write (n, P) uint8 rows and their (n,) labels as a `pix1..pixP,label` file, atomically."""
+    return _write_rows(path, pixels, {}, {"label": pa.array(labels)})
+
+
+def _write_rows(
+    path: Path, pixels: np.ndarray, before: dict[str, pa.Array], after: dict[str, pa.Array]
+) -> Path:
     names = pixel_column_names(pixels.shape[1])
-    columns = {"ID": ids if ids is not None else pa.array(np.arange(len(pixels), dtype=np.int64))}
-    columns.update({name: pa.array(pixels[:, j]) for j, name in enumerate(names)})
+    columns = {**before, **{name: pa.array(pixels[:, j]) for j, name in enumerate(names)}, **after}
     with atomic_file(path) as f:
-        f.write((",".join(["ID", *names]) + "\n").encode())
+        f.write((",".join(columns) + "\n").encode())
         with output_errors(path):
             pacsv.write_csv(pa.table(columns), f.raw, pacsv.WriteOptions(include_header=False))
     return path
