@@ -432,6 +432,34 @@ def test_readme_synopses_match_the_options():
         assert missing == [], f"{name}: options missing from its README synopsis"
 
 
+def _writes_to_bullet(command: str) -> str:
+    """The `- Writes to ...` bullet of a command's README section, whitespace flattened."""
+    section = _section((ROOT / "README.md").read_text(), "## Commands")
+    start = section.index(f"### `{command}`")
+    bullet = section.index("\n- Writes to ", start)
+    end = min(i for i in (section.find("\n- ", bullet + 1), section.find("\n###", bullet)) if i > 0)
+    return " ".join(section[bullet:end].split())
+
+
+@pytest.mark.slow
+def test_readme_names_every_file_fcls_train_writes(tmp_path, digits_csv):
+    """Every file a finished run leaves in -o (hidden ones included: a lock or temp file would
+    be one) is named in the README's Writes-to bullet, so users know what they may delete."""
+    out = tmp_path / "run"
+    args = ["--data", digits_csv, "-o", out, "--max-epochs", 1, "--limit", 200]
+    summary = tmp_path / "summary.json"  # written where it is asked for, not into -o
+    result = CliRunner().invoke(
+        train_main, [str(a) for a in [*args, "--write-test-csv", "--summary-json", summary]]
+    )
+    assert result.exit_code == 0, result.output
+    assert summary.exists()
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    assert "state.pt" in written and "model.pt" in written  # the resume state stays
+    bullet = _writes_to_bullet("fcls-train")
+    unnamed = [name for name in written if f"`{name}`" not in bullet]
+    assert unnamed == [], f"README's fcls-train 'Writes to' bullet does not name {unnamed}"
+
+
 def test_output_paths_str_and_path(tmp_path):
     """The CLI's -o is a string (a trailing '/' means a directory); a library caller's Path
     cannot carry the '/', so with several inputs it names a directory."""
