@@ -62,7 +62,11 @@ def _executable(name: str) -> str:
 
 
 def run_step(name: str, argv: list[str]) -> Step:
-    """Run one command, its output shown as it comes; its wall time and peak RSS."""
+    """Run one command, its output shown as it comes; its wall time and peak RSS.
+
+    The peak is at least this process's size when the command starts (Linux keeps the
+    high-water mark across exec): run from a small process, as `main` is.
+    """
     t0 = time.perf_counter()
     proc = subprocess.Popen([_executable(argv[0]), *argv[1:]])
     try:
