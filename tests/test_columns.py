@@ -125,15 +125,16 @@ def test_header_faults_are_one_line(names, message):
 
 # -- a CSV written without a header: its first line is data ------------------------------------
 
-FIRST_LINE = "the first line is data, not a header (1025 numbers); add the header fcls needs: "
-UNLABELLED = "ID,pix1,...,pix1024"
-LABELLED = "pix1,...,pix1024,label (or label,pixel1,...,pixel1024)"
+P = DEFAULT_SPEC.n_pixels  # a row of the default 32x32 grayscale images
+FIRST_LINE = f"the first line is data, not a header ({P + 1} numbers); add the header fcls needs: "
+UNLABELLED = f"ID,pix1,...,pix{P}"
+LABELLED = f"pix1,...,pix{P},label (or label,pixel1,...,pixel{P})"
 
 
 def headerless(path: Path, key_first: bool) -> Path:
     """Five 32x32 rows with no header line: an ID first (`key_first`) or a label last."""
     rng = np.random.default_rng(0)
-    pixels, keys = rng.integers(0, 256, (5, 1024)), np.arange(5)[:, None] % 3
+    pixels, keys = rng.integers(0, 256, (5, P)), np.arange(5)[:, None] % 3
     np.savetxt(path, np.hstack([keys, pixels] if key_first else [pixels, keys]), "%d", ",")
     return path
 
@@ -141,8 +142,8 @@ def headerless(path: Path, key_first: bool) -> Path:
 @pytest.mark.parametrize(
     ("first", "kind", "message"),
     [
-        (["0"] * 1025, "unlabelled", f"{FIRST_LINE}{UNLABELLED}"),
-        (["img-0", *["7"] * 1024], "unlabelled", "(1024 numbers and a text cell); add the"),
+        (["0"] * (P + 1), "unlabelled", f"{FIRST_LINE}{UNLABELLED}"),
+        (["img-0", *["7"] * P], "unlabelled", f"({P} numbers and a text cell); add the"),
         ([*["7"] * 784, "shirt"], "labelled", "pix1,...,pix784,label (or label,pixel1"),
         (["shirt", *["7"] * 784], "labelled", "add the header fcls needs: pix1,...,pix784,"),
     ],
@@ -156,7 +157,7 @@ def test_a_first_line_of_numbers_is_data_not_a_header(first, kind, message):
 @pytest.mark.parametrize(
     "names",
     [
-        ["ID", *map(str, range(1024))],  # pandas' column numbers: a header, if not fcls's
+        ["ID", *map(str, range(P))],  # pandas' column numbers: a header, if not fcls's
         ["0", "5", "x", "7"],  # a text cell between numbers: not a row of fcls data
         ["pix1", "7"],
     ],

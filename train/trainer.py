@@ -206,9 +206,9 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
 
-    state_path, pace = config.out / STATE_FILE, _Pace()
+    pace = _Pace()
     while not run.finished:
-        _train_stage(config, run, model, spec, tensors, (state_path, pace), log)
+        _train_stage(config, run, model, spec, tensors, pace, log)
 
     assert run.best_state is not None
     release_freed_memory()
@@ -416,22 +416,17 @@ def _train_stage(
     model: torch.nn.Module,
     spec: ImageSpec,
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    saving: tuple[Path, _Pace],
+    pace: _Pace,
     log: Log,
 ) -> None:
-    """Train the current stage until early stopping or max epochs, saving after every epoch
-    to `saving`'s state file, and saying after the process's first epoch what the rest takes."""
-    state_path, pace = saving
+    """Train the current stage until early stopping or max epochs, saving after every epoch;
+    after this process's first epoch, say what the rest of the run can take (`pace_line`)."""
     x_train, y_train, x_val, y_val = tensors
     stage = _capped(config.stages[run.stage_index], model, log)
     optimizer = make_optimizer(stage, model)
     if run.optimizer_state is not None:
         optimizer.load_state_dict(run.optimizer_state)
-    ema = None
-    if config.recipe.ema_decay > 0:
-        ema = Ema(model, config.recipe.ema_decay, run.ema_updates)
-        if run.ema_state is not None:
-            ema.model.load_state_dict(run.ema_state)
+    ema = _resumed_ema(config, run, model)
     scored = ema.model if ema is not None else model  # what validation and model.pt use
     # a saved state never sits on a finished stage (_next_stage runs before the save)
     stop = False
@@ -468,9 +463,20 @@ def _train_stage(
                 run.ema_state, run.ema_updates = _cpu_state(ema.model), ema.updates
         run.rng_state, run.cuda_rng_state = _rng_states(x_train.device)
         _save_history(run.history, config.out / "history.csv")
-        _atomic_save(run.to_dict(), state_path)
+        _atomic_save(run.to_dict(), config.out / STATE_FILE)
         if pace.epochs == 1:
             log(pace_line(config, run, pace))
+
+
+def _resumed_ema(config: TrainConfig, run: _Run, model: torch.nn.Module) -> Ema | None:
+    """The recipe's moving average of the weights, continued from the saved run; None when
+    the recipe keeps none."""
+    if config.recipe.ema_decay <= 0:
+        return None
+    ema = Ema(model, config.recipe.ema_decay, run.ema_updates)
+    if run.ema_state is not None:
+        ema.model.load_state_dict(run.ema_state)
+    return ema
 
 
 def _time_left(config: TrainConfig, run: _Run, pace: _Pace) -> str:
