@@ -61,6 +61,8 @@ class EvalConfig:
     provider: str = "auto"
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
+    runtime: str = "onnxruntime"  # or openvino (CPU)
+    precision: str = "fp32"  # or bf16 (openvino)
     png: bool = True  # confusion-matrix PNGs when matplotlib is importable
 
 
@@ -208,7 +210,16 @@ def evaluate(config: EvalConfig, log: Log | None = None) -> EvalResult:
     if config.batch_size < 1:
         raise ConfigError(f"--batch-size {config.batch_size}: must be at least 1")
     t0 = time.perf_counter()
-    predictors = [Predictor(m, config.provider, config.threads) for m in config.models]
+    predictors = [
+        Predictor(
+            m,
+            config.provider,
+            config.threads,
+            runtime=config.runtime,
+            precision=config.precision,
+        )
+        for m in config.models
+    ]
     for p in predictors:
         if p.notice:  # a float-input model fcls-export did not make: what scoring assumes
             say(p.notice)
@@ -346,6 +357,7 @@ def _model_report(
         "sha256": file_sha256(p.path),
         "variant": meta.get("variant"),
         "provider": p.provider,
+        "runtime": p.runtime_line,
         "accuracy": m.accuracy,
         "per_class": m.per_class(class_names),
         "macro_avg": m.average("macro"),

@@ -38,6 +38,8 @@ def main(
     provider: str,
     batch_size: int,
     threads: int | None,
+    runtime: str,
+    precision: str,
     run: Run,
 ) -> None:
     """Score DATA (a labelled file: train-format CSV, .gz, '-', Parquet or Arrow IPC; or a
@@ -56,6 +58,8 @@ def main(
         provider=provider,
         batch_size=batch_size,
         threads=threads,
+        runtime=runtime,
+        precision=precision,
     )
     run.interrupt_note = "no report written"
     result = evaluate(config, log=run.log)

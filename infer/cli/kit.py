@@ -266,7 +266,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def scoring_options(threads_help: str) -> Callable[[F], F]:
-    """--provider, --batch-size and --threads, as every command that runs a model takes them."""
+    """--provider, --batch-size, --threads, --runtime and --precision, as every command that
+    runs a model takes them."""
 
     def decorate(fn: F) -> F:
         for option in reversed(
@@ -285,6 +286,24 @@ def scoring_options(threads_help: str) -> Callable[[F], F]:
                 ),
                 click.option(
                     "--threads", type=click.IntRange(min=1), default=None, help=threads_help
+                ),
+                click.option(
+                    "--runtime",
+                    type=click.Choice(["onnxruntime", "openvino"]),
+                    default="onnxruntime",
+                    show_default=True,
+                    help="What runs the model file. openvino (CPU only; pip install "
+                    '"fcls[openvino]") pays at --precision bf16 on CPUs with AVX512-BF16 or '
+                    "AMX, and often at int8; -v says which ran fastest at export.",
+                ),
+                click.option(
+                    "--precision",
+                    type=click.Choice(["fp32", "bf16"]),
+                    default="fp32",
+                    show_default=True,
+                    help="bf16: the fp32 file through OpenVINO in bfloat16, on CPUs with "
+                    "AVX512-BF16 or AMX, for a model whose bf16 check passed (fcls-export "
+                    "--bf16). int8 is the .int8.onnx file.",
                 ),
             ]
         ):

@@ -1,15 +1,18 @@
-"""Replica sessions: one single-threaded onnxruntime session per CPU, each bound for good to
-one pool thread that takes rows as it frees up. Small integer kernels scale better across
-sessions than across intra-op threads (figures: bench/README.md)."""
+"""Replica runners: one single-threaded onnxruntime session (or OpenVINO infer request) per
+CPU, each bound for good to one pool thread that takes rows as it frees up. Small integer
+kernels scale better across sessions than across intra-op threads (figures: bench/README.md)."""
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
-import onnxruntime as ort
+
+# A runner: (wanted output's name, input rows) -> that output; one runtime's single call
+Runner = Callable[[str, np.ndarray], np.ndarray]
 
 # The smallest call a spread over replica sessions makes near the end of a block
 TAIL_ROWS = 8
@@ -42,18 +45,17 @@ class Spread:
     its rows to the others instead of holding them at a barrier, and a thread done with these
     rows goes on to the next `Spread` started (figures: bench/README.md)."""
 
-    def __init__(self, feed: np.ndarray, want: str, input_name: str, claims: Claims) -> None:
-        self.feed, self.want, self.input_name, self.claims = feed, want, input_name, claims
+    def __init__(self, feed: np.ndarray, want: str, claims: Claims) -> None:
+        self.feed, self.want, self.claims = feed, want, claims
         self.tasks: list[Future[None]] = []  # one per session thread
         self._outs: dict[int, np.ndarray] = {}
         self._failed = threading.Event()
 
-    def work(self, session: ort.InferenceSession) -> None:
-        """Run `session` on claimed rows until none are left or another task failed."""
+    def work(self, runner: Runner) -> None:
+        """Run `runner` on claimed rows until none are left or another task failed."""
         while not self._failed.is_set() and (rows := self.claims.take()) is not None:
             try:
-                feed = {self.input_name: self.feed[rows]}
-                self._outs[rows.start] = session.run([self.want], feed)[0]
+                self._outs[rows.start] = runner(self.want, self.feed[rows])
             except BaseException:
                 self._failed.set()  # the others stop after their current call
                 raise
@@ -68,26 +70,26 @@ class Spread:
 
 
 class ReplicaPool:
-    """`sessions`, each run only by its own pool thread; `close()` ends the threads."""
+    """`runners`, each run only by its own pool thread; `close()` ends the threads."""
 
-    def __init__(self, sessions: list[ort.InferenceSession], input_name: str) -> None:
-        self.sessions, self.input_name = sessions, input_name
+    def __init__(self, runners: list[Runner]) -> None:
+        self.runners = runners
         free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for k in range(len(sessions)):
+        for k in range(len(runners)):
             free.put(k)
         self._bound = threading.local()
         self._pool = ThreadPoolExecutor(
-            len(sessions), "fcls-ort", initializer=self._bind, initargs=(free,)
+            len(runners), "fcls-model", initializer=self._bind, initargs=(free,)
         )
 
     def __len__(self) -> int:
-        return len(self.sessions)
+        return len(self.runners)
 
     def spread(self, feed: np.ndarray, batch_size: int, want: str, smallest: int) -> Spread:
-        """Start every session's thread on `feed` (`Spread`); its `result()` waits."""
-        claims = Claims(len(feed), batch_size, len(self.sessions), smallest)
-        spread = Spread(feed, want, self.input_name, claims)
-        spread.tasks = [self._pool.submit(self._work, spread) for _ in self.sessions]
+        """Start every runner's thread on `feed` (`Spread`); its `result()` waits."""
+        claims = Claims(len(feed), batch_size, len(self.runners), smallest)
+        spread = Spread(feed, want, claims)
+        spread.tasks = [self._pool.submit(self._work, spread) for _ in self.runners]
         return spread
 
     def close(self) -> None:
@@ -95,8 +97,9 @@ class ReplicaPool:
         self._pool.shutdown(wait=True)
 
     def _work(self, spread: Spread) -> None:
-        spread.work(self._bound.session)
+        spread.work(self.runners[self._bound.index])
 
     def _bind(self, free: queue.SimpleQueue[int]) -> None:
-        """Give the pool thread that runs this its own replica session, for good."""
-        self._bound.session = self.sessions[free.get_nowait()]
+        """Give the pool thread that runs this its own runner, for good (looked up at each
+        call, so a test can wrap one in place)."""
+        self._bound.index = free.get_nowait()

@@ -14,6 +14,7 @@ from typing import Any
 from ..common.errors import ConfigError
 from ..common.spec import DEFAULT_BATCH_SIZE
 from ..formats.csvfile import DEFAULT_CHUNK_BYTES
+from .runtimes import Choice
 
 # A resumable run fsyncs its output and rewrites its journal at most every CHECKPOINT_SECONDS,
 # and less often when fsyncs are slow, so that checkpoints take at most CHECKPOINT_BUDGET of
@@ -40,7 +41,8 @@ class ScoringOptions:
     process may use); `parse_threads`: CSV blocks parsed at once (None: by provider);
     `progress`: a bar on stderr (None: when stderr is a terminal); `chunk_bytes`: bytes of input
     per CSV block; `durable`: fsync outputs before renaming them into place;
-    `checkpoint_seconds`: the least time between two resume checkpoints; `proba_raw`: plain
+    `checkpoint_seconds`: the least time between two resume checkpoints; `runtime`:
+    onnxruntime or openvino; `precision`: fp32 or bf16 (openvino only); `proba_raw`: plain
     softmax probabilities, not divided by the model's calibration temperature; `flag_ood`: an
     `ood` column (1: the row's OOD score is beyond the reference's tail); `drift`: compare the
     rows with the model's reference profile (None: when the model carries one).
@@ -52,6 +54,8 @@ class ScoringOptions:
     provider: str = field(default="auto", metadata=_output("execution provider"))
     proba_raw: bool = field(default=False, metadata=_output("option --proba-raw", when_set=True))
     flag_ood: bool = field(default=False, metadata=_output("option --flag-ood", when_set=True))
+    runtime: str = field(default="onnxruntime", metadata=_output("option --runtime", when_set=True))
+    precision: str = field(default="fp32", metadata=_output("option --precision", when_set=True))
     drift: bool | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
     threads: int | None = None
@@ -69,6 +73,7 @@ class ScoringOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 (or None), got {value}")
+        Choice(self.runtime, self.precision)  # ConfigError for names that cannot run
         if self.checkpoint_seconds < 0:
             raise ConfigError(f"checkpoint_seconds must be >= 0, got {self.checkpoint_seconds}")
 

@@ -161,7 +161,14 @@ def predict_files(
         journals: list[Journal] = []
         try:
             if not isinstance(model, Predictor):
-                model = Predictor(model, opts.provider, opts.threads, spinning=False)
+                model = Predictor(
+                    model,
+                    opts.provider,
+                    opts.threads,
+                    spinning=False,
+                    runtime=opts.runtime,
+                    precision=opts.precision,
+                )
             check_profile(model, opts, say)
             for src in files:  # every file's pixel count, before anything is scored
                 if is_regular(src) or is_folder(src):  # a pipe's header is read once: by its reader

@@ -12,13 +12,15 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ..common.errors import ConfigError, ProviderError
 from ..common.modelfile import check_onnx
 from ..common.numeric import softmax
 from ..common.spec import ImageSpec
 from ..common.system import available_cpus
 from ._model import check_sibling, open_session, read_interface, read_profile
-from ._replicas import TAIL_ROWS, Claims, ReplicaPool, Spread
-from .session import active_provider
+from ._replicas import TAIL_ROWS, Claims, ReplicaPool, Runner, Spread
+from .runtimes import Choice, check_bf16_passed, check_cpu_bf16, compile_openvino, import_openvino
+from .session import active_provider, make_session
 
 
 class Predictor:
@@ -28,10 +30,15 @@ class Predictor:
     metadata) or a float [batch, C, H, W] graph; `provider`: auto (CUDA when usable, else CPU), cuda or cpu;
     `threads`: intra-op threads (default: the CPUs this process may use); `spinning`: keep idle
     threads spinning (lower batch-1 latency, steals CPU from other threads); `io_binding`: bind
-    inputs/outputs explicitly (default: on CUDA only).
+    inputs/outputs explicitly (default: on CUDA only); `runtime`: onnxruntime or openvino (the
+    `openvino` extra; CPU only); `precision`: fp32, or bf16 (openvino, on a CPU with native
+    bf16, for a model whose bf16 check passed at export; `bf16_check=False` skips that last
+    condition, for the export gate itself).
 
-    Raises ModelError (missing, unloadable or wrong-interface model, stale variant) and
-    ProviderError (cuda asked for but unusable, or onnxruntime and onnxruntime-gpu both installed).
+    Raises ModelError (missing, unloadable or wrong-interface model, stale variant, no passed
+    bf16 check), ProviderError (cuda asked for but unusable, or onnxruntime and onnxruntime-gpu
+    both installed, or with openvino), ConfigError (a runtime/precision that cannot run here)
+    and MissingExtraError (openvino not installed).
     """
 
     def __init__(
@@ -41,30 +48,79 @@ class Predictor:
         threads: int | None = None,
         spinning: bool = True,
         io_binding: bool | None = None,
+        runtime: str = "onnxruntime",
+        precision: str = "fp32",
+        *,
+        bf16_check: bool = True,
     ) -> None:
         self.path = Path(model_path)
+        self.choice = Choice(runtime, precision)  # names checked before any file is read
         check_onnx(self.path)  # missing, a directory or a torch checkpoint: say what to do
         self.threads = threads or available_cpus()
         # Idle intra-op threads spin between calls: best latency when the session has the CPUs
         # to itself, but in the CSV pipeline they take CPU from the reader and writer threads,
         # so predict_csv turns it off (figures: bench/README.md).
         self.spinning = spinning
-        self.session = open_session(self.path, provider, self.threads, spinning)
-        self.provider = active_provider(self.session)
+        self.session = self._open(provider)
+        self.provider = active_provider(self.session) if runtime == "onnxruntime" else "cpu"
         # IO binding (None: on CUDA only) keeps the outputs not asked for on the device;
         # on CPU it is the same path with outputs bound to host memory, so tests cover it
         self.io_binding = self.provider == "cuda" if io_binding is None else io_binding
+        self.io_binding = self.io_binding and runtime == "onnxruntime"
         self.interface = read_interface(self.path, self.session)
         meta = self.session.get_modelmeta().custom_metadata_map
         check_sibling(self.path, meta)
         self.profile, self.profile_note = read_profile(meta)
         self.variant = meta.get("variant", "")
+        if precision == "bf16":
+            self._check_bf16(meta, bf16_check)
         self._pool: ReplicaPool | None = None
+        self._runner, self.runtime_line = self._runners()
+
+    def _open(self, provider: str) -> ort.InferenceSession:
+        """The onnxruntime session that scores (onnxruntime) or only tells the model's
+        interface and metadata (openvino: unoptimized, no arena)."""
+        if self.choice.runtime == "onnxruntime":
+            return open_session(self.path, provider, self.threads, self.spinning)
+        if provider == "cuda":
+            raise ProviderError(
+                "--runtime openvino runs on the CPU: use --provider cpu or auto, or "
+                "--runtime onnxruntime for CUDA"
+            )
+        import_openvino()  # a missing extra is said before the model is read
+        return make_session(self.path, optimization="none", arena=False)
+
+    def _check_bf16(self, meta: dict[str, str], gated: bool) -> None:
+        if self.variant in ("int8", "fp16"):
+            raise ConfigError(
+                f"{self.path}: --precision bf16 runs the fp32 model file, this is the "
+                f"{self.variant} variant; give the fp32 file (without .{self.variant})"
+            )
+        check_cpu_bf16()
+        if gated:
+            check_bf16_passed(self.path, meta)
+
+    def _runners(self) -> tuple[Runner, str]:
+        """The runner of a single call, with the replica pool where one pays, and the line
+        that says what runs the model."""
+        name = self.interface.input_name
+        if self.choice.runtime == "openvino":
+            compiled = compile_openvino(self.path, self.choice.precision, self.threads)
+            if len(compiled.runners) > 1:
+                self._pool = ReplicaPool(compiled.runners)
+            return compiled.runners[0], compiled.description
+        line = f"onnxruntime {ort.__version__} {self.session.get_providers()[0]} fp32"
+        if self.variant == "int8":
+            line = line.replace(" fp32", " int8")
         # int8 graphs: one single-threaded session per CPU (`ReplicaPool`); fp32 loses that
         # way, so it keeps one session, and so do small batches (latency).
         if self.provider == "cpu" and self.threads > 1 and self.variant == "int8":
-            sessions = [open_session(self.path, "cpu", 1, spinning) for _ in range(self.threads)]
-            self._pool = ReplicaPool(sessions, self.interface.input_name)
+            sessions = [
+                open_session(self.path, "cpu", 1, self.spinning) for _ in range(self.threads)
+            ]
+            self._pool = ReplicaPool([_ort_runner(s, name) for s in sessions])
+            line += f", {self.threads} sessions x 1 thread"
+        return _ort_runner(self.session, name), line
 
     @property
     def spec(self) -> ImageSpec:
@@ -83,9 +139,9 @@ class Predictor:
         return list(self.interface.spec.class_names)
 
     @property
-    def replicas(self) -> list[ort.InferenceSession]:
-        """The sessions rows are spread over (one unless int8 on several CPUs)."""
-        return self._pool.sessions if self._pool is not None else [self.session]
+    def replicas(self) -> list[Runner]:
+        """The runners rows are spread over (one unless int8 on several CPUs)."""
+        return self._pool.runners if self._pool is not None else [self._runner]
 
     def close(self) -> None:
         """End the replica sessions' threads (idempotent); the predictor is unusable after."""
@@ -114,7 +170,7 @@ class Predictor:
         if self._pool is not None and len(feed) >= 2 * len(self._pool):
             share = -(-len(feed) // len(self._pool))  # one call per session
             return self._pool.spread(feed, share, want, smallest=share).result()
-        return self.session.run([want], {self.interface.input_name: feed})[0]
+        return self._runner(want, feed)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Raw logits (n, classes) float32 for (n, P) uint8 rows."""
@@ -210,6 +266,13 @@ class Predictor:
         """(n, classes) float32 probabilities for (n, P) uint8 rows: softmax of the logits
         divided by the model's calibration temperature (not divided: `calibrated=False`)."""
         return self.probabilities(self.logits(pixels), calibrated)
+
+
+def _ort_runner(session: ort.InferenceSession, input_name: str) -> Runner:
+    def run(want: str, rows: np.ndarray) -> np.ndarray:
+        return session.run([want], {input_name: rows})[0]
+
+    return run
 
 
 __all__ = ["TAIL_ROWS", "Claims", "Predictor", "Spread"]

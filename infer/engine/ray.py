@@ -224,7 +224,14 @@ class _Scorer:
         with os.fdopen(handle, "wb") as f:
             f.write(blob)
         # spinning off: the actor shares CPUs with the parse tasks
-        self.predictor = Predictor(path, options.provider, options.threads, spinning=False)
+        self.predictor = Predictor(
+            path,
+            options.provider,
+            options.threads,
+            spinning=False,
+            runtime=options.runtime,
+            precision=options.precision,
+        )
         os.unlink(path)  # the session has read it
         self.options = options
         self.names = self.predictor.class_names if options.class_names else None
@@ -363,7 +370,7 @@ def predict_csv_ray(
     _refuse_folders(paths)
     dests = _ray_destinations(paths, out, model, drift_report)
     # fail fast on a bad model, and on a provider the driver cannot run
-    driver = Predictor(model, use, 1)
+    driver = Predictor(model, use, 1, runtime=opts.runtime, precision=opts.precision)
     check_profile(driver, opts, say)
     plans = [plan_shards(i, p, driver.spec, shard_bytes)[1] for i, p in enumerate(paths)]
     cluster = _Cluster(address, workers, gpus_per_worker, use)
