@@ -473,16 +473,16 @@ def test_default_run_gives_the_bytes_of_the_old_defaults(
 
 
 class _FailingSession:
-    """Stands in for a replica session: fails on its `fail_at`-th call."""
+    """Stands in for a replica's runner: fails on its `fail_at`-th call."""
 
-    def __init__(self, real: ort.InferenceSession, fail_at: int) -> None:
+    def __init__(self, real, fail_at: int) -> None:
         self.real, self.fail_at, self.calls = real, fail_at, 0
 
-    def run(self, names, feed):
+    def __call__(self, want, rows):
         self.calls += 1
         if self.calls == self.fail_at:
             raise RuntimeError("replica session failed")
-        return self.real.run(names, feed)
+        return self.real(want, rows)
 
 
 @pytest.mark.parametrize("which", [0, 1])

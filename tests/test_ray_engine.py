@@ -640,3 +640,22 @@ def test_ray_waits_that_ran_out_are_one_line_worker_errors():
     error = ray_engine._worker_error(fake, late, cluster, shares, context)
     assert str(error).startswith("Ray could not start 4 workers of 0.5 CPUs within 300 s")
     assert ray_engine._worker_error(fake, ValueError("ours"), cluster, shares, context) is None
+
+
+def test_ray_with_openvino_equals_the_local_engine(tmp_path, parts, exported, ray_local):
+    """The actors score with the runtime the options name: OpenVINO's bytes, not onnxruntime's."""
+    pytest.importorskip("openvino", reason='openvino is not installed ("fcls[openvino]")')
+    from fcls.infer.engine.ray import predict_csv_ray
+
+    out = tmp_path / "out"
+    out.mkdir()
+    options = ScoringOptions(runtime="openvino", proba=True)
+    summaries = predict_csv_ray(
+        [str(p) for p in parts[:2]], out, exported, options, workers=2, shard_bytes=150_000
+    )
+    assert [s.rows for s in summaries] == list(SIZES[:2])
+    assert summaries[0].runtime.startswith("OpenVINO ") and "(ray x2)" in summaries[0].runtime
+    for p in parts[:2]:
+        single = tmp_path / f"{p.stem}.single.csv"
+        predict_csv(p, single, exported, options)
+        assert (out / f"{p.stem}.results.csv").read_bytes() == single.read_bytes()

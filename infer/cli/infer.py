@@ -168,6 +168,11 @@ def _score_and_report(
     -v, or when CUDA looks half-installed (`cuda_half_installed`)."""
     summaries, seconds = _score(plan, run)
     used = _report(run, plan.sources, summaries, seconds, plan.model, model_sha, output, provider)
+    if summaries and run.verbose:
+        from ..engine.runtimes import fastest_note
+
+        run.detail(f"the model ran on {summaries[0].runtime}")
+        run.detail(fastest_note(plan.model, plan.options.runtime, plan.options.precision))
     if provider == "auto" and summaries:
         from ..engine.session import auto_choice, cuda_half_installed
 
@@ -294,6 +299,7 @@ def _report(
             "seconds": round(seconds, 4),
             "rows_per_s": round(fresh / seconds, 1) if seconds > 0 else None,
             "provider": used,
+            "runtime": summaries[0].runtime if summaries else None,
             "model": str(model_path),
             "model_sha256": model_sha,
             "output": summaries[0].output if len(summaries) == 1 else str(output),

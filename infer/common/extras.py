@@ -2,8 +2,8 @@
 
 A deployment install (`pip install fcls`) has only the torch-free inference half; training,
 export and the benchmarks need the `train` extra, the Ray engine the `ray` extra, folders of
-images the `images` extra (Pillow), and the peer
-runtimes of the benchmarks the `peers` extra. Commands check what they need before any work,
+images the `images` extra (Pillow), and the OpenVINO runtime (and fcls-bench's OpenVINO rows)
+the `openvino` extra. Commands check what they need before any work,
 so a missing extra is one line that says what to install, never a ModuleNotFoundError traceback.
 """
 
@@ -26,7 +26,7 @@ EXTRA_OF = {
     "pandas": "train",
     "ray": "ray",
     "PIL": "images",
-    "openvino": "peers",
+    "openvino": "openvino",
 }
 TORCH_HINT = (
     'a bare "torch" requirement can pull a multi-GB CUDA build on Linux: for CPU only, install '

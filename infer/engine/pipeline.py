@@ -79,6 +79,7 @@ class Summary:
     resumed: int = 0  # rows an interrupted run had already written (--resume)
     drift_counts: tuple[int, ...] | None = None  # when drift was checked (common.drift)
     drift: dict[str, Any] | None = None  # this file's drift verdict and figures
+    runtime: str = ""  # what ran the model (`Predictor.runtime_line`)
 
     @property
     def rows_per_s(self) -> float:
@@ -344,7 +345,16 @@ def _score_file(
     seconds = time.perf_counter() - t0
     resumed = start.rows if start is not None else 0
     kept = None if counts is None else tuple(counts.tolist())
-    return Summary(rows, seconds, model.provider, model.path.name, str(dst), resumed, kept)
+    return Summary(
+        rows,
+        seconds,
+        model.provider,
+        model.path.name,
+        str(dst),
+        resumed,
+        kept,
+        runtime=model.runtime_line,
+    )
 
 
 def _drift_start(

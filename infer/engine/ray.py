@@ -383,7 +383,15 @@ def predict_csv_ray(
             _run([s for plan in plans for s in plan], writer, model, cluster, opts)
         seconds = time.perf_counter() - t0
         summaries = [
-            Summary(n, seconds, engine, model.name, str(d), drift_counts=c)
+            Summary(
+                n,
+                seconds,
+                engine,
+                model.name,
+                str(d),
+                drift_counts=c,
+                runtime=f"{driver.runtime_line} (ray x{workers})",
+            )
             for n, d, c in zip(writer.rows, dests, writer.drift_counts())
         ]
         if checks_drift(driver, opts):

@@ -22,8 +22,9 @@ import numpy as np
 
 from ..common.errors import ConfigError, ModelError
 from ..common.extras import require
-from ..common.system import cpu_features
+from ..common.system import cpu_features, describe_cpu
 from ._replicas import Runner
+from .session import make_session
 
 RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
@@ -35,6 +36,10 @@ NATIVE_BF16 = ("AVX512-BF16", "AMX")
 BF16_CHECK_KEY = "bf16_check"
 BF16_MIN_AGREEMENT = 0.995  # top-1 labels equal to fp32's on the held-out rows
 BF16_MAX_DROP = 0.002  # accuracy lost against fp32 on the same rows (0.2 points)
+# OpenVINO runs the smallest batches on other kernels, whose last bits differ: calls of fewer
+# rows are padded to this many, so a row's result does not depend on how rows are batched
+# (a resumed run, the Ray engine and any --batch-size write the same bytes)
+SMALLEST_CALL = 16
 
 
 @dataclass(frozen=True)
@@ -152,8 +157,36 @@ def compile_openvino(path: Path, precision: str, threads: int, streams: int = 1)
 
 def _runner(request: Any, ports: dict[str, Any]) -> Callable[[str, np.ndarray], np.ndarray]:
     def run(want: str, rows: np.ndarray) -> np.ndarray:
+        n = len(rows)
+        if n < SMALLEST_CALL:
+            padded = np.zeros((SMALLEST_CALL, *rows.shape[1:]), rows.dtype)
+            padded[:n] = rows
+            return np.array(request.infer({0: padded}, share_inputs=True)[ports[want]][:n])
         # the rows stay the caller's (no copy in); the outputs are copied out of the request,
         # which the next call reuses
         return request.infer({0: rows}, share_inputs=True)[ports[want]]
 
     return run
+
+
+def fastest_note(path: Path, runtime: str, precision: str) -> str:
+    """One line for -v: which runtime and precision ran this model fastest when fcls-export
+    checked bf16 (only those that passed their gate), on which CPU, against this run's."""
+    meta = make_session(path, optimization="none", arena=False).get_modelmeta()
+    found = read_bf16_check(meta.custom_metadata_map) or {}
+    speeds = found.get("img_per_s")
+    base = speeds.get("onnxruntime fp32") if isinstance(speeds, dict) else None
+    if not base:
+        return (
+            "speed: no runtime comparison recorded for this model (fcls-export --bf16 records "
+            "one); fcls-bench -m MODEL compares every runtime and precision on this CPU"
+        )
+    usable = {k: v for k, v in speeds.items() if found.get("passed") or "bf16" not in k}
+    best = max(usable, key=usable.__getitem__)
+    fast_runtime, fast_precision = best.split()
+    where = "this CPU" if found.get("cpu") == describe_cpu() else str(found.get("cpu"))
+    return (
+        f"fastest at export on {where}: --runtime {fast_runtime} --precision {fast_precision}, "
+        f"{usable[best] / base:.2f}x onnxruntime fp32, model alone (this run: {runtime} "
+        f"{precision}); fcls-bench -m MODEL compares int8 and end-to-end runs too"
+    )
