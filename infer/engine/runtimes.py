@@ -175,7 +175,8 @@ def fastest_note(path: Path, runtime: str, precision: str) -> str:
     meta = make_session(path, optimization="none", arena=False).get_modelmeta()
     found = read_bf16_check(meta.custom_metadata_map) or {}
     speeds = found.get("img_per_s")
-    base = speeds.get("onnxruntime fp32") if isinstance(speeds, dict) else None
+    speeds = speeds if isinstance(speeds, dict) else {}
+    base = speeds.get("onnxruntime fp32")
     if not base:
         return (
             "speed: no runtime comparison recorded for this model (fcls-export --bf16 records "
