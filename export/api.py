@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from fcls.infer.common.modelfile import VARIANT_TAGS, variant_path
 from fcls.infer.common.output import OutputSet, atomic_write_text, output_errors
 from fcls.infer.common.spec import SPEC_KEY, ImageSpec
 from fcls.infer.common.system import fcls_version
+from fcls.infer.engine.runtimes import BF16_CHECK_KEY
 from fcls.train.checkpoint import Checkpoint
 
+from .bf16 import Bf16Check, check_bf16, require_openvino, skip_notice
 from .config import DYNAMIC_BATCHES, PARITY_BATCHES, ExportConfig
 from .gatedata import GateData, gate_data
 from .graph import ServingModel, default_opset, export_graph, lint, set_metadata
@@ -51,6 +54,7 @@ class ExportResult:
     notices: list[str] = field(default_factory=list)
     seconds: float = 0.0
     profile: Profile | None = None  # the reference profile recorded in every model written
+    bf16: dict[str, Any] | None = None  # the bf16 check recorded in the fp32 model, if one ran
 
 
 VARIANTS = tuple(VARIANT_TAGS.values())
@@ -151,11 +155,14 @@ def export_onnx(
     Variants of a model `dest` replaces are removed. Returns the paths and every gate's figures.
 
     Raises CheckpointError (unreadable, or weights that do not fit its network), ParityError (a gate failed: nothing
-    of that model is written), ConfigError (int8 without real gate images), ProviderError
-    (require_fp16_check without CUDA), DataError (bad --data) and OutputError.
+    of that model is written; or the bf16 check failed: the model is written, the failed
+    check recorded in it), ConfigError (int8 or bf16 without real gate images), ProviderError
+    (require_fp16_check without CUDA), MissingExtraError (bf16 without openvino), DataError
+    (bad --data) and OutputError.
     """
     config = config or ExportConfig()
     _check_fp16_checkable(config)  # before the checkpoint is read
+    _check_bf16_checkable(config)
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
     return export_source(TorchSource(ckpt), dest, config, log)
 
@@ -168,14 +175,18 @@ def export_source(
     The one export path: `export_onnx` (checkpoints) and `wrap_onnx` (user ONNX) call it."""
     t0 = time.perf_counter()
     _check_fp16_checkable(config)
+    _check_bf16_checkable(config)
+    bf16 = config.bf16 and _bf16_here(log)
     with OutputSet() as staging:
         staging.stage(dest)  # proves the destination writable before any work
         gate = gate_data(config.data, source.recorded, config.eval_rows, source.spec)
         if not gate.real:
-            if config.int8:  # calibrating on noise would gate int8 on noise: refuse
+            if config.int8 or bf16:  # calibrating or gating on noise says nothing: refuse
+                what = "--int8 needs real images to calibrate and gate on"
                 raise ConfigError(
-                    f"--int8 needs real images to calibrate and gate on, and {gate.note}: "
-                    "pass --data with the training CSV (or any labelled CSV of the same kind)"
+                    f"{what if config.int8 else '--bf16 needs real images to gate on'}, and "
+                    f"{gate.note}: pass --data with the training CSV (or any labelled CSV of "
+                    "the same kind)"
                 )
             log(
                 f"notice: {gate.note}; fp32 parity is checked on random images (--data adds real ones)"
@@ -193,7 +204,10 @@ def export_source(
         _remove_stale_variants(dest, log)
         result.notices.append(f"gate images: {gate.source} ({gate.note})")
         _write_parity_json(dest, result)
-        _variants(_Build(source, dest, config, gate, heldout_ref, result, staging, log))
+        build = _Build(source, dest, config, gate, heldout_ref, result, staging, log)
+        _variants(build)
+        if bf16:  # last: a failed check leaves the fp32 model and every variant in place
+            _bf16_check(build)
         _write_parity_json(dest, result)
     result.seconds = time.perf_counter() - t0
     return result
@@ -205,6 +219,19 @@ def _check_fp16_checkable(config: ExportConfig) -> None:
             "--require-fp16-check: onnxruntime cannot run a CUDA session here (no "
             "CUDAExecutionProvider, or no usable GPU); fp16 parity cannot be checked"
         )
+
+
+def _check_bf16_checkable(config: ExportConfig) -> None:
+    if config.bf16:
+        require_openvino()
+
+
+def _bf16_here(log: Log) -> bool:
+    """Whether this CPU computes bf16 natively; else says, in one line, that --bf16 is skipped."""
+    notice = skip_notice()
+    if notice is not None:
+        log(notice)
+    return notice is None
 
 
 def _export_fp32(
@@ -322,6 +349,7 @@ def _write_parity_json(dest: Path, result: ExportResult) -> None:
             else None
         ),
         "notices": result.notices,
+        **({"bf16": result.bf16} if result.bf16 is not None else {}),
     }
     atomic_write_text(
         dest.with_name(f"{dest.stem}.parity.json"), json.dumps(report, indent=2) + "\n"
@@ -394,6 +422,38 @@ def _int8_variant(build: _Build) -> None:
         truth=gate.heldout_labels,
     )
     _publish(build, "int8", path, tmp, parity, config.int8_max_accuracy_drop)
+
+
+def _bf16_check(build: _Build) -> None:
+    """Check OpenVINO bf16 against onnxruntime fp32 on the published fp32 model and record
+    the figures in its metadata and parity.json, passed or not. A failed check raises
+    ParityError after recording it: the fp32 model and its variants are sound and stay, and
+    the record is what keeps fcls-infer from scoring it at --precision bf16."""
+    t0 = time.perf_counter()
+    result, dest = build.result, build.dest
+    check = check_bf16(dest, build.gate.heldout, build.gate.heldout_labels)
+    _record_bf16(build, check)
+    result.bf16 = check.to_dict()
+    build.log(f"{check.summary()} | {time.perf_counter() - t0:.1f}s")
+    if check.passed:
+        return
+    _write_parity_json(dest, result)
+    raise ParityError(
+        f"bf16 check failed: {'; '.join(check.problems())}; recorded in {dest.name} and its "
+        f"parity.json, so fcls-infer refuses --precision bf16 for it (fp32 is unaffected)"
+    )
+
+
+def _record_bf16(build: _Build, check: Bf16Check) -> None:
+    """Republish the fp32 model with the check as one more metadata entry, staged and
+    committed like every output of the export. The graph and the other entries are copied
+    unchanged, so the variants built from it still match it."""
+    dest = build.dest
+    tmp = build.staging.stage(dest)
+    with output_errors(dest):
+        shutil.copyfile(dest, tmp)
+    set_metadata(tmp, {BF16_CHECK_KEY: check.to_dict()})
+    build.staging.commit(dest)
 
 
 def _fp16_variant(build: _Build) -> None:

@@ -77,6 +77,12 @@ WRAP_OPTIONS = ("--image-size", "--input-scale", "--input-mean", "--input-std")
     help="Fail instead of writing an unchecked fp16 model when CUDA is absent.",
 )
 @click.option(
+    "--bf16",
+    is_flag=True,
+    help="Check OpenVINO bf16 against fp32 on the held-out rows and record it; needs the "
+    "openvino extra; skipped with a notice on CPUs without native bf16 (AVX512-BF16 or AMX).",
+)
+@click.option(
     "--keep-failed", is_flag=True, help="Keep a model that fails its gate as <stem>.failed.onnx."
 )
 @click.option(
@@ -113,6 +119,7 @@ def main(
     calibration_rows: int,
     fp16: bool,
     require_fp16_check: bool,
+    bf16: bool,
     keep_failed: bool,
     image_size: str | None,
     input_scale: str | None,
@@ -140,9 +147,14 @@ def main(
         int8=int8,
         fp16=fp16,
         require_fp16_check=require_fp16_check,
+        bf16=bf16,
         keep_failed=keep_failed,
         calibration_rows=calibration_rows,
     )
+    if bf16:  # a missing extra is said before any file is read
+        from fcls.infer.engine.runtimes import import_openvino
+
+        import_openvino("fcls-export --bf16")
     if wrapping:
         _wrap(run, source, dest, config, _wrap_config(wrap_options))
         return
@@ -233,6 +245,8 @@ def _summarize(run: Run, source: Path, dest: Path, result: ExportResult) -> None
     from fcls.infer.common.system import file_sha256
 
     extra = "".join(f", {k} -> {p}" for k, p in result.variants.items())
+    if result.bf16 is not None:
+        extra += f", bf16 check passed (OpenVINO bf16 x{result.bf16['speed_ratio']:.2f})"
     run.summary(
         {
             "checkpoint": str(source),
@@ -248,6 +262,7 @@ def _summarize(run: Run, source: Path, dest: Path, result: ExportResult) -> None
                 k: r.top1_agreement for k, r in result.variant_parity.items()
             },
             "accuracy": result.accuracy,
+            "bf16_check": result.bf16,
             "seconds": round(result.seconds, 3),
         },
         f"{dest} ({result.exporter}, opset {result.opset}): max |dlogit| "

@@ -27,6 +27,7 @@ class ExportConfig:
     int8: bool = False
     fp16: bool = False
     require_fp16_check: bool = False  # refuse (before any work) an fp16 model CUDA cannot check
+    bf16: bool = False  # check OpenVINO bf16 against fp32 and record it in the fp32 model
     keep_failed: bool = False
     calibration_rows: int = GATE_ROWS
     eval_rows: int = 5000  # rows read from the data; its held-out test split gates int8
