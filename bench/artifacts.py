@@ -16,17 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcls.infer.common.errors import CheckpointError, DataError, ModelError
+from fcls.infer.common.errors import CheckpointError, DataError, ModelError, ParityError
 from fcls.infer.common.modelfile import variant_path
 from fcls.infer.common.spec import DEFAULT_SPEC, ImageSpec
 from fcls.infer.common.system import file_sha256
+from fcls.infer.engine.runtimes import native_bf16, read_bf16_check
 from fcls.infer.formats.csvfile import write_eval_csv
 from fcls.infer.formats.sources import input_kind, read_pixels
 
-from .backends import peer_models
+from .backends import bf16_missing, openvino_missing, openvino_models
 from .errors import BenchError
 
 if TYPE_CHECKING:
+    from fcls.export import ExportConfig
     from fcls.train.config import TrainConfig
 
 
@@ -46,6 +48,8 @@ class Models:
     spec: ImageSpec = DEFAULT_SPEC  # the images the models take (from the fp32 model)
     architecture: str | None = None  # the network, as fcls-export recorded it
     flops_per_image: float | None = None  # from the checkpoint's network; None without one
+    # the bf16 check fcls-export recorded in the fp32 model (None: none); see bf16_missing
+    bf16_check: dict[str, Any] | None = None
 
 
 def flops_per_image(architecture: str, spec: ImageSpec) -> float:
@@ -86,8 +90,9 @@ def bench_training(out: Path) -> TrainConfig:
 
 
 def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:
-    """Train (see bench_training) and export fp32/opt/int8 (+fp16) once into `workdir`."""
-    from fcls.export import ExportConfig, export_onnx
+    """Train (see bench_training) and export fp32/opt/int8 (+fp16, +the bf16 check) once
+    into `workdir`."""
+    from fcls.export import ExportConfig
     from fcls.export.variants import cuda_available
     from fcls.train.trainer import train
 
@@ -105,19 +110,44 @@ def build_models(workdir: Path, log: Callable[[str], None] = print) -> Models:
     }
     fp16 = variant_path(fp32, "fp16")
     cuda = cuda_available()
-    if not all(p.is_file() for p in wanted.values()) or (cuda and not fp16.is_file()):
-        log(
-            f"bench: exporting fp32, optimized, int8{' and fp16' if cuda else ''} into {workdir} (once)"
-        )
-        # fcls-export's own gates, unchanged: the bench runs what a user would ship
-        config = ExportConfig(optimize=True, int8=True, fp16=cuda)
-        export_onnx(ckpt, fp32, config, log=lambda s: None)
+    # the bf16 rows run only on a model whose bf16 check passed; the check itself needs
+    # openvino and a CPU with native bf16, so elsewhere it is not asked for
+    bf16 = openvino_missing() is None and native_bf16()
+    stale = not all(p.is_file() for p in wanted.values()) or (cuda and not fp16.is_file())
+    if stale or (bf16 and read_bf16_check(_model_metadata(fp32)) is None):
+        made = ["fp32", "optimized", "int8"] + ["fp16"] * cuda + ["the bf16 check"] * bf16
+        log(f"bench: exporting {', '.join(made)} into {workdir} (once)")
+        _export(ckpt, fp32, ExportConfig(optimize=True, int8=True, fp16=cuda, bf16=bf16))
     onnx: dict[str, Path] = dict(wanted)
     if cuda:
         onnx["cuda"] = fp32
         onnx["cuda-fp16"] = fp16
-    onnx.update(peer_models(onnx))
-    return _described(Models(ckpt, onnx, recorded=recorded_training(_model_metadata(fp32), ckpt)))
+    meta = _model_metadata(fp32)
+    return _with_openvino(
+        Models(ckpt, onnx, recorded=recorded_training(meta, ckpt)), read_bf16_check(meta)
+    )
+
+
+def _export(ckpt: Path, fp32: Path, config: ExportConfig) -> None:
+    """fcls-export's own gates, unchanged: the bench runs what a user would ship. A failed
+    bf16 check is recorded in the model and leaves every file in place: its bf16 rows are
+    then skipped with their reason (bf16_missing), the rest run."""
+    from fcls.export import export_onnx
+
+    try:
+        export_onnx(ckpt, fp32, config, log=lambda s: None)
+    except ParityError:
+        check = read_bf16_check(_model_metadata(fp32)) if fp32.is_file() else None
+        if not config.bf16 or check is None or check.get("passed"):
+            raise
+
+
+def _with_openvino(models: Models, bf16_check: dict[str, Any] | None) -> Models:
+    """`models` described (see _described), with the OpenVINO rows its files allow added."""
+    fp32 = models.onnx["ort"]
+    onnx = dict(models.onnx)
+    onnx.update(openvino_models(onnx, bf16_missing(fp32, bf16_check) is None))
+    return _described(replace(models, onnx=onnx, bf16_check=bf16_check))
 
 
 def _model_metadata(model: Path) -> dict[str, str]:
@@ -188,8 +218,10 @@ def models_from(model: Path, checkpoint: Path | None) -> Models:
         fp16 = variant_path(model, "fp16")
         if fp16.is_file():
             onnx["cuda-fp16"] = fp16
-    onnx.update(peer_models(onnx))
-    return _described(Models(checkpoint, onnx, no_torch, recorded_training(meta, checkpoint)))
+    return _with_openvino(
+        Models(checkpoint, onnx, no_torch, recorded_training(meta, checkpoint)),
+        read_bf16_check(meta),
+    )
 
 
 def recorded_training(meta: dict[str, str], checkpoint: Path | None) -> dict[str, Any] | None:

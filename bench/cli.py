@@ -10,7 +10,7 @@ import click
 from fcls.infer.cli.kit import CONTEXT, Run, standard
 from fcls.infer.common.extras import require
 
-from ._defaults import BATCH_SIZES
+from ._defaults import BATCH_SIZES, RUNTIME_CHOICES
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -65,8 +65,19 @@ class BenchCommand(click.Command):
 @click.option(
     "--backends",
     default=None,
-    help="Comma list from torch,ort,ort-opt,ort-int8,cuda,cuda-fp16,ov-f32,ov-default,ov-int8 "
-    "(default: all present; the reference, torch or else ort, is always measured).",
+    help="Comma list from torch,ort,ort-opt,ort-int8,cuda,cuda-fp16,fcls-ov,fcls-ov-bf16,"
+    "fcls-ov-int8,ov-f32,ov-default,ov-bf16,ov-int8 (default: all present; the reference, "
+    "torch or else ort, is always measured). fcls-ov*: fcls's OpenVINO runtime; ov-*: plain "
+    "OpenVINO on the same files.",
+)
+@click.option(
+    "--runtime",
+    type=click.Choice(RUNTIME_CHOICES),
+    default="all",
+    show_default=True,
+    help="Which of fcls's runtimes to measure: onnxruntime (ort* rows, fcls-infer ort, the "
+    "polars + onnxruntime script), openvino (fcls-ov* rows, the ov-* peers, fcls-infer ov, "
+    "the polars + OpenVINO script; needs openvino) or all. The reference is measured either way.",
 )
 @click.option("--batch-sizes", default=",".join(map(str, BATCH_SIZES)), show_default=True)
 @click.option(
@@ -88,8 +99,8 @@ class BenchCommand(click.Command):
     "--e2e-rounds",
     type=click.IntRange(min=1),
     default=None,
-    help="Alternating rounds of fcls-infer and the script per precision; medians are "
-    "reported [3] (--quick: 1).",
+    help="Alternating rounds of fcls-infer and the script per runtime and precision; medians "
+    "are reported [3] (--quick: 1).",
 )
 @click.option(
     "--ingest-rows",
@@ -121,6 +132,7 @@ def main(
     model: Path | None,
     checkpoint: Path | None,
     backends: str | None,
+    runtime: str,
     batch_sizes: str,
     rows: int | None,
     seconds: float | None,
@@ -135,7 +147,9 @@ def main(
     run: Run,
 ) -> None:
     """Benchmark a model's backends side by side with the notebook's PyTorch way and, when
-    openvino is installed (pip install "fcls[peers]"), with OpenVINO on the same files.
+    openvino is installed (pip install "fcls[openvino]"), fcls's OpenVINO runtime (fp32, bf16
+    on CPUs with native bf16, int8) and plain OpenVINO on the same files. The report ends with
+    the fastest of fcls's runtimes whose labels passed their checks.
 
     --summary-json FILE writes the figures (the old spelling --json FILE still works)."""
 
@@ -148,6 +162,7 @@ def main(
         "threads": threads,
         "e2e": not no_e2e,
         "data": data,
+        "runtime": runtime,
     }
     if ingest_rows is not None:
         settings["ingest_rows"] = () if ingest_rows.strip() == "0" else _ints(ingest_rows)
@@ -158,6 +173,8 @@ def main(
     if seconds is not None:
         settings["seconds"] = seconds
     require("fcls-bench", "torch", "onnx")
+    if runtime == "openvino":
+        require("fcls-bench --runtime openvino", "openvino")
     from .runner import BenchConfig, check_agreement, format_report, run_bench, run_train_bench
 
     config = BenchConfig.quick(**settings) if quick else BenchConfig(**settings)

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from fcls.infer.common.spec import DEFAULT_BATCH_SIZE, DEFAULT_SPEC
+from fcls.infer.common.system import describe_cpu
 
-from ._defaults import BATCH_SIZES
+from ._defaults import BATCH_SIZES, RUNTIME_CHOICES
 from .artifacts import (
     BenchImages,
     Models,
@@ -33,13 +34,18 @@ from .artifacts import (
     real_looking_images,
 )
 from .backends import (
-    INT8_AGREEMENT,
+    AGREES_WITH,
+    BF16_NAMES,
+    FCLS_OPENVINO,
     MIN_AGREEMENT,
     PEERS,
+    ROUTE_OF,
+    ROUTES,
+    Route,
+    bf16_missing,
+    make_backend,
     openvino_missing,
-    ort_backend,
-    ov_backend,
-    torch_backend,
+    runtime_of,
 )
 from .core import (
     Timing,
@@ -48,19 +54,24 @@ from .core import (
     matmul_ceiling,
     time_calls,
 )
-from .e2e import E2E, fcls_pipeline, notebook_pipeline, script_pipeline
+from .e2e import E2E, fcls_pipeline, notebook_pipeline, openvino_script_pipeline, script_pipeline
 from .errors import AgreementError, BenchError
+from .fastest import fastest_path, format_fastest
 from .ingest import PARSERS, Parsed, labels_digest, near_free_model, parse_with, parser_missing
 from .rss import peak_rss_mb
 
 Log = Callable[[str], None]
 
-KNOWN = ("torch", "ort", "ort-opt", "ort-int8", "cuda", "cuda-fp16", *PEERS)
-# fcls / OpenVINO pairs: (precision label, fcls backend, OpenVINO backend)
+KNOWN = ("torch", "ort", "ort-opt", "ort-int8", "cuda", "cuda-fp16", *FCLS_OPENVINO, *PEERS)
+# fcls / OpenVINO pairs: (precision label, fcls backend, OpenVINO backend); the "fcls OV" ones
+# put fcls's own OpenVINO runtime beside plain OpenVINO: what fcls's call adds to it
 PAIRS = (
     ("fp32", "ort", "ov-f32"),
     ("fp32 vs OV default", "ort", "ov-default"),
     ("int8", "ort-int8", "ov-int8"),
+    ("fp32, fcls OV", "fcls-ov", "ov-f32"),
+    ("bf16, fcls OV", "fcls-ov-bf16", "ov-bf16"),
+    ("int8, fcls OV", "fcls-ov-int8", "ov-int8"),
 )
 
 
@@ -83,20 +94,19 @@ class BenchConfig:
     data: Path | None = None
     # ingest section: parsers on the larger file, the ceiling on both (peak RSS growth); () skips
     ingest_rows: tuple[int, ...] = (20_000, 200_000)
+    # which of fcls's runtimes run (their peers and scripts follow them): onnxruntime,
+    # openvino or all; the reference is measured whatever it is
+    runtime: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIME_CHOICES:
+            raise BenchError(f"runtime {self.runtime!r}: expected {', '.join(RUNTIME_CHOICES)}")
 
     @classmethod
     def quick(cls, **kw: Any) -> BenchConfig:
         """Settings that finish in under a minute once the models are built."""
         quick = {"rows": 3_000, "seconds": 0.25, "ingest_rows": (1_000, 3_000), "e2e_rounds": 1}
         return cls(**{**quick, **kw})
-
-
-def _backend(name: str, path: Path, threads: int | None) -> Any:
-    if name == "torch":
-        return torch_backend(path)
-    if name in PEERS:
-        return ov_backend(name, path, threads)
-    return ort_backend(name, path, threads)
 
 
 def _measure(
@@ -111,7 +121,7 @@ def _measure(
 ) -> tuple[list[Timing], np.ndarray | None, str, int, float]:
     """In a fresh process: timings per batch size, labels of the check set (None without one),
     provider, threads, peak RSS."""
-    backend = _backend(name, path, threads)
+    backend = make_backend(name, path, threads)
     labels = None if check_set is None else backend.predict(check_set)
     timings = []
     for batch in batch_sizes:
@@ -126,16 +136,28 @@ def _unavailable(name: str, models: Models) -> str:
         return f"unknown backend (known: {', '.join(KNOWN)})"
     if name == "torch":
         return models.no_torch or "no checkpoint"
-    if name in PEERS:
-        return openvino_missing() or f"needs the {PEERS[name]} variant of the model"
+    if name in FCLS_OPENVINO or name in PEERS:
+        why = openvino_missing()
+        if why is None and name in BF16_NAMES:
+            why = bf16_missing(models.onnx["ort"], models.bf16_check)
+        variant = FCLS_OPENVINO[name].variant if name in FCLS_OPENVINO else PEERS[name]
+        return why or f"needs the {variant} variant of the model"
     if name.startswith("cuda"):
         return "needs onnxruntime with CUDA, a GPU (and, for cuda-fp16, a .fp16.onnx sibling)"
     return f"no .{name.removeprefix('ort-')}.onnx sibling of the model"
 
 
-def plan_backends(models: Models, wanted: tuple[str, ...] | None) -> list[tuple[str, Path]]:
+def runs_under(name: str, runtime: str) -> bool:
+    """Whether backend `name` is one `--runtime runtime` runs."""
+    return runtime == "all" or runtime_of(name) == runtime
+
+
+def plan_backends(
+    models: Models, wanted: tuple[str, ...] | None, runtime: str = "all"
+) -> list[tuple[str, Path]]:
     """(name, path) to measure, the reference first: PyTorch eager when there is a checkpoint,
-    else onnxruntime fp32 ('ort'); it is always measured, asked for or not."""
+    else onnxruntime fp32 ('ort'); it is always measured, asked for or not. The others: those
+    `wanted` (default all present) of the runtime asked for."""
     available: dict[str, Path] = {}
     if models.checkpoint is not None:
         available["torch"] = models.checkpoint
@@ -146,7 +168,15 @@ def plan_backends(models: Models, wanted: tuple[str, ...] | None) -> list[tuple[
     for name in wanted or ():
         if name not in available:
             raise BenchError(f"--backends {name}: {_unavailable(name, models)}")
-    names = [n for n in available if n != reference and (not wanted or n in wanted)]
+        if not runs_under(name, runtime):
+            raise BenchError(
+                f"--backends {name}: an {runtime_of(name)} row, not run by --runtime {runtime}"
+            )
+    names = [
+        n
+        for n in available
+        if n != reference and runs_under(n, runtime) and (not wanted or n in wanted)
+    ]
     return [(reference, available[reference])] + [(n, available[n]) for n in names]
 
 
@@ -187,17 +217,18 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         if config.model
         else build_models(config.workdir, log)
     )
-    plan = plan_backends(models, config.backends)  # bad input fails before anything is timed
+    # bad input fails before anything is timed
+    plan = plan_backends(models, config.backends, config.runtime)
     info = machine_info()
     ceiling, ceiling_how = matmul_ceiling(seconds=min(1.5, 6 * config.seconds))
     reference = plan[0][0]
     notes = [models.no_torch] if models.no_torch else []
-    missing = openvino_missing()
-    if missing:
-        notes.append(missing)
+    if config.runtime != "onnxruntime":
+        missing = openvino_missing() or bf16_missing(models.onnx["ort"], models.bf16_check)
+        notes += [missing] if missing else []
     images = bench_images(config.data, models.recorded, models.spec)
     notes.append(images.note)
-    rows = _model_rows(config, plan, images, ceiling, log, models.flops_per_image)
+    rows = _model_rows(config, plan, images, ceiling, log, models)
     report: dict[str, Any] = {
         "machine": info,
         "ceiling_gflops": ceiling,
@@ -208,6 +239,7 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "models": {k: str(v) for k, v in models.onnx.items()},
         "checkpoint": None if models.checkpoint is None else str(models.checkpoint),
         "reference": reference,
+        "runtime": config.runtime,
         "agreement_rows": None if images.check is None else len(images.check),
         "notes": notes,
         "seconds_per_point": config.seconds,
@@ -219,6 +251,7 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     if config.ingest_rows:
         report["ingest"] = _ingest(config, images, log)
     report["agreement_failures"] = _failures(report, reference)
+    report["fastest"] = fastest_path(report, describe_cpu())
     report["wall_seconds"] = time.perf_counter() - t0
     return report
 
@@ -258,49 +291,61 @@ def _model_rows(
     images: BenchImages,
     ceiling: float,
     log: Log,
-    flops: float | None,
+    models: Models,
 ) -> list[dict[str, Any]]:
-    """Every backend x batch size, each backend in its own process; agreement with the first
-    (the reference) on the check rows, when there are any."""
+    """Every backend x batch size, each backend in its own process; agreement (see
+    `_agreement`) on the check rows, when there are any."""
     largest = max(config.batch_sizes)
     timing_set = real_looking_images(largest, seed=1, pool=images.pool, spec=images.spec)
     rows: list[dict[str, Any]] = []
     baseline: dict[int, Timing] = {}
-    expected: np.ndarray | None = None
+    seen: dict[str, np.ndarray] = {}  # labels of the check set per backend measured
+
+    def measure(name: str, path: Path, batch_sizes: tuple[int, ...]) -> Any:
+        args = (config.seconds, config.threads, timing_set, images.check, models.flops_per_image)
+        return _isolated(_measure, name, path, batch_sizes, *args)
+
     for name, path in plan:
-        measured = _isolated(
-            _measure,
-            name,
-            path,
-            config.batch_sizes,
-            config.seconds,
-            config.threads,
-            timing_set,
-            images.check,
-            flops,
-        )
-        timings, labels, provider, threads, peak = measured
-        agreement = None
-        if labels is not None:
-            expected = labels if expected is None else expected
-            agreement = float((labels == expected).mean())
-        bar = MIN_AGREEMENT.get(name, 1.0)
+        timings, labels, provider, threads, peak = measure(name, path, config.batch_sizes)
+        partner = AGREES_WITH.get(name)
+        if labels is not None and partner and partner not in seen:
+            # its partner is not in this run (--backends, --runtime): its labels alone
+            seen[partner] = measure(partner, models.onnx[partner], ())[1]
+        checked = _agreement(name, labels, seen, plan[0][0])
         for timing in timings:
             if name == "torch":
                 baseline[timing.batch] = timing
             row = timing.row(baseline.get(timing.batch))
             row.update(
-                agreement=agreement,
-                agreement_bar=bar,
-                agreement_ok=None if agreement is None else agreement >= bar,
+                checked,
                 pct_ceiling=None if timing.gflops is None else 100 * timing.gflops / ceiling,
                 peak_rss_mb=peak,
                 provider=provider,
                 threads=threads,
             )
             rows.append(row)
-            log(f"  {name:10s} batch {timing.batch:5d}: {timing.throughput:9.0f} img/s")
+            log(f"  {name:12s} batch {timing.batch:5d}: {timing.throughput:9.0f} img/s")
     return rows
+
+
+def _agreement(
+    name: str, labels: np.ndarray | None, seen: dict[str, np.ndarray], reference: str
+) -> dict[str, Any]:
+    """Backend `name`'s agreement figures: its labels against its AGREES_WITH partner's
+    (onnxruntime on the same file) when it has one, else against the reference's (the first
+    measured); `seen` gains its labels. All None without a check set."""
+    bar = MIN_AGREEMENT.get(name, 1.0)
+    against = AGREES_WITH.get(name) or reference
+    if labels is None:
+        return dict(agreement=None, agreement_with=against, agreement_bar=bar, agreement_ok=None)
+    seen.setdefault(name, labels)
+    agreement = float((labels == seen[against]).mean())
+    return dict(
+        agreement=agreement,
+        agreement_with=against,
+        agreement_bar=bar,
+        agreement_ok=agreement >= bar,
+    )
 
 
 def _failures(report: dict[str, Any], reference: str) -> list[str]:
@@ -312,14 +357,15 @@ def _failures(report: dict[str, Any], reference: str) -> list[str]:
             continue
         line = (
             f"{r['backend']}: top-1 agreement {r['agreement']:.4f} < {r['agreement_bar']} with "
-            f"{reference} on {n} images"
+            f"{r.get('agreement_with') or reference} on {n} images"
         )
         if line not in out:  # one line per backend, not per batch size
             out.append(line)
     for e in report.get("e2e", []):
         if e["agreement_ok"] is False:
             out.append(
-                f"{e['pipeline']}: labels agree with {report['e2e'][0]['pipeline']} on "
+                f"{e['pipeline']}: labels agree with "
+                f"{e.get('agreement_with') or report['e2e'][0]['pipeline']} on "
                 f"{e['agreement']:.4f} < {e['agreement_bar']} of {e['rows']} rows"
             )
     return out
@@ -351,39 +397,46 @@ def _end_to_end(
     log: Log,
     model_rows: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The notebook's pipeline (when there is a checkpoint), fcls-infer and the polars +
-    onnxruntime script, fp32 and int8, on one generated CSV; labels checked against the first
-    run. Ratios: fcls over the script of the same precision, and end to end over the same
-    model alone at fcls-infer's batch size (from this run's table)."""
+    """The notebook's pipeline (when there is a checkpoint), then per route (runtime and
+    precision, see backends.ROUTES) fcls-infer and the polars script of that runtime, on one
+    generated CSV; labels checked (see `_e2e_base`). Ratios: fcls-infer over the script of
+    the same route, fcls-infer over the same model alone at its batch size (from this run's
+    table), and every run over fcls-infer onnxruntime fp32."""
     src = eval_csv(config.workdir, config.rows, images.pool, images.tag, images.spec)
     out = config.workdir / "out"
     out.mkdir(exist_ok=True)
     log(f"  end to end on {config.rows} rows ({src})")
-    rounds = _e2e_rounds(config, models, src, out)
+    plan = _e2e_plan(config, models)
+    rounds = _e2e_rounds(config, models, src, out, plan)
     runs = [_median_run(r) for r in rounds]
-    base = runs[0]
-    notebook = models.checkpoint is not None
+    by_name = {run.name: run for run in runs}
+    route_of = {name: (route, fcls) for name, route, fcls in plan}
+    notebook = runs[0] if models.checkpoint is not None else None
     alone = {(r["backend"], r["batch"]): r["throughput"] for r in model_rows}
-    speed = {run.name: run.rows_per_s for run in runs}
+    ort_fp32 = by_name.get(ROUTES[0].pipeline)
     results: list[dict[str, Any]] = []
     for run, tries in zip(runs, rounds):
+        route, fcls = route_of.get(run.name, (None, False))
+        base, bar = _e2e_base(route, by_name, runs[0])
         # images not drawn from the model's own data: labels are not compared (see notes)
         agreement = None if images.check is None else float((run.labels == base.labels).mean())
-        bar = INT8_AGREEMENT if "int8" in run.name else 1.0
-        precision = run.name.rsplit(" ", 1)[-1]
-        fcls = run.name.startswith("fcls-infer")
-        model_only = alone.get(("ort-int8" if precision == "int8" else "ort", E2E_BATCH))
-        script_speed = speed.get(f"polars+ort script {precision}")
+        script = by_name.get(route.script) if fcls and route else None
+        model_only = alone.get((route.backend, E2E_BATCH)) if fcls and route else None
         results.append(
             {
                 "pipeline": run.name,
+                "kind": "notebook" if route is None else "fcls-infer" if fcls else "script",
+                "runtime": route.runtime if route else None,
+                "precision": route.precision if route else None,
                 "rows": run.rows,
                 "seconds": run.seconds,
                 "rows_per_s": run.rows_per_s,
-                "vs_notebook": run.rows_per_s / base.rows_per_s if notebook else None,
-                "vs_script": run.rows_per_s / script_speed if fcls and script_speed else None,
-                "vs_model_only": run.rows_per_s / model_only if fcls and model_only else None,
+                "vs_notebook": _ratio(run, notebook),
+                "vs_script": _ratio(run, script),
+                "vs_model_only": run.rows_per_s / model_only if model_only else None,
+                "vs_ort_fp32": _ratio(run, ort_fp32),
                 "agreement": agreement,
+                "agreement_with": base.name,
                 "agreement_bar": bar,
                 "agreement_ok": None if agreement is None else agreement >= bar,
                 "peak_rss_mb": run.peak_rss_mb,
@@ -395,30 +448,71 @@ def _end_to_end(
     return results
 
 
-def _e2e_rounds(config: BenchConfig, models: Models, src: Path, out: Path) -> list[list[E2E]]:
+def _ratio(run: E2E, other: E2E | None) -> float | None:
+    return None if other is None else run.rows_per_s / other.rows_per_s
+
+
+def _e2e_base(route: Route | None, by_name: dict[str, E2E], first: E2E) -> tuple[E2E, float]:
+    """What a run's labels are checked against, and the bar: an OpenVINO route's runs against
+    fcls-infer onnxruntime on the same file (its partner); the rest, and OpenVINO without its
+    partner in the run, against the first run (the notebook when there is one): OpenVINO may
+    miss its partner's labels by its bar's share and the partner the first run's by its own,
+    so the two shares add up."""
+    if route is None:
+        return first, 1.0
+    bar = MIN_AGREEMENT.get(route.backend, 1.0)
+    partner = ROUTE_OF.get(route.partner or "")
+    if partner is None:
+        return first, bar
+    base = by_name.get(partner.pipeline)
+    if base is not None:
+        return base, bar
+    return first, bar - (1.0 - MIN_AGREEMENT.get(partner.backend, 1.0))
+
+
+def _e2e_plan(config: BenchConfig, models: Models) -> list[tuple[str, Route, bool]]:
+    """(pipeline name, route, whether it is fcls-infer, else its script) in the order a round
+    runs them: per route that runs here (its model-alone backend is present) and that
+    --runtime asks for, fcls-infer then the polars script of its runtime (with polars)."""
+    script = parser_missing("polars") is None
+    plan: list[tuple[str, Route, bool]] = []
+    for route in ROUTES:
+        if route.backend not in models.onnx or not runs_under(route.backend, config.runtime):
+            continue
+        plan.append((route.pipeline, route, True))
+        if script:
+            plan.append((route.script, route, False))
+    return plan
+
+
+def _e2e_rounds(
+    config: BenchConfig,
+    models: Models,
+    src: Path,
+    out: Path,
+    plan: list[tuple[str, Route, bool]],
+) -> list[list[E2E]]:
     """Every end-to-end pipeline's runs: the notebook's once (it is the slow baseline), then
-    `config.e2e_rounds` rounds of fcls-infer and the script alternating per precision, so a
-    drift in the machine's speed reaches both sides alike."""
+    `config.e2e_rounds` rounds of the `plan` (fcls-infer and its script alternating per
+    route), so a drift in the machine's speed reaches every side alike."""
     runs: dict[str, list[E2E]] = {}
     if models.checkpoint is not None:
         runs["notebook"] = [
             _isolated(notebook_pipeline, src, out / "notebook.csv", models.checkpoint)
         ]
-    script = parser_missing("polars") is None
     for _ in range(config.e2e_rounds):
-        for precision, variant in (("fp32", "ort"), ("int8", "ort-int8")):
-            if variant not in models.onnx:
-                continue
-            model, name = models.onnx[variant], f"fcls-infer {precision}"
-            dst = out / f"{variant}.csv"
-            runs.setdefault(name, []).append(
-                _isolated(fcls_pipeline, name, src, dst, model, config.threads)
-            )
-            if script:
-                name, dst = f"polars+ort script {precision}", out / f"script-{variant}.csv"
-                runs.setdefault(name, []).append(
-                    _isolated(script_pipeline, name, src, dst, model, config.threads)
+        for name, route, fcls in plan:
+            model, dst = models.onnx[route.variant], out / f"{name.replace(' ', '-')}.csv"
+            if fcls:
+                args: tuple[Any, ...] = (model, config.threads, None, route.runtime, route.hint)
+                run = _isolated(fcls_pipeline, name, src, dst, *args)
+            elif route.runtime == "openvino":
+                run = _isolated(
+                    openvino_script_pipeline, name, src, dst, model, route.hint, config.threads
                 )
+            else:
+                run = _isolated(script_pipeline, name, src, dst, model, config.threads)
+            runs.setdefault(name, []).append(run)
     return list(runs.values())
 
 
@@ -524,7 +618,11 @@ def _ingest_ceiling(
 
 
 def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+    """`value` in `spec`; '-' where it is None, as wide as the figure would be."""
+    if value is None:
+        width = spec.split(".")[0]
+        return "-".rjust(int(width) if width.isdigit() else 1)
+    return format(value, spec)
 
 
 def _network(report: dict[str, Any]) -> str:
@@ -574,6 +672,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines += _e2e_lines(report["e2e"])
     if "ingest" in report:
         lines += _ingest_lines(report["ingest"])
+    if report.get("rows"):
+        lines += ["", format_fastest(report.get("fastest"))]
     if "training" in report:
         from .training import format_training
 
@@ -611,15 +711,15 @@ def _row_lines(report: dict[str, Any]) -> list[str]:
         lines += [
             f"agree: top-1 agreement with "
             f"{'PyTorch eager' if reference == 'torch' else reference + ' (onnxruntime fp32)'}"
-            " on the check set",
+            " on the check set; fcls-ov rows: with onnxruntime on the same file (ort, ort-int8)",
             "",
-            f"{'backend':10s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
+            f"{'backend':12s} {'batch':>5s} {'p50 ms':>8s} {'p90 ms':>8s} {'p99 ms':>8s} "
             f"{'img/s':>9s} {'GFLOP/s':>8s} {'%ceil':>6s} {'x torch':>7s} {'p99/t':>6s} "
             f"{'agree':>6s}  {'peak MB':>7s}  provider",
         ]
     for r in report["rows"]:
         lines.append(
-            f"{r['backend']:10s} {r['batch']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
+            f"{r['backend']:12s} {r['batch']:5d} {r['p50_ms']:8.2f} {r['p90_ms']:8.2f} {r['p99_ms']:8.2f} "
             f"{r['throughput']:9.0f} {_fmt(r['gflops'], '8.1f')} {_fmt(r['pct_ceiling'], '6.1f')} {_fmt(r['vs_torch'], '7.2f')} "
             f"{_fmt(r['p99_vs_torch'], '6.2f')} {_agree(r)} {r['peak_rss_mb']:7.0f}  "
             f"{r['provider']} x{r['threads']}{_below(r)}"
@@ -632,11 +732,11 @@ def _peer_lines(peers: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         "fcls / OpenVINO, same run (img/s ratio: >1 means fcls faster; p50: OpenVINO p50 / fcls p50)",
-        f"{'precision':20s} {'fcls':9s} {'OpenVINO':11s} {'batch':>5s} {'img/s':>6s} {'p50':>6s}  OpenVINO ran",
+        f"{'precision':20s} {'fcls':12s} {'OpenVINO':11s} {'batch':>5s} {'img/s':>6s} {'p50':>6s}  OpenVINO ran",
     ]
     for q in peers:
         lines.append(
-            f"{q['precision']:20s} {q['fcls']:9s} {q['peer']:11s} {q['batch']:5d} "
+            f"{q['precision']:20s} {q['fcls']:12s} {q['peer']:11s} {q['batch']:5d} "
             f"{q['throughput_ratio']:6.2f} {q['p50_ratio']:6.2f}  {q['peer_provider']}"
         )
     return lines
@@ -647,22 +747,25 @@ def _e2e_lines(e2e: list[dict[str, Any]]) -> list[str]:
     lines = [
         "",
         f"{'end to end':28s} {'rows':>7s} {'seconds':>8s} {'CPU s':>7s} {'cores':>5s} "
-        f"{'rows/s':>8s} {'x notebook':>10s} {'x script':>8s} {'/model':>6s} {'agree':>6s}  "
-        f"{'peak MB':>7s}",
+        f"{'rows/s':>8s} {'x notebook':>10s} {'x script':>8s} {'/model':>6s} "
+        f"{'x ort fp32':>10s} {'agree':>6s}  {'peak MB':>7s}",
     ]
     for e in e2e:
         lines.append(
             f"{e['pipeline']:28s} {e['rows']:7d} {e['seconds']:8.2f} "
             f"{e.get('cpu_seconds', 0):7.1f} {e.get('cores_busy', 0):5.2f} {e['rows_per_s']:8.0f} "
             f"{_fmt(e['vs_notebook'], '10.2f')} {_fmt(e.get('vs_script'), '8.2f')} "
-            f"{_fmt(e.get('vs_model_only'), '6.2f')} {_agree(e)} "
+            f"{_fmt(e.get('vs_model_only'), '6.2f')} {_fmt(e.get('vs_ort_fp32'), '10.2f')} "
+            f"{_agree(e)} "
             f"{e.get('peak_rss_mb', 0):7.0f}{_below(e)}"
         )
     rounds = max(len(e.get("round_seconds", [])) for e in e2e)
     lines.append(
         f"(medians of {rounds} alternating rounds; "
-        f"x script: fcls-infer / the polars + onnxruntime script, same precision; /model: "
-        f"end to end / the same model alone at batch {E2E_BATCH}, from the table above; "
+        f"x script: fcls-infer / the polars script of the same runtime and precision; /model: "
+        f"fcls-infer / the same model alone at batch {E2E_BATCH}, from the table above; "
+        f"x ort fp32: each run / fcls-infer ort fp32; agree: labels against the first run, "
+        f"OpenVINO's against fcls-infer ort on the same file; "
         f"cores: CPU seconds / wall seconds, the cores the run kept busy)"
     )
     return lines

@@ -14,7 +14,13 @@ from click.testing import CliRunner
 
 from fcls.bench import runner
 from fcls.bench.artifacts import file_sha256, models_from
-from fcls.bench.backends import PEERS_HINT, openvino_missing, peer_models
+from fcls.bench.backends import (
+    PEERS_HINT,
+    bf16_missing,
+    openvino_missing,
+    openvino_models,
+    peer_models,
+)
 from fcls.bench.cli import main
 from fcls.bench.core import Timing, gemm_kernels
 from fcls.bench.errors import AgreementError, BenchError
@@ -51,7 +57,7 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
         "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
         "--backends", "ort", "--batch-sizes", "1,8", "--seconds", "0.05", "--rows", "200",
         "--workdir", str(tmp_path / "work"), "--json", str(out), "--ingest-rows", "60,150",
-        "--e2e-rounds", "2",
+        "--e2e-rounds", "2", "--runtime", "onnxruntime",
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -68,11 +74,14 @@ def test_fcls_bench_cli_small_run(tmp_path: Path, exported: Path, trained: Path)
         assert loaded[r["backend"]].stat().st_size / 2**20 < r["peak_rss_mb"] < 2048, r
     assert [e["pipeline"] for e in report["e2e"]] == [
         "notebook (pandas + torch)",
-        "fcls-infer fp32",
+        "fcls-infer ort fp32",
         "polars+ort script fp32",
     ]
     fcls_row, script_row = report["e2e"][1:]
     assert fcls_row["agreement"] == script_row["agreement"] == 1.0 and fcls_row["rows"] == 200
+    assert fcls_row["vs_ort_fp32"] == 1.0 and (fcls_row["runtime"], fcls_row["kind"]) == (
+        "onnxruntime", "fcls-infer"
+    )  # fmt: skip
     assert fcls_row["vs_script"] == pytest.approx(fcls_row["rows_per_s"] / script_row["rows_per_s"])
     assert fcls_row["vs_model_only"] is None  # batch 64 was not in this run's table
     assert [len(e["round_seconds"]) for e in report["e2e"]] == [1, 2, 2]  # notebook once
@@ -202,7 +211,7 @@ def test_model_without_matching_checkpoint_runs_the_rest(
     out = tmp_path / "r.json"
     code, output = _bench(
         monkeypatch, "--model", str(model), "--backends", "ort-opt", *SMALL, "--rows", "100",
-        "--workdir", str(tmp_path / "w"), "--json", str(out),
+        "--workdir", str(tmp_path / "w"), "--json", str(out), "--runtime", "onnxruntime",
     )  # fmt: skip
     assert code == 0, output
     why = [line for line in output.splitlines() if "PyTorch not measured" in line]
@@ -212,7 +221,10 @@ def test_model_without_matching_checkpoint_runs_the_rest(
     assert report["checkpoint"] is None and report["reference"] == "ort"
     assert [r["backend"] for r in report["rows"]] == ["ort", "ort", "ort-opt", "ort-opt"]
     assert all(r["vs_torch"] is None and r["agreement"] == 1.0 for r in report["rows"])
-    assert [e["pipeline"] for e in report["e2e"]] == ["fcls-infer fp32", "polars+ort script fp32"]
+    assert [e["pipeline"] for e in report["e2e"]] == [
+        "fcls-infer ort fp32",
+        "polars+ort script fp32",
+    ]
     assert report["e2e"][0]["vs_notebook"] is None and report["e2e"][0]["rows"] == 100
     assert "ingest" not in report  # --ingest-rows 0
     assert "agree: top-1 agreement with ort (onnxruntime fp32)" in output
@@ -231,7 +243,7 @@ def test_model_whose_data_is_not_here_skips_agreement_with_a_notice(
     out = tmp_path / "r.json"
     code, output = _bench(
         monkeypatch, "--model", str(model), "--backends", "ort-opt", *SMALL, "--rows", "100",
-        "--workdir", str(tmp_path / "w"), "--summary-json", str(out),
+        "--workdir", str(tmp_path / "w"), "--summary-json", str(out), "--runtime", "onnxruntime",
     )  # fmt: skip
     assert code == 0, output
     notice = [line for line in output.splitlines() if "agreement not measured" in line]
@@ -335,29 +347,43 @@ def test_unreadable_model_and_unknown_backend_are_one_line_errors(
     assert [n for n, _ in plan_backends(models, ("ort-opt",))] == ["torch", "ort-opt"]
 
 
-def test_openvino_missing_skips_the_peer_rows(
+def test_openvino_missing_skips_the_openvino_rows(
     monkeypatch, tmp_path: Path, exported: Path, trained: Path
 ):
+    """Without openvino, every OpenVINO row (fcls's runtime, the peers, the script) is out
+    with one line naming the extra; --runtime openvino is refused the same way."""
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
     line = openvino_missing()
     assert line is not None and line.startswith("OpenVINO rows skipped") and PEERS_HINT in line
+    assert PEERS_HINT == 'pip install "fcls[openvino]"'
     assert peer_models({"ort": exported}) == {}
+    assert openvino_models({"ort": exported}, bf16_ok=True) == {}
     models = models_from(exported, trained / "model.pt")
-    assert not any(name.startswith("ov-") for name in models.onnx)
-    with pytest.raises(
-        BenchError, match=r"--backends ov-f32: OpenVINO rows skipped.*fcls\[peers\]"
-    ):
-        plan_backends(models, ("ov-f32",))
+    assert not any(name.startswith(("ov-", "fcls-ov")) for name in models.onnx)
+    assert bf16_missing(exported, None) is None  # openvino's line says it all
+    for name in ("ov-f32", "fcls-ov", "fcls-ov-bf16"):
+        with pytest.raises(
+            BenchError, match=rf"--backends {name}: OpenVINO rows skipped.*fcls\[openvino\]"
+        ):
+            plan_backends(models, (name,))
+    plan = runner._e2e_plan(BenchConfig(), models)
+    assert [name for name, _, _ in plan] == ["fcls-infer ort fp32", "polars+ort script fp32"]
     out = tmp_path / "r.json"
     code, output = _bench(
         monkeypatch, "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
         "--backends", "ort", *SMALL, "--no-e2e", "--workdir", str(tmp_path), "--json", str(out),
     )  # fmt: skip
     assert code == 0, output
-    skipped = [x for x in output.splitlines() if "OpenVINO rows skipped" in x]
-    assert len(skipped) == 1 and 'pip install "fcls[peers]"' in skipped[0]
+    skipped = [x for x in output.splitlines() if "skipped" in x]
+    assert len(skipped) == 1 and 'pip install "fcls[openvino]"' in skipped[0]
     report = json.loads(out.read_text())
     assert report["peers"] == [] and "fcls / OpenVINO" not in output
+    assert report["fastest"]["command"] == "fcls-infer"
+    code, output = _bench(
+        monkeypatch, "--model", str(exported), "--runtime", "openvino", "--workdir", str(tmp_path)
+    )
+    assert code == 5 and 'pip install "fcls[openvino]"' in output, output  # MissingExtraError
+    assert "Traceback" not in output
 
 
 def test_openvino_rows_and_ratios(monkeypatch, tmp_path: Path, exported: Path, trained: Path):
@@ -365,17 +391,20 @@ def test_openvino_rows_and_ratios(monkeypatch, tmp_path: Path, exported: Path, t
     out = tmp_path / "r.json"
     code, output = _bench(
         monkeypatch, "--model", str(exported), "--checkpoint", str(trained / "model.pt"),
-        "--backends", "ort,ov-f32,ov-default", *SMALL, "--no-e2e", "--workdir", str(tmp_path),
-        "--json", str(out),
+        "--backends", "ort,fcls-ov,ov-f32,ov-default", *SMALL, "--no-e2e", "--workdir",
+        str(tmp_path), "--json", str(out),
     )  # fmt: skip
     assert code == 0, output
     report = json.loads(out.read_text())
     rows = {(r["backend"], r["batch"]): r for r in report["rows"]}
-    assert set(rows) == {(b, n) for b in ("torch", "ort", "ov-f32", "ov-default") for n in (1, 4)}
+    names = ("torch", "ort", "fcls-ov", "ov-f32", "ov-default")
+    assert set(rows) == {(b, n) for b in names for n in (1, 4)}
+    assert rows["fcls-ov", 4]["agreement_with"] == "ort" and rows["fcls-ov", 4]["agreement_ok"]
     assert "CPU f32" in rows["ov-f32", 4]["provider"]  # the precision OpenVINO ran is shown
     assert rows["ov-f32", 4]["agreement"] >= 0.999 and rows["ov-default", 4]["agreement"] >= 0.99
     ratios = {(q["precision"], q["batch"]): q for q in report["peers"]}
-    assert set(ratios) == {(p, n) for p in ("fp32", "fp32 vs OV default") for n in (1, 4)}
+    pairs = ("fp32", "fp32 vs OV default", "fp32, fcls OV")
+    assert set(ratios) == {(p, n) for p in pairs for n in (1, 4)}
     q = ratios["fp32", 4]
     assert q["throughput_ratio"] == pytest.approx(
         rows["ort", 4]["throughput"] / rows["ov-f32", 4]["throughput"]

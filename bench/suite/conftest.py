@@ -15,14 +15,7 @@ import pytest
 from suite_helpers import BATCH_SIZES, E2E_ROWS
 
 from fcls.bench.artifacts import Models, build_models, eval_csv, real_looking_images
-from fcls.bench.backends import (
-    Backend,
-    openvino_missing,
-    ort_backend,
-    ov_backend,
-    peer_models,
-    torch_backend,
-)
+from fcls.bench.backends import Backend, make_backend, openvino_missing, torch_backend
 
 
 @pytest.fixture(scope="session")
@@ -55,8 +48,7 @@ def torch_labels(checkpoint: Path, check_set: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="session")
 def backends(models: Models, checkpoint: Path) -> dict[str, Backend]:
     made = {"torch": torch_backend(checkpoint)}
-    made.update({name: ort_backend(name, path) for name, path in models.onnx.items()})
-    made.update({name: ov_backend(name, path) for name, path in peer_models(models.onnx).items()})
+    made.update({name: make_backend(name, path) for name, path in models.onnx.items()})
     return made
 
 

@@ -1,10 +1,11 @@
-"""End to end CSV -> results.csv: fcls-infer (fp32, int8) against the notebook's pipeline."""
+"""End to end CSV -> results.csv: fcls-infer (onnxruntime fp32, int8; OpenVINO fp32, bf16,
+int8) against the notebook's pipeline."""
 
 from __future__ import annotations
 
 import pytest
 
-from fcls.bench.backends import INT8_AGREEMENT
+from fcls.bench.backends import MIN_AGREEMENT, ROUTES
 from fcls.bench.e2e import E2E, fcls_pipeline, notebook_pipeline
 
 
@@ -28,14 +29,19 @@ def test_e2e_notebook(benchmark, e2e_csv, models, tmp_path):
     assert run.rows == len(run.labels) > 0
 
 
-@pytest.mark.parametrize(
-    ("name", "variant", "bar"),
-    [("fcls fp32", "ort", 1.0), ("fcls int8", "ort-int8", INT8_AGREEMENT)],
-)
-def test_e2e_fcls(benchmark, e2e_csv, models, tmp_path, notebook_labels, name, variant, bar):
+@pytest.mark.parametrize("route", ROUTES, ids=[r.pipeline for r in ROUTES])
+def test_e2e_fcls(benchmark, e2e_csv, models, tmp_path, notebook_labels, peers_missing, route):
+    if route.runtime == "openvino" and peers_missing:
+        pytest.skip(peers_missing)
+    if route.backend not in models.onnx:
+        pytest.skip(f"{route.backend}: needs a CPU with native bf16 and a passed bf16 check")
     benchmark.group = "end to end"
-    run = benchmark.pedantic(
-        fcls_pipeline, args=(name, e2e_csv, tmp_path / "r.csv", models.onnx[variant]), rounds=1
-    )
+    model = models.onnx[route.variant]
+    args = (route.pipeline, e2e_csv, tmp_path / "r.csv", model, None, None)
+    run = benchmark.pedantic(fcls_pipeline, args=(*args, route.runtime, route.hint), rounds=1)
     _record(benchmark, run)
-    assert (run.labels == notebook_labels).mean() >= bar
+    # against the notebook: OpenVINO may miss onnxruntime's labels by its bar's share and
+    # onnxruntime the notebook's by its own, so the two shares add up
+    missed = 1.0 - MIN_AGREEMENT.get(route.backend, 1.0)
+    missed += 1.0 - MIN_AGREEMENT.get(route.partner or "", 1.0)
+    assert (run.labels == notebook_labels).mean() >= 1.0 - missed
