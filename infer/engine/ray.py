@@ -209,7 +209,7 @@ PIECE_KEYS = ("file", "shard", "part", "row", "rows", "part_rows", "last")
 
 
 class _Scorer:
-    """Ray actor: one onnxruntime session; scores rows and formats them as output CSV text."""
+    """Ray actor: one Predictor (either runtime); scores rows and formats them as output CSV text."""
 
     def __init__(self, model: list[Any], options: ScoringOptions) -> None:
         """`options`: with the provider and threads this actor runs (not auto)."""
