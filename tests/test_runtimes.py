@@ -256,3 +256,28 @@ def test_openvino_results_do_not_depend_on_the_batch_size(exported, precision):
     reference = model.logits_batches(pixels, 64)
     for batch in (1, 2, 5, 7, 15, 16, 17, 40, 300):
         np.testing.assert_array_equal(model.logits_batches(pixels, batch), reference, str(batch))
+
+
+@needs_openvino
+def test_openvino_direct_calls_run_beside_a_spread(exported):
+    """A call of a few rows while a spread over the streams is still running uses an infer
+    request of its own: both give the results they give alone."""
+    model = Predictor(exported, "cpu", threads=2, runtime="openvino")
+    assert model.asynchronous and len(model.replicas) == 2
+    big, small = sparse_pixels(2000, seed=7), sparse_pixels(5, seed=8)
+    alone_big, alone_small = model.logits_batches(big, 64), model.logits_batches(small, 64)
+    with deadline(60):
+        later = model.submit_logits(big, 64)
+        during = [model.logits_batches(small, 64) for _ in range(20)]
+        np.testing.assert_array_equal(later(), alone_big)
+    for out in during:
+        np.testing.assert_array_equal(out, alone_small)
+
+
+@needs_openvino
+def test_openvino_without_batch_invariance_still_agrees(exported):
+    model = Predictor(exported, "cpu", runtime="openvino", batch_invariant=False)
+    pixels = sparse_pixels(40, seed=9)
+    reference = Predictor(exported, "cpu").logits(pixels)
+    got = np.concatenate([model.logits(pixels[i : i + 1]) for i in range(len(pixels))])
+    np.testing.assert_allclose(got, reference, atol=1e-3 * max(1.0, float(np.abs(reference).max())))

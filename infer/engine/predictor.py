@@ -33,7 +33,9 @@ class Predictor:
     inputs/outputs explicitly (default: on CUDA only); `runtime`: onnxruntime or openvino (the
     `openvino` extra; CPU only); `precision`: fp32, or bf16 (openvino, on a CPU with native
     bf16, for a model whose bf16 check passed at export; `bf16_check=False` skips that last
-    condition, for the export gate itself).
+    condition, for the export gate itself); `batch_invariant` (openvino): a row's result does
+    not depend on the rows scored with it, at some latency for calls of a few rows (off: the
+    lowest latency, results may differ in their last bits between batch sizes).
 
     Raises ModelError (missing, unloadable or wrong-interface model, stale variant, no passed
     bf16 check), ProviderError (cuda asked for but unusable, or onnxruntime and onnxruntime-gpu
@@ -52,6 +54,7 @@ class Predictor:
         precision: str = "fp32",
         *,
         bf16_check: bool = True,
+        batch_invariant: bool = True,
     ) -> None:
         self.path = Path(model_path)
         self.choice = Choice(runtime, precision)  # names checked before any file is read
@@ -61,6 +64,7 @@ class Predictor:
         # to itself, but in the CSV pipeline they take CPU from the reader and writer threads,
         # so predict_csv turns it off (figures: bench/README.md).
         self.spinning = spinning
+        self.batch_invariant = batch_invariant
         self.session = self._open(provider)
         self.provider = active_provider(self.session) if runtime == "onnxruntime" else "cpu"
         # IO binding (None: on CUDA only) keeps the outputs not asked for on the device;
@@ -105,10 +109,18 @@ class Predictor:
         that says what runs the model."""
         name = self.interface.input_name
         if self.choice.runtime == "openvino":
-            compiled = compile_openvino(self.path, self.choice.precision, self.threads)
+            # one single-threaded stream per CPU, as onnxruntime's int8 replicas: the parse
+            # and writer threads then delay one stream, not a barrier of all the threads
+            # (figures: bench/README.md)
+            compiled = compile_openvino(
+                self.path, self.choice.precision, self.threads, self.threads, self.batch_invariant
+            )
             if len(compiled.runners) > 1:
                 self._pool = ReplicaPool(compiled.runners)
-            return compiled.runners[0], compiled.description
+            line = compiled.description
+            if self.variant == "int8":
+                line = line.replace(" CPU f32,", " CPU int8 (f32 elsewhere),")
+            return compiled.single, line
         line = f"onnxruntime {ort.__version__} {self.session.get_providers()[0]} fp32"
         if self.variant == "int8":
             line = line.replace(" fp32", " int8")

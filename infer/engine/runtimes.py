@@ -12,7 +12,7 @@ whose bf16 check passed at export (`BF16_CHECK_KEY` in its metadata).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -124,16 +124,23 @@ def openvino_version() -> str:
 
 @dataclass
 class OpenVinoModel:
-    """A model compiled by OpenVINO for the CPU, and one `Runner` per infer request."""
+    """A model compiled by OpenVINO for the CPU: one `Runner` per stream, each for one pool
+    thread only (an infer request runs one call at a time), and `single`, a runner of its
+    own for calls from any thread, one at a time."""
 
     runners: list[Runner]
-    description: str  # `OpenVINO 2026.4.1 CPU bf16, 1 stream x 2 threads`
+    single: Runner
+    description: str  # `OpenVINO 2026.4.1 CPU bf16, 2 streams x 1 thread`
 
 
-def compile_openvino(path: Path, precision: str, threads: int, streams: int = 1) -> OpenVinoModel:
+def compile_openvino(
+    path: Path, precision: str, threads: int, streams: int = 1, batch_invariant: bool = True
+) -> OpenVinoModel:
     """`path` compiled on the CPU at `precision` (fp32 or bf16; an int8 file runs its int8
     kernels, the rest in fp32) with `threads` threads over `streams` streams, one infer
-    request (runner) per stream. ModelError when OpenVINO cannot read or compile it."""
+    request (runner) per stream; `batch_invariant`: pad calls under SMALLEST_CALL rows, so
+    a row's result does not depend on its batch (off: lower latency for a few rows).
+    ModelError when OpenVINO cannot read or compile it."""
     ov = import_openvino()
     config: dict[str, Any] = {
         "INFERENCE_NUM_THREADS": threads,
@@ -148,18 +155,30 @@ def compile_openvino(path: Path, precision: str, threads: int, streams: int = 1)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:240]
         raise ModelError(f"{path}: OpenVINO cannot compile it ({first})") from None
     ports = {name: port for port in compiled.outputs for name in port.get_names()}
-    runners = [_runner(compiled.create_infer_request(), ports) for _ in range(streams)]
+    smallest = SMALLEST_CALL if batch_invariant else 1
+    runners = [_runner(compiled.create_infer_request(), ports, smallest) for _ in range(streams)]
+    single = _locked(_runner(compiled.create_infer_request(), ports, smallest))
     ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     per = max(1, threads // streams)
     shown = f"{streams} stream{'s' if streams > 1 else ''} x {per} thread{'s' if per > 1 else ''}"
-    return OpenVinoModel(runners, f"OpenVINO {openvino_version()} CPU {ran}, {shown}")
+    return OpenVinoModel(runners, single, f"OpenVINO {openvino_version()} CPU {ran}, {shown}")
 
 
-def _runner(request: Any, ports: dict[str, Any]) -> Callable[[str, np.ndarray], np.ndarray]:
+def _locked(runner: Runner) -> Runner:
+    lock = threading.Lock()
+
+    def run(want: str, rows: np.ndarray) -> np.ndarray:
+        with lock:
+            return runner(want, rows)
+
+    return run
+
+
+def _runner(request: Any, ports: dict[str, Any], smallest: int) -> Runner:
     def run(want: str, rows: np.ndarray) -> np.ndarray:
         n = len(rows)
-        if n < SMALLEST_CALL:
-            padded = np.zeros((SMALLEST_CALL, *rows.shape[1:]), rows.dtype)
+        if n < smallest:
+            padded = np.zeros((smallest, *rows.shape[1:]), rows.dtype)
             padded[:n] = rows
             return np.array(request.infer({0: padded}, share_inputs=True)[ports[want]][:n])
         # the rows stay the caller's (no copy in); the outputs are copied out of the request,
