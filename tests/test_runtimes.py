@@ -251,7 +251,14 @@ def test_resume_with_openvino_gives_the_bytes_of_one_run(tmp_path, tiny, data, m
 def test_openvino_results_do_not_depend_on_the_batch_size(exported, precision):
     if precision == "bf16" and not native_bf16():
         pytest.skip("this CPU has no native bf16")
-    model = Predictor(exported, "cpu", runtime="openvino", precision=precision, bf16_check=False)
+    model = Predictor(
+        exported,
+        "cpu",
+        runtime="openvino",
+        precision=precision,
+        bf16_check=False,
+        batch_invariant=True,
+    )
     pixels = sparse_pixels(300, seed=6)
     reference = model.logits_batches(pixels, 64)
     for batch in (1, 2, 5, 7, 15, 16, 17, 40, 300):
@@ -276,7 +283,7 @@ def test_openvino_direct_calls_run_beside_a_spread(exported):
 
 @needs_openvino
 def test_openvino_without_batch_invariance_still_agrees(exported):
-    model = Predictor(exported, "cpu", runtime="openvino", batch_invariant=False)
+    model = Predictor(exported, "cpu", runtime="openvino")  # batch_invariant off: the default
     pixels = sparse_pixels(40, seed=9)
     reference = Predictor(exported, "cpu").logits(pixels)
     got = np.concatenate([model.logits(pixels[i : i + 1]) for i in range(len(pixels))])

@@ -169,6 +169,7 @@ def predict_files(
                     spinning=False,
                     runtime=opts.runtime,
                     precision=opts.precision,
+                    batch_invariant=True,
                 )
             check_profile(model, opts, say)
             for src in files:  # every file's pixel count, before anything is scored

@@ -33,9 +33,10 @@ class Predictor:
     inputs/outputs explicitly (default: on CUDA only); `runtime`: onnxruntime or openvino (the
     `openvino` extra; CPU only); `precision`: fp32, or bf16 (openvino, on a CPU with native
     bf16, for a model whose bf16 check passed at export; `bf16_check=False` skips that last
-    condition, for the export gate itself); `batch_invariant` (openvino): a row's result does
-    not depend on the rows scored with it, at some latency for calls of a few rows (off: the
-    lowest latency, results may differ in their last bits between batch sizes).
+    condition, for the export gate itself); `batch_invariant` (openvino): pad calls of a few
+    rows so that a row's result does not depend on the rows scored with it, as fcls-infer and
+    the Ray engine do (their bytes must not depend on how rows are cut); off, calls of a few
+    rows keep their latency and may differ from larger ones in the last bits.
 
     Raises ModelError (missing, unloadable or wrong-interface model, stale variant, no passed
     bf16 check), ProviderError (cuda asked for but unusable, or onnxruntime and onnxruntime-gpu
@@ -54,7 +55,7 @@ class Predictor:
         precision: str = "fp32",
         *,
         bf16_check: bool = True,
-        batch_invariant: bool = True,
+        batch_invariant: bool = False,
     ) -> None:
         self.path = Path(model_path)
         self.choice = Choice(runtime, precision)  # names checked before any file is read

@@ -231,6 +231,7 @@ class _Scorer:
             spinning=False,
             runtime=options.runtime,
             precision=options.precision,
+            batch_invariant=True,
         )
         os.unlink(path)  # the session has read it
         self.options = options
