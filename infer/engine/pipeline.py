@@ -51,6 +51,7 @@ from .stages import (
     Worker,
     checks_drift,
     get,
+    open_predictor,
     put,
     result,
 )
@@ -162,15 +163,7 @@ def predict_files(
         journals: list[Journal] = []
         try:
             if not isinstance(model, Predictor):
-                model = Predictor(
-                    model,
-                    opts.provider,
-                    opts.threads,
-                    spinning=False,
-                    runtime=opts.runtime,
-                    precision=opts.precision,
-                    batch_invariant=True,
-                )
+                model = open_predictor(model, opts)
             check_profile(model, opts, say)
             for src in files:  # every file's pixel count, before anything is scored
                 if is_regular(src) or is_folder(src):  # a pipe's header is read once: by its reader

@@ -45,7 +45,7 @@ from ..formats.tables import TableReader, plan_layout, table_format, table_schem
 from .options import ScoringOptions
 from .pipeline import Log, Summary, check_profile, report_drift, stage_drift_report
 from .predictor import Predictor
-from .stages import checks_drift, score_rows
+from .stages import checks_drift, open_predictor, score_rows
 
 SHARD_BYTES = 8 << 20  # input bytes of one parse task
 GPU_BATCH_ROWS = 4096  # rows per GPU actor call (Ray needs a batch size when GPUs are requested)
@@ -224,15 +224,7 @@ class _Scorer:
         with os.fdopen(handle, "wb") as f:
             f.write(blob)
         # spinning off: the actor shares CPUs with the parse tasks
-        self.predictor = Predictor(
-            path,
-            options.provider,
-            options.threads,
-            spinning=False,
-            runtime=options.runtime,
-            precision=options.precision,
-            batch_invariant=True,
-        )
+        self.predictor = open_predictor(path, options)
         os.unlink(path)  # the session has read it
         self.options = options
         self.names = self.predictor.class_names if options.class_names else None

@@ -127,6 +127,22 @@ class Scores:
     drift: np.ndarray | None  # the block's drift counts (common.drift) when drift is checked
 
 
+def open_predictor(model: str | Path, options: ScoringOptions) -> Predictor:
+    """The model as every scoring run opens it (the local pipeline and each Ray actor): the
+    options' provider, threads, runtime and precision; idle threads not spinning (the parse
+    and writer threads share the CPUs) and results independent of how rows are cut (resumed
+    runs and Ray write the same bytes)."""
+    return Predictor(
+        model,
+        options.provider,
+        options.threads,
+        spinning=False,
+        runtime=options.runtime,
+        precision=options.precision,
+        batch_invariant=True,
+    )
+
+
 def checks_drift(predictor: Predictor, options: ScoringOptions) -> bool:
     """Whether a run counts drift: asked for, or not refused and the model has a profile."""
     return options.drift is not False and predictor.profile is not None
