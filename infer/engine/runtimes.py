@@ -146,7 +146,7 @@ def compile_openvino(
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": streams,
         "INFERENCE_PRECISION_HINT": PRECISION_HINT[precision],
-        # batches of one size follow each other: no latency hint's single-request tuning
+        # the threads and streams above decide the layout; the hint only names its intent
         "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     }
     try:
