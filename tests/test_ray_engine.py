@@ -30,12 +30,16 @@ from fcls.infer.formats.results import header_line
 SIZES = (1200, 1000, 1300)  # 3,500 rows in all
 
 
+def _mirrored(pixels: np.ndarray) -> np.ndarray:
+    """The images of (n, P) grayscale rows of the default spec, flipped left to right."""
+    s = DEFAULT_SPEC
+    return pixels.reshape(-1, s.height, s.width)[:, :, ::-1].reshape(-1, s.n_pixels)
+
+
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, digits) -> list[Path]:
     """Three evaluate files cut from the digits (twice over, flipped), with string IDs."""
-    pixels = np.concatenate(
-        [digits[0], digits[0].reshape(-1, 32, 32)[:, :, ::-1].reshape(-1, 1024)]
-    )
+    pixels = np.concatenate([digits[0], _mirrored(digits[0])])
     folder = tmp_path_factory.mktemp("parts")
     paths, start = [], 0
     for i, n in enumerate(SIZES):

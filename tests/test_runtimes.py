@@ -288,3 +288,20 @@ def test_openvino_without_batch_invariance_still_agrees(exported):
     reference = Predictor(exported, "cpu").logits(pixels)
     got = np.concatenate([model.logits(pixels[i : i + 1]) for i in range(len(pixels))])
     np.testing.assert_allclose(got, reference, atol=1e-3 * max(1.0, float(np.abs(reference).max())))
+
+
+@needs_openvino
+def test_a_model_openvino_cannot_compile_is_one_model_error(tmp_path, tiny, data, monkeypatch):
+    import openvino
+
+    def refuse(self, *args, **kwargs):
+        raise RuntimeError("Exception from src/core: unsupported operation\nsecond line")
+
+    monkeypatch.setattr(openvino.Core, "compile_model", refuse)
+    with pytest.raises(ModelError, match=r"OpenVINO cannot compile it \(Exception from"):
+        Predictor(tiny, "cpu", runtime="openvino")
+    result = run_cli(
+        infer_main, data, "-m", tiny, "-o", tmp_path / "r.csv", "--runtime", "openvino", code=3
+    )
+    assert "unsupported operation" in one_error_line(result) and "second line" not in result.output
+    assert not (tmp_path / "r.csv").exists()

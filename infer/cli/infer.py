@@ -100,51 +100,32 @@ def main(
     inputs: tuple[str, ...],
     model: Path | None,
     output: str | None,
-    provider: str,
-    batch_size: int,
-    threads: int | None,
-    runtime: str,
-    precision: str,
-    parse_threads: int | None,
-    proba: bool,
-    proba_raw: bool,
-    class_names: bool,
-    drift: bool | None,
     drift_report: Path | None,
-    flag_ood: bool,
     resume: bool,
     engine: str,
     address: str | None,
     workers: int,
     gpus_per_worker: float,
     run: Run,
+    **scoring: Any,
 ) -> None:
     """Label every row of each INPUT ('-' for stdin; .gz, directories, globs, image folders)."""
+    # `scoring`: the options named as ScoringOptions' fields (--provider, --batch-size,
+    # --threads, --runtime, --precision, --parse-threads, --proba, ..., --flag-ood)
     from ..engine.options import ScoringOptions
     from ..formats.paths import drift_report_path
 
     run.interrupt_note = "no output written" + (
         "; --resume continues from the last checkpoint" if resume else ""
     )
-    _check_flags(proba, proba_raw, drift, drift_report, engine, resume, parse_threads)
+    proba, drift = scoring["proba"], scoring["drift"]
+    _check_flags(
+        proba, scoring["proba_raw"], drift, drift_report, engine, resume, scoring["parse_threads"]
+    )
     model_path, sources, dests, to_stdout = _resolve_files(run, inputs, model, output, resume)
     model_sha = _model_sha(run, model_path)
     run.detail(version_line("fcls-infer"))
-    options = ScoringOptions(
-        provider=provider,
-        batch_size=batch_size,
-        threads=threads,
-        runtime=runtime,
-        precision=precision,
-        parse_threads=parse_threads,
-        proba=proba,
-        proba_raw=proba_raw,
-        class_names=class_names,
-        drift=drift,
-        flag_ood=flag_ood,
-        progress=run.progress,
-        durable=not to_stdout,
-    )
+    options = ScoringOptions(**scoring, progress=run.progress, durable=not to_stdout)
     report = None if drift is False else drift_report or drift_report_path(dests, to_stdout)
     plan = _Plan(
         sources,
@@ -158,7 +139,7 @@ def main(
         workers,
         gpus_per_worker,
     )
-    _score_and_report(plan, run, model_sha, output, provider)
+    _score_and_report(plan, run, model_sha, output, options.provider)
 
 
 def _score_and_report(
