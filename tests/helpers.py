@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import csv
 import errno
 import os
 import signal
@@ -342,3 +343,10 @@ class Tiny(nn.Module):
     def forward(self, x):
         return self.fc(torch.flatten(torch.relu(self.conv(x / 255)), 1))
 """
+
+
+def untimed_history(out: Path) -> list[dict[str, str]]:
+    """A training run's history.csv rows without their timings: what a resumed run must
+    reproduce exactly."""
+    with (out / "history.csv").open(newline="") as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]

@@ -3,6 +3,7 @@ that say what to do next, and the README's command lines checked against the CLI
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shlex
@@ -315,8 +316,9 @@ def test_train_json_and_quiet_on_a_finished_run(tmp_path, trained, digits_csv):
     assert summary["model"] == str(out / "model.pt")
     assert summary["model_sha256"] == file_sha256(out / "model.pt")
     assert summary["epochs"] == {"adam": 1, "sgd_wd": 1, "sgd": 1}  # --max-epochs 1
-    history = (out / "history.csv").read_text().splitlines()[1:]
-    mean = sum(float(line.rsplit(",", 1)[1]) for line in history) / len(history)
+    with (out / "history.csv").open(newline="") as f:
+        history = list(csv.DictReader(f))
+    mean = sum(float(row["seconds"]) for row in history) / len(history)
     assert summary["seconds_per_epoch"] == pytest.approx(mean, abs=1e-3)
     assert summary["device"] == "cpu"
 

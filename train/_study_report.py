@@ -46,7 +46,8 @@ class RunResult:
     stopped_by: str  # "early stopping" or "epoch limit", as the notebook tells them apart
     best_val_accuracy: float
     test_accuracy: float
-    hardware: str  # what trained it: `cpu: <model> (N CPUs)` or `cuda: <GPU>`
+    # what trained it and at which precision: `cpu: <model>, N CPUs, <flags>, bf16`
+    hardware: str
     seconds: float  # the epochs' wall time: training and validation
     images_per_second: float  # training images per second of `seconds`
     val_loss: list[float] = field(default_factory=list)

@@ -4,8 +4,10 @@ Written only by `Checkpoint.save` and read only by `Checkpoint.load`. Format ver
 0 is a bare FinalCNNet `state_dict` (as the notebook saves it), 1 is fcls 0.1's `model.pt`
 (no `format` key), 2 adds `format` and records the data by content (sha256 and size), 3
 records the network (`architecture`: a registered name or a user's `module:Class`) and the
-image spec (`image_spec`: height, width, channels, pixel order, class names). Versions 0..2
-are FinalCNNet on 32x32 grayscale images, with their recorded class names, else numbers.
+image spec (`image_spec`: height, width, channels, pixel order, class names); format 3 files
+written since may also record the precision the run trained at (`precision`), an optional
+key older readers ignore. Versions 0..2 are FinalCNNet on 32x32 grayscale images, with their
+recorded class names, else numbers.
 Every version holds only plain types and tensors, so it loads with `weights_only=True`:
 a checkpoint can never run code (a user's network class is imported by name).
 """
@@ -61,6 +63,8 @@ class Checkpoint:
     split: dict[str, int] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     epochs: int | None = None
+    # what the run trained at (PrecisionChoice.to_dict()); None before it was recorded
+    precision: dict[str, Any] | None = None
     fcls_version: str = field(default_factory=fcls_version)
     format: int = FORMAT
     path: Path | None = field(default=None, compare=False)  # where it was loaded from
@@ -101,6 +105,7 @@ class Checkpoint:
             "split": self.split,
             "metrics": self.metrics,
             "epochs": self.epochs,
+            "precision": self.precision,
             "fcls_version": self.fcls_version,
         }
 
@@ -158,6 +163,7 @@ class Checkpoint:
             split=obj.get("split"),
             metrics=dict(obj.get("metrics") or {}),
             epochs=obj.get("epochs"),
+            precision=obj.get("precision"),
             fcls_version=str(obj.get("fcls_version", "unknown")),
             format=version,
             path=path,

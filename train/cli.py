@@ -14,7 +14,15 @@ from fcls.infer.common.errors import FclsError
 from fcls.infer.common.extras import require
 from fcls.infer.common.spec import parse_image_size
 
-from .config import FAST, NOTEBOOK, RECIPES, Stage, TrainConfig, parse_class_names
+from .config import (
+    FAST,
+    NOTEBOOK,
+    PRECISION_REQUESTS,
+    RECIPES,
+    Stage,
+    TrainConfig,
+    parse_class_names,
+)
 from .registry import DEFAULT_ARCH, canonical_name
 
 if TYPE_CHECKING:
@@ -52,6 +60,14 @@ BATCH_SIZE_OPTION = click.option(
 )
 LIMIT_OPTION = click.option(
     "--limit", type=click.IntRange(min=10), default=None, help="Read only the first N rows."
+)
+PRECISION_OPTION = click.option(
+    "--precision",
+    type=click.Choice(PRECISION_REQUESTS),
+    default=None,
+    help="auto (default): bf16 autocast on CUDA GPUs with bf16 and on CPUs with AVX512-BF16 "
+    "or AMX, fp32 elsewhere (bf16 there is emulated, many times slower, and refused). Weights "
+    "and exported models stay fp32.",
 )
 CLASS_NAMES_OPTION = click.option(
     "--class-names",
@@ -146,7 +162,8 @@ def recipe_help() -> str:
     help="Weights, dropout and shuffling.",
 )
 @LIMIT_OPTION
-@click.option("--amp", is_flag=True, help="bf16 autocast (fast on GPUs).")
+@PRECISION_OPTION
+@click.option("--amp", is_flag=True, help="Same as --precision bf16.")
 @click.option(
     "--no-shuffle", is_flag=True, help="Keep file order every epoch, as the notebook did."
 )
@@ -173,6 +190,7 @@ def main(
     batch_size: int,
     seed: int,
     limit: int | None,
+    precision: str | None,
     amp: bool,
     no_shuffle: bool,
     restart: bool,
@@ -206,7 +224,7 @@ def main(
         batch_size=batch_size,
         seed=seed,
         shuffle=not no_shuffle,
-        amp=amp,
+        precision=_precision(precision, amp),
         restart=restart,
         write_test_csv=write_test_csv,
         class_names=names,
@@ -214,11 +232,18 @@ def main(
         image_size=image_size,
         progress=not run.quiet,
     )
-    if data is None:
-        run.log("no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)")
     from .trainer import train
 
     _summarise(run, train(config, log=run.echo))
+
+
+def _precision(precision: str | None, amp: bool) -> str:
+    """--precision, with --amp as another name for bf16 (both given: they must agree)."""
+    if amp and precision not in (None, "bf16"):
+        raise click.UsageError(
+            f"--amp means --precision bf16; it contradicts --precision {precision}"
+        )
+    return "bf16" if amp else precision or "auto"
 
 
 def _summarise(run: Run, result: TrainResult) -> None:
@@ -239,11 +264,13 @@ def _summarise(run: Run, result: TrainResult) -> None:
             "seconds_per_epoch": _seconds_per_epoch(result.out / "history.csv"),
             "device": result.device,
             "architecture": result.architecture,
+            "precision": result.precision.to_dict(),
             "image_spec": result.spec.to_dict(),
             "resumed_from": result.resumed_from,
         },
         f"test accuracy {result.test_accuracy:.4f} on {result.split['test']} rows | "
-        f"epochs {epochs} | {result.seconds:.0f}s on {result.device} | {model}",
+        f"epochs {epochs} | {result.seconds:.0f}s on {result.device}, "
+        f"{result.precision.precision} | {model}",
     )
 
 

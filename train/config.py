@@ -15,6 +15,7 @@ from .registry import DEFAULT_ARCH
 Optimizer = Literal["adam", "adamw", "sgd"]
 Schedule = Literal["constant", "onecycle"]
 Augment = Literal["x4", "batch"]
+PRECISION_REQUESTS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class TrainConfig:
     seed: int = 42
     split_seed: int = 42
     shuffle: bool = True
-    amp: bool = False
+    # auto: bf16 autocast where the device computes bf16 natively, else fp32 (train/precision.py)
+    precision: str = "auto"
     restart: bool = False
     augment_k: int = 2
     write_test_csv: bool = False  # also write the held-out test split as out/test.csv
@@ -147,6 +149,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.patience is None:  # frozen: set once, here, as the identity must record it
             object.__setattr__(self, "patience", self.recipe.patience)
+        if self.precision not in PRECISION_REQUESTS:
+            raise ConfigError(
+                f"--precision {self.precision}: expected one of {', '.join(PRECISION_REQUESTS)}"
+            )
         if self.class_names is not None:
             check_class_names(self.class_names)
         if self.image_size is not None:
@@ -201,7 +207,7 @@ class TrainConfig:
             "data",
             "device",
             "restart",
-            "amp",
+            "precision",  # a run may resume on other hardware; history.csv records each epoch's
             "write_test_csv",
             "class_names",
             "progress",

@@ -17,6 +17,7 @@ from fcls.infer.common.spec import ImageSpec
 from .checkpoint import Checkpoint
 from .config import TrainConfig
 from .data import Split
+from .precision import PrecisionChoice
 from .predict import predict_logits
 from .registry import canonical_name
 
@@ -57,6 +58,7 @@ def write_outputs(
     history: list[dict[str, Any]],
     device: torch.device,
     version: str,
+    precision: PrecisionChoice,
 ) -> float:
     """Evaluate the final model on the test split and write model.pt, report.json and plots."""
     x_test = torch.from_numpy(parts.x_test).to(device)
@@ -75,6 +77,7 @@ def write_outputs(
         "architecture": canonical_name(config.arch),
         "image_spec": spec.to_dict(),
         "recipe": config.recipe.to_dict(),
+        "precision": precision.to_dict(),
     }
     best_val = max(
         (h["val_accuracy"] for h in history if h["stage"] == config.stages[-1].name), default=None
@@ -89,6 +92,7 @@ def write_outputs(
         metrics={"test_accuracy": metrics["accuracy"], "best_val_accuracy": best_val},
         epochs=len(history),
         fcls_version=version,
+        precision=precision.to_dict(),
     ).save(out / "model.pt")
     _write_json(report, out / "report.json")
     _plots(history, metrics, parts.y_test, proba, class_names, out)

@@ -122,6 +122,7 @@ class StudyConfig:
     batch_size: int = 256
     seed: int = 42
     device: str = "auto"
+    precision: str = "auto"  # TrainConfig.precision of every run
     image_size: str | None = None
     class_names: tuple[str, ...] | None = None
     restart: bool = False
@@ -135,6 +136,7 @@ class StudyConfig:
             data=self.data,
             limit=self.limit,
             device=self.device,
+            precision=self.precision,
             max_epochs=self.max_epochs,
             patience=self.patience,
             batch_size=self.batch_size,
@@ -183,9 +185,10 @@ def run_study(config: StudyConfig, log: Log = print) -> StudyResult:
             results.append(_result_of(run, done, config.patience))
             continue
         log(f"run {i}/{len(config.runs)} {run.label}: training ({train_config.out})")
-        device = train(train_config, log=log).device
+        trained_run = train(train_config, log=log)
         trained += 1
-        result = _result_of(run, _record(train_config, identity, device), config.patience)
+        what = f"{hardware(trained_run.device)}, {trained_run.precision.precision}"
+        result = _result_of(run, _record(train_config, identity, what), config.patience)
         log(
             f"run {i}/{len(config.runs)} {run.label}: best val {result.best_val_accuracy:.4f}, "
             f"test {result.test_accuracy:.4f}, {result.epochs} epochs, {result.seconds:.0f}s"
@@ -225,7 +228,7 @@ def _finished(config: TrainConfig, identity: dict[str, Any]) -> dict[str, Any] |
     return record
 
 
-def _record(config: TrainConfig, identity: dict[str, Any], device: str) -> dict[str, Any]:
+def _record(config: TrainConfig, identity: dict[str, Any], trained_on: str) -> dict[str, Any]:
     """Gather a finished run's figures from its report and history; save them as result.json."""
     report = json.loads((config.out / "report.json").read_text())
     history = _read_history(config.out / "history.csv")
@@ -233,7 +236,7 @@ def _record(config: TrainConfig, identity: dict[str, Any], device: str) -> dict[
     info = model_info(config.arch, spec)
     record = {
         "identity": identity,
-        "hardware": hardware(device),
+        "hardware": trained_on,
         "train_images": report["split"]["train"] * (4 if config.recipe.augment == "x4" else 1),
         "parameters": info.parameters,
         "multiply_adds": info.multiply_adds,

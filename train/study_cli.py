@@ -18,6 +18,7 @@ from .cli import (
     DEVICE_OPTION,
     IMAGE_SIZE_OPTION,
     LIMIT_OPTION,
+    PRECISION_OPTION,
     parsed_option,
 )
 from .config import parse_class_names
@@ -79,6 +80,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 @LIMIT_OPTION
 @click.option("--seed", type=int, default=DEFAULTS.seed, show_default=True)
 @DEVICE_OPTION
+@PRECISION_OPTION
 @IMAGE_SIZE_OPTION
 @CLASS_NAMES_OPTION
 @click.option(
@@ -97,6 +99,7 @@ def main(
     limit: int | None,
     seed: int,
     device: str,
+    precision: str | None,
     image_size: str | None,
     class_names: str | None,
     restart: bool,
@@ -122,6 +125,7 @@ def main(
         batch_size=batch_size,
         seed=seed,
         device=device,
+        precision=precision or "auto",
         image_size=image_size,
         class_names=names,
         restart=restart,

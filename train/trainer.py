@@ -22,6 +22,7 @@ from fcls.infer.formats.sources import image_size_of, source_digest
 from . import data as fdata
 from .config import RECIPES, Stage, TrainConfig
 from .networks import scale_dropout
+from .precision import PrecisionChoice, choose_precision
 from .predict import evaluate
 from .registry import canonical_name, create_model, model_class
 from .report import write_outputs
@@ -45,6 +46,7 @@ HISTORY_FIELDS = (
     "val_accuracy",
     "val_loss",
     "seconds",
+    "precision",  # fp32 or bf16: what this epoch trained at (a resumed run may change it)
 )
 OUTPUTS = (
     "model.pt",
@@ -69,6 +71,7 @@ class TrainResult:
     resumed_from: str | None  # e.g. "stage adam epoch 3", or "finished run"
     architecture: str  # the network trained, as model.pt records it
     spec: ImageSpec  # the images' geometry and classes
+    precision: PrecisionChoice  # what this process trained at, and why
 
 
 def resolve_device(name: str) -> torch.device:
@@ -193,6 +196,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     t0 = time.perf_counter()
     model_class(config.arch)  # an unknown network is refused before any work
     device = resolve_device(config.device)
+    precision, log = _precision_said_first(config, device, log)
     data_id = data_identity(config)
     identity = {**config.identity(), "data_sha256": data_id["sha256"]}
     run = _prepare_out(config, identity, log)
@@ -208,7 +212,7 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
 
     pace = _Pace()
     while not run.finished:
-        _train_stage(config, run, model, spec, tensors, pace, log)
+        _train_stage(config, run, model, spec, tensors, pace, precision, log)
 
     assert run.best_state is not None
     release_freed_memory()
@@ -222,10 +226,9 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         history=run.history,
         device=device,
         version=fcls_version(),
+        precision=precision,
     )
-    if config.write_test_csv:  # lets the chain train -> export -> infer -> eval run on
-        write_eval_csv(config.out / "test.csv", parts.x_test)  # held-out rows
-        write_labelled_csv(config.out / "test_labelled.csv", parts.x_test, parts.y_test)
+    _write_test_split(config, parts)
     epochs = {s.name: sum(h["stage"] == s.name for h in run.history) for s in config.stages}
     return TrainResult(
         out=config.out,
@@ -237,7 +240,38 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
         resumed_from=resumed_from,
         architecture=canonical_name(config.arch),
         spec=spec,
+        precision=precision,
     )
+
+
+def _precision_said_first(
+    config: TrainConfig, device: torch.device, log: Log
+) -> tuple[PrecisionChoice, Log]:
+    """The run's precision, and a `log` that says it (then, without data, where the rows come
+    from) before its first line: first, as every later figure depends on it, but only once
+    there is something else to say, so that bad input is still refused in one line."""
+    precision = choose_precision(config.precision, device)
+    pending = [f"precision: {precision.describe()}"]
+    if config.data is None:
+        pending.append(
+            "no --data given, training on scikit-learn's bundled digits (8x8 scaled to 32x32)"
+        )
+
+    def said_after_precision(line: str) -> None:
+        for first in pending:
+            log(first)
+        pending.clear()
+        log(line)
+
+    return precision, said_after_precision
+
+
+def _write_test_split(config: TrainConfig, parts: fdata.Split) -> None:
+    """With --write-test-csv, the held-out rows for fcls-infer (test.csv) and fcls-eval
+    (test_labelled.csv): the chain train -> export -> infer -> eval runs on them."""
+    if config.write_test_csv:
+        write_eval_csv(config.out / "test.csv", parts.x_test)
+        write_labelled_csv(config.out / "test_labelled.csv", parts.x_test, parts.y_test)
 
 
 def _resumed_from(run: _Run, config: TrainConfig, log: Log) -> str | None:
@@ -320,6 +354,7 @@ def _epoch_plan(
     device: torch.device,
     spec: ImageSpec,
     stage: Stage,
+    precision: PrecisionChoice,
 ) -> EpochPlan:
     """The epoch's batches: its shuffle, augmentation draws and place in the schedule."""
     steps = len(batch_bounds(n_train, config.batch_size))
@@ -338,7 +373,7 @@ def _epoch_plan(
         total_steps=_stage_epochs(config) * steps,
         order=order,
         rng=rng,
-        amp=config.amp,
+        amp=precision.autocast,
         zoom_k=config.augment_k,
         spec=spec,
     )
@@ -417,6 +452,7 @@ def _train_stage(
     spec: ImageSpec,
     tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     pace: _Pace,
+    precision: PrecisionChoice,
     log: Log,
 ) -> None:
     """Train the current stage until early stopping or max epochs, saving after every epoch;
@@ -432,13 +468,13 @@ def _train_stage(
     stop = False
     while not stop:
         t = time.perf_counter()
-        plan = _epoch_plan(config, run, len(y_train), x_train.device, spec, stage)
+        plan = _epoch_plan(config, run, len(y_train), x_train.device, spec, stage, precision)
         desc = f"{stage.name} {run.epoch + 1}" + _time_left(config, run, pace)
         tacc, tloss = train_epoch(
             model, optimizer, x_train, y_train, plan, ema, desc, config.progress
         )
         _check_finite(tloss, stage, run.epoch + 1, config.arch)
-        vacc, vloss = evaluate(scored, x_val, y_val, amp=config.amp, spec=spec)
+        vacc, vloss = evaluate(scored, x_val, y_val, amp=precision.autocast, spec=spec)
         run.epoch += 1
         # the notebook's EarlyStopping: the first epoch sets the mark, then strict improvement
         if vacc > run.best_acc:
@@ -447,7 +483,8 @@ def _train_stage(
             run.bad_epochs += 1
         seconds = time.perf_counter() - t
         pace.epochs, pace.seconds = pace.epochs + 1, pace.seconds + seconds
-        row = dict(zip(HISTORY_FIELDS, (stage.name, run.epoch, tacc, tloss, vacc, vloss, seconds)))
+        values = (stage.name, run.epoch, tacc, tloss, vacc, vloss, seconds, precision.precision)
+        row = dict(zip(HISTORY_FIELDS, values))
         run.history.append(row)
         log(
             f"stage {stage.name} epoch {run.epoch}: train loss {tloss:.4f} acc {tacc:.4f} | "
@@ -522,7 +559,8 @@ def _save_history(rows: list[dict[str, Any]], path: Path) -> None:
         for r in rows:
             f.write(
                 f"{r['stage']},{r['epoch']},{r['train_accuracy']:.6f},{r['train_loss']:.6f},"
-                f"{r['val_accuracy']:.6f},{r['val_loss']:.6f},{r['seconds']:.3f}\n"
+                f"{r['val_accuracy']:.6f},{r['val_loss']:.6f},{r['seconds']:.3f},"
+                f"{r.get('precision', '')}\n"  # runs saved before it existed: not recorded
             )
 
 
