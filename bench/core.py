@@ -113,6 +113,18 @@ def matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> tuple[float, str]:
     return rates[best], f"{best} {n}x{n}"
 
 
+def bf16_matmul_ceiling(seconds: float = 1.0, n: int = 2048) -> float:
+    """The machine's bf16 matrix-multiply rate (GFLOP/s) through torch.mm on n x n operands,
+    all threads: the ceiling of training under bf16 autocast, whose products torch runs.
+    Meaningful only where the CPU computes bf16 natively (elsewhere torch emulates it)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen, dtype=torch.bfloat16) for _ in range(2))
+    seconds_per_call = statistics.median(time_calls(lambda: torch.mm(a, b), seconds, warmup=2))
+    return 2 * n**3 / seconds_per_call / 1e9
+
+
 def gemm_kernels() -> dict[str, Any]:
     """Which fp32 GEMM kernels set the ceiling: numpy's BLAS (threadpoolctl: library, version,
     kernel architecture), OPENBLAS_CORETYPE (forces e.g. Haswell kernels on an AVX-512 CPU at

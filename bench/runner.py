@@ -49,6 +49,7 @@ from .backends import (
 )
 from .core import (
     Timing,
+    bf16_matmul_ceiling,
     gemm_kernels,
     machine_info,
     matmul_ceiling,
@@ -269,6 +270,13 @@ def run_train_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
     log(f"training: {images.note}")
     quick = config.seconds < 1  # --quick, or --seconds under 1: one short round
     rounds, rows = (1, 512) if quick else (3, 2560)
+    ceilings = _training_ceilings(ceiling, config.seconds)
+    notes = [images.note]
+    if "bf16" not in ceilings:
+        notes.append(
+            "training: no bf16 rows: this CPU has no AVX512-BF16 or AMX (emulated bf16 is many "
+            "times slower than fp32, and fcls-train never chooses it)"
+        )
     return {
         "machine": info,
         "ceiling_gflops": ceiling,
@@ -276,13 +284,23 @@ def run_train_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         "gemm_kernels": gemm_kernels(),
         "architecture": DEFAULT_ARCH,
         "flops_per_image": flops_per_image(DEFAULT_ARCH, DEFAULT_SPEC),
-        "notes": [images.note],
+        "notes": notes,
         "seconds_per_point": config.seconds,
         "rows": [],
-        "training": measure_training(images.pool, ceiling, rounds=rounds, rows=rows),
+        "training": measure_training(images.pool, ceilings, rounds=rounds, rows=rows),
         "agreement_failures": [],
         "wall_seconds": time.perf_counter() - t0,
     }
+
+
+def _training_ceilings(fp32: float, seconds: float) -> dict[str, float]:
+    """GFLOP/s per precision the training section measures: fp32 (measured already), and
+    bf16 only where the CPU computes it natively (its rows are skipped elsewhere)."""
+    from fcls.infer.engine.runtimes import native_bf16
+
+    if not native_bf16():
+        return {"fp32": fp32}
+    return {"fp32": fp32, "bf16": bf16_matmul_ceiling(seconds=min(1.5, 6 * seconds))}
 
 
 def _model_rows(

@@ -3,7 +3,8 @@
 Every figure is measured in a fresh process of its own, one after the other, on the same
 images (fcls's processes set up memory as fcls-train does, the notebook's keep the defaults):
 - per recipe, fcls's own `train_epoch` (the recipe's optimizer, augmentation, EMA and
-  memory format) over `rows` rows at batch 256;
+  memory format) over `rows` rows at batch 256, in fp32 and, where the CPU computes bf16
+  natively, under bf16 autocast (each against its own precision's matmul ceiling);
 - the notebook's way: eval-free plain loop over the same rows (NCHW float input, Adam,
   `model(x)`), the baseline the recipes are compared with;
 - the eval-mode forward fcls validates with, against the plain module at the same batch;
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fcls.infer.common.spec import DEFAULT_SPEC
+from fcls.infer.engine.runtimes import PRECISIONS
 from fcls.train.config import RECIPES, Recipe
 from fcls.train.model import patch_matmul
 from fcls.train.predict import eval_batch, predict_logits, to_input
@@ -61,7 +63,9 @@ def _median_seconds(fn: Callable[[], object], rounds: int) -> float:
     return statistics.median(times)
 
 
-def _recipe_epoch(recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
+def _recipe_epoch(
+    recipe: Recipe, x: torch.Tensor, y: torch.Tensor, bf16: bool
+) -> Callable[[], object]:
     """One fcls epoch of `recipe` over x, as fcls-train runs it (first stage)."""
     torch.manual_seed(0)
     model = _network().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -74,7 +78,7 @@ def _recipe_epoch(recipe: Recipe, x: torch.Tensor, y: torch.Tensor) -> Callable[
     def epoch() -> object:
         rng = np.random.default_rng(0) if recipe.augment == "batch" else None
         order = torch.from_numpy(np.random.default_rng(1).permutation(len(y)))
-        plan = EpochPlan(recipe, stage, BATCH, 0, 10 * steps, order, rng)
+        plan = EpochPlan(recipe, stage, BATCH, 0, 10 * steps, order, rng, amp=bf16)
         return train_epoch(model, optimizer, x, y, plan, ema, progress=False)
 
     return epoch
@@ -97,16 +101,20 @@ def _plain_epoch(x: torch.Tensor, y: torch.Tensor) -> Callable[[], object]:
     return epoch
 
 
-def _fwd_bwd(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+def _fwd_bwd(
+    layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, bf16: bool = False
+) -> Callable[[], None]:
     def step() -> None:
-        y = layer(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = layer(x)
         y.backward(torch.ones_like(y))
 
     return step
 
 
-def _layer_costs(rounds: int) -> list[dict[str, Any]]:
-    """Forward + backward ms per layer at batch 256: fcls's formulation and plain NCHW."""
+def _layer_costs(rounds: int, bf16: bool) -> list[dict[str, Any]]:
+    """Forward + backward ms per layer at batch 256: fcls's formulation (also under bf16
+    autocast when `bf16`) and plain NCHW."""
     torch.manual_seed(0)
     model = _network()
     shapes = {"conv1": (1, 32), "conv2": (64, 15), "conv3": (128, 7), "conv4": (256, 6)}
@@ -127,6 +135,9 @@ def _layer_costs(rounds: int) -> list[dict[str, Any]]:
                 * _median_seconds(_fwd_bwd(conv, x.requires_grad_(grad_in)), rounds),
             }
         )
+        if bf16:
+            step = _fwd_bwd(fcls_way, cl, bf16=True)
+            out[-1]["fcls_bf16_ms"] = 1000 * _median_seconds(step, rounds)
     return out
 
 
@@ -134,13 +145,15 @@ def _timed(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
     """Seconds per pass of one measurement, or the layer table; runs in its own process."""
     if what.startswith("fcls"):
         keep_freed_memory()  # as fcls-train does on full-size data
-    if what.startswith("fcls recipe "):
-        return _median_seconds(_recipe_epoch(RECIPES[what.split()[-1]], x, y), rounds)
+    if what.startswith("fcls recipe "):  # "fcls recipe NAME PRECISION"
+        _, _, name, precision = what.split()
+        epoch = _recipe_epoch(RECIPES[name], x, y, bf16=precision == "bf16")
+        return _median_seconds(epoch, rounds)
     if what == "fcls forward":
         model = _network().to(memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
         return _median_seconds(lambda: predict_logits(model, x), rounds)
-    if what == "fcls layers":
-        return _layer_costs(rounds)
+    if what.startswith("fcls layers"):  # "fcls layers" or "fcls layers bf16"
+        return _layer_costs(rounds, bf16=what.endswith("bf16"))
     if what == "notebook loop":
         return _median_seconds(_plain_epoch(x, y), rounds)
     plain = _network().eval()  # "notebook forward", at fcls's own batch size
@@ -161,25 +174,36 @@ def _isolated(what: str, x: torch.Tensor, y: torch.Tensor, rounds: int) -> Any:
 
 
 def measure_training(
-    images: np.ndarray, ceiling_gflops: float, rounds: int = 3, rows: int = 2560
+    images: np.ndarray,
+    ceilings: dict[str, float],
+    rounds: int = 3,
+    rows: int = 2560,
 ) -> dict[str, Any]:
-    """The training section of fcls-bench's report (module docstring)."""
+    """The training section of fcls-bench's report (module docstring). `ceilings`: GFLOP/s
+    per precision (fp32 always; bf16 where the CPU computes it natively: its rows are
+    measured only then, as emulated bf16 is many times slower than fp32)."""
     pool = images[np.arange(rows) % len(images)]
     x = torch.from_numpy(np.ascontiguousarray(pool))
     y = torch.from_numpy(np.arange(rows) % 10).long()  # labels do not change the cost
 
-    def row(name: str, what: str, flops: float) -> dict[str, Any]:
+    def row(name: str, what: str, flops: float, precision: str = "fp32") -> dict[str, Any]:
         img_s = rows / _isolated(what, x, y, rounds)
         gflops = img_s * flops / 1e9
         return {
             "what": name,
+            "precision": precision,
             "img_per_s": img_s,
             "gflops": gflops,
-            "pct_ceiling": 100 * gflops / ceiling_gflops,
+            "pct_ceiling": 100 * gflops / ceilings[precision],
         }
 
     step = 3 * _flops()  # a training step: forward, and a backward of twice that
-    recipes = [row(f"train, recipe {n}", f"fcls recipe {n}", step) for n in RECIPES]
+    recipes = [
+        row(f"train, recipe {n}", f"fcls recipe {n} {p}", step, p)
+        for p in PRECISIONS
+        if p in ceilings
+        for n in RECIPES
+    ]
     loop = row("train, the notebook's loop", "notebook loop", step)
     for r in recipes:
         r["vs_notebook_loop"] = r["img_per_s"] / loop["img_per_s"]
@@ -192,30 +216,39 @@ def measure_training(
         "eval_batch": eval_batch(x.device),
         "rounds": rounds,
         "threads": torch.get_num_threads(),
+        "ceilings_gflops": ceilings,
         "throughput": [*recipes, loop, forward, plain_forward],
-        "layers": _isolated("fcls layers", x, y, rounds),
+        "layers": _isolated("fcls layers" + (" bf16" if "bf16" in ceilings else ""), x, y, rounds),
     }
 
 
 def format_training(section: dict[str, Any]) -> list[str]:
     """The training section's lines for the text report."""
+    ceilings = section.get("ceilings_gflops", {})
     lines = [
         "",
         f"training: {section['rows']} rows per epoch, batch {section['batch']} (forward "
         f"{section['eval_batch']}), median of {section['rounds']}, {section['threads']} torch threads",
-        f"{'':34s} {'img/s':>8s} {'GFLOP/s':>8s} {'%ceil':>6s} {'x notebook':>10s}",
+        "matmul ceilings: " + ", ".join(f"{p} {g:.1f} GFLOP/s" for p, g in ceilings.items()),
+        f"{'':34s} {'prec':>5s} {'img/s':>8s} {'GFLOP/s':>8s} {'%ceil':>6s} {'x notebook':>10s}",
     ]
     for r in section["throughput"]:
         ratio = r.get("vs_notebook_loop")
         shown = f"{ratio:10.2f}" if ratio is not None else f"{'':10s}"
         lines.append(
-            f"{r['what']:34s} {r['img_per_s']:8.0f} {r['gflops']:8.1f} {r['pct_ceiling']:6.1f} {shown}"
+            f"{r['what']:34s} {r.get('precision', 'fp32'):>5s} {r['img_per_s']:8.0f} "
+            f"{r['gflops']:8.1f} {r['pct_ceiling']:6.1f} {shown}"
         )
+    bf16 = all("fcls_bf16_ms" in layer for layer in section["layers"])
     lines.append(
-        f"{'layer, forward + backward':26s} {'fcls ms':>8s} {'NCHW ms':>8s}  fcls computes it as"
+        f"{'layer, forward + backward':26s} {'fcls ms':>8s} {'NCHW ms':>8s}"
+        + (f" {'bf16 ms':>8s}" if bf16 else "")
+        + "  fcls computes it as"
     )
     for layer in section["layers"]:
         lines.append(
-            f"{layer['layer']:26s} {layer['fcls_ms']:8.1f} {layer['nchw_ms']:8.1f}  {layer['fcls_how']}"
+            f"{layer['layer']:26s} {layer['fcls_ms']:8.1f} {layer['nchw_ms']:8.1f}"
+            + (f" {layer['fcls_bf16_ms']:8.1f}" if bf16 else "")
+            + f"  {layer['fcls_how']}"
         )
     return lines

@@ -35,6 +35,7 @@ from fcls.bench.runner import (
     run_bench,
 )
 from fcls.infer.common.spec import DEFAULT_SPEC
+from fcls.infer.engine.runtimes import native_bf16
 from fcls.train.registry import model_info
 
 SMALL = ["--batch-sizes", "1,4", "--seconds", "0.05", "--ingest-rows", "0"]
@@ -484,30 +485,54 @@ def test_fcls_bench_train_section(tmp_path: Path):
     assert report["rows"] == [] and "e2e" not in report
     section = report["training"]
     assert (section["rows"], section["rounds"]) == (512, 1)
-    rows = {r["what"]: r for r in section["throughput"]}
+    ceilings = section["ceilings_gflops"]
+    assert ceilings["fp32"] == report["ceiling_gflops"]
+    precisions = ["fp32", "bf16"] if native_bf16() else ["fp32"]  # bf16 only where native
+    assert list(ceilings) == precisions and all(g > 0 for g in ceilings.values())
+    rows = {(r["what"], r["precision"]): r for r in section["throughput"]}
+    recipes = [(f"train, recipe {n}", p) for p in precisions for n in ("notebook", "fast")]
     assert list(rows) == [
-        "train, recipe notebook",
-        "train, recipe fast",
-        "train, the notebook's loop",
-        "validation forward",
-        "forward, the notebook's way",
+        *recipes,
+        ("train, the notebook's loop", "fp32"),
+        ("validation forward", "fp32"),
+        ("forward, the notebook's way", "fp32"),
     ]
-    loop, forward = rows["train, the notebook's loop"], rows["forward, the notebook's way"]
-    for name, r in rows.items():
+    loop = rows["train, the notebook's loop", "fp32"]
+    forward = rows["forward, the notebook's way", "fp32"]
+    for (name, precision), r in rows.items():
         macs = model_info("FinalCNNet", DEFAULT_SPEC).multiply_adds
         flops = (3 if name.startswith("train") else 1) * 2 * macs
         assert r["gflops"] == pytest.approx(r["img_per_s"] * flops / 1e9)
-        assert r["pct_ceiling"] == pytest.approx(100 * r["gflops"] / report["ceiling_gflops"])
-    for name in ("train, recipe notebook", "train, recipe fast"):
-        assert rows[name]["vs_notebook_loop"] == pytest.approx(
-            rows[name]["img_per_s"] / loop["img_per_s"]
+        assert r["pct_ceiling"] == pytest.approx(100 * r["gflops"] / ceilings[precision])
+    for key in recipes:  # every precision against the notebook's own (fp32) loop
+        assert rows[key]["vs_notebook_loop"] == pytest.approx(
+            rows[key]["img_per_s"] / loop["img_per_s"]
         )
-    assert rows["validation forward"]["vs_notebook_loop"] == pytest.approx(
-        rows["validation forward"]["img_per_s"] / forward["img_per_s"]
+    fcls_forward = rows["validation forward", "fp32"]
+    assert fcls_forward["vs_notebook_loop"] == pytest.approx(
+        fcls_forward["img_per_s"] / forward["img_per_s"]
     )
+    assert ("no bf16 rows" in " ".join(report["notes"])) != native_bf16()
     assert [layer["layer"] for layer in section["layers"]] == ["conv1", "conv2", "conv3", "conv4"]
     assert all(layer["fcls_ms"] > 0 and layer["nchw_ms"] > 0 for layer in section["layers"])
+    assert all(("fcls_bf16_ms" in layer) == native_bf16() for layer in section["layers"])
     assert "train, recipe fast" in result.output and "patch GEMM" in result.output
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_training_measures_bf16_only_where_the_cpu_computes_it(monkeypatch, native: bool):
+    from fcls.infer.engine import runtimes
+
+    monkeypatch.setattr(runtimes, "native_bf16", lambda *a: native)
+    monkeypatch.setattr(runner, "bf16_matmul_ceiling", lambda seconds: 400.0)
+    expected = {"fp32": 190.0, "bf16": 400.0} if native else {"fp32": 190.0}
+    assert runner._training_ceilings(190.0, 0.1) == expected
+
+
+def test_bf16_matmul_ceiling_is_a_rate():
+    from fcls.bench.core import bf16_matmul_ceiling
+
+    assert bf16_matmul_ceiling(seconds=0.05, n=64) > 0
 
 
 def test_median_run_is_the_middle_wall_time():
