@@ -76,7 +76,10 @@ def test_unknown_request_is_refused():
 
 @pytest.mark.parametrize(("has_bf16", "chosen"), [(True, "bf16"), (False, "fp32")])
 def test_cuda_chooses_by_the_gpus_bf16(monkeypatch, has_bf16: bool, chosen: str):
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: has_bf16)
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return has_bf16 and not including_emulation  # emulation must not count
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
     gpu = torch.device("cuda")

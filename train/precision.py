@@ -52,7 +52,9 @@ def _cuda_bf16(device: torch.device) -> tuple[bool, str]:
     """(whether the GPU has bf16, what it is) for `device`."""
     name = torch.cuda.get_device_name(device)
     major, minor = torch.cuda.get_device_capability(device)
-    return torch.cuda.is_bf16_supported(), f"{name}, compute capability {major}.{minor}"
+    # without emulation: torch otherwise says yes for any GPU that can hold bf16 tensors
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    return native, f"{name}, compute capability {major}.{minor}"
 
 
 def _native(device: torch.device, features: list[str]) -> tuple[bool, str]:
