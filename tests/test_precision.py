@@ -123,6 +123,16 @@ def _fake_cpu(monkeypatch: pytest.MonkeyPatch, features: list[str]) -> None:
     monkeypatch.setattr(fprecision, "cpu_features", lambda: list(features))
 
 
+def test_fcls_train_refuses_emulated_bf16_in_one_line(tmp_path: Path, monkeypatch):
+    _fake_cpu(monkeypatch, AVX512_XEON)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["--amp", "--limit", "200", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: --precision bf16: this CPU has neither avx512_bf16")
+    assert "found: AVX2 AVX-512 VNNI" in line and not out.exists()
+
+
 def _history_precisions(out: Path) -> list[str]:
     with (out / "history.csv").open(newline="") as f:
         return [row["precision"] for row in csv.DictReader(f)]
