@@ -21,9 +21,10 @@ from helpers import (
 
 from fcls.infer.cli.eval import main as eval_main
 from fcls.infer.cli.infer import main as infer_main
+from fcls.infer.common import system
 from fcls.infer.common.errors import ConfigError, ModelError, OutputError, ProviderError
 from fcls.infer.common.extras import MissingExtraError
-from fcls.infer.engine import runtimes, stages
+from fcls.infer.engine import stages
 from fcls.infer.engine.options import ScoringOptions
 from fcls.infer.engine.pipeline import predict_csv
 from fcls.infer.engine.predictor import Predictor
@@ -181,7 +182,7 @@ def test_openvino_refuses_cuda_and_bf16_on_a_variant(exported, int8_model):
 
 @needs_openvino
 def test_bf16_refused_on_a_cpu_without_it(exported, monkeypatch):
-    monkeypatch.setattr(runtimes, "cpu_features", lambda: ["AVX2", "AVX-512", "VNNI"])
+    monkeypatch.setattr(system, "cpu_features", lambda: ["AVX2", "AVX-512", "VNNI"])
     with pytest.raises(ConfigError, match="found: AVX2 AVX-512 VNNI"):
         Predictor(exported, "cpu", runtime="openvino", precision="bf16", bf16_check=False)
 

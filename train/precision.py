@@ -15,8 +15,7 @@ from typing import Any, Literal
 import torch
 
 from fcls.infer.common.errors import ConfigError
-from fcls.infer.common.system import cpu_features
-from fcls.infer.engine.runtimes import NATIVE_BF16, check_cpu_bf16, native_bf16
+from fcls.infer.common.system import NATIVE_BF16, check_cpu_bf16, cpu_features, native_bf16
 
 from .config import PRECISION_REQUESTS
 

@@ -8,6 +8,8 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from .errors import ConfigError
+
 
 def fcls_version() -> str:
     """The installed fcls version, or 'unknown' when run from a bare checkout."""
@@ -60,6 +62,27 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
             flags = set(line.split(":", 1)[1].split())
             return [name for flag, name in CPU_FEATURES.items() if flag in flags]
     return []
+
+
+# the CPU features (CPU_FEATURES' names) with native bf16 arithmetic
+NATIVE_BF16 = ("AVX512-BF16", "AMX")
+
+
+def native_bf16(features: list[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX in its flags)."""
+    found = cpu_features() if features is None else features
+    return any(name in found for name in NATIVE_BF16)
+
+
+def check_cpu_bf16(features: list[str] | None = None) -> None:
+    """ConfigError unless this CPU computes bf16 natively, naming the flags looked for."""
+    found = cpu_features() if features is None else features
+    if not native_bf16(found):
+        raise ConfigError(
+            "--precision bf16: this CPU has neither avx512_bf16 nor amx_bf16/amx_tile in its "
+            f"flags (found: {' '.join(found) or 'none of AVX2/AVX-512/VNNI'}); emulated bf16 "
+            "is many times slower than fp32: use --precision fp32"
+        )
 
 
 def describe_cpu() -> str:

@@ -22,7 +22,13 @@ import numpy as np
 
 from ..common.errors import ConfigError, ModelError
 from ..common.extras import require
-from ..common.system import cpu_features, describe_cpu
+
+# the CPU's bf16 facts live with its other features (training asks them too); named here as
+# well, since the runtime's callers and tests know them from here
+from ..common.system import NATIVE_BF16 as NATIVE_BF16
+from ..common.system import check_cpu_bf16 as check_cpu_bf16
+from ..common.system import describe_cpu
+from ..common.system import native_bf16 as native_bf16
 from ._replicas import Runner
 from .session import make_session
 
@@ -30,8 +36,6 @@ RUNTIMES = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16")
 # OpenVINO's INFERENCE_PRECISION_HINT for each precision fcls names
 PRECISION_HINT = {"fp32": "f32", "bf16": "bf16"}
-# the CPU features (system.CPU_FEATURES' names) with native bf16 arithmetic
-NATIVE_BF16 = ("AVX512-BF16", "AMX")
 # The bf16 check fcls-export records in the fp32 model's metadata, and what it must show
 BF16_CHECK_KEY = "bf16_check"
 BF16_MIN_AGREEMENT = 0.995  # top-1 labels equal to fp32's on the held-out rows
@@ -63,23 +67,6 @@ class Choice:
     def label(self) -> str:
         """`openvino bf16`: how a log line or a report names the choice."""
         return f"{self.runtime} {self.precision}"
-
-
-def native_bf16(features: list[str] | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX in its flags)."""
-    found = cpu_features() if features is None else features
-    return any(name in found for name in NATIVE_BF16)
-
-
-def check_cpu_bf16(features: list[str] | None = None) -> None:
-    """ConfigError unless this CPU computes bf16 natively, naming the flags looked for."""
-    found = cpu_features() if features is None else features
-    if not native_bf16(found):
-        raise ConfigError(
-            "--precision bf16: this CPU has neither avx512_bf16 nor amx_bf16/amx_tile in its "
-            f"flags (found: {' '.join(found) or 'none of AVX2/AVX-512/VNNI'}); emulated bf16 "
-            "is many times slower than fp32: use --precision fp32"
-        )
 
 
 def read_bf16_check(meta: dict[str, str]) -> dict[str, Any] | None:
