@@ -28,6 +28,7 @@ from fcls.train.trainer import OUTPUTS, train
 
 pytestmark = pytest.mark.slow
 NETWORKS = list_models()
+N_PIXELS = fcls_spec.DEFAULT_SPEC.n_pixels  # the digits' 32x32 grayscale rows
 
 
 def test_every_artefact_is_written(trained: Path, digits_csv: Path):
@@ -60,7 +61,7 @@ def test_every_artefact_is_written(trained: Path, digits_csv: Path):
         "pixel_order": "HWC",
         "class_names": list("0123456789"),  # integer labels, no --class-names: their numbers
     }
-    assert ckpt["input"]["dtype"] == "uint8" and ckpt["input"]["shape"] == [1024]
+    assert ckpt["input"]["dtype"] == "uint8" and ckpt["input"]["shape"] == [N_PIXELS]
     assert ckpt["data"]["size"] == digits_csv.stat().st_size
     assert ckpt["data"]["sha256"] == hashlib.sha256(digits_csv.read_bytes()).hexdigest()
     assert ckpt["split"] == {"train": 240, "val": 80, "test": 80}
@@ -358,11 +359,11 @@ def test_restart_starts_over(tmp_path: Path, digits_csv: Path):
     ],
 )
 def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str):
-    zeros = ["0"] * 1025
+    zeros = ["0"] * (N_PIXELS + 1)
     bad = list(zeros)
     bad[4] = "300"
     bad_csv = tmp_path / "bad.csv"
-    header = ",".join([*(f"pix{i}" for i in range(1, 1025)), "label"])
+    header = ",".join([*(f"pix{i}" for i in range(1, N_PIXELS + 1)), "label"])
     bad_csv.write_text(header + "\n" + ",".join(zeros) + "\n" + ",".join(bad) + "\n")
     afile = tmp_path / "afile"
     afile.write_text("")
@@ -397,7 +398,7 @@ def test_too_few_rows_per_class_is_refused(tmp_path: Path):
     from fcls.infer.common.errors import DataError
 
     rng = np.random.default_rng(0)
-    tiny = write_train_csv(tmp_path / "tiny.csv", rng.integers(0, 256, (3, 1024)), np.arange(3))
+    tiny = write_train_csv(tmp_path / "tiny.csv", rng.integers(0, 256, (3, N_PIXELS)), np.arange(3))
     with pytest.raises(DataError, match=r"tiny\.csv: too few rows: .* without class \d \(1 rows\)"):
         train(TrainConfig(out=tmp_path / "a", data=tiny, max_epochs=1), log=lambda s: None)
     result = CliRunner().invoke(main, ["--data", str(tiny), "--out", str(tmp_path / "b")])
@@ -410,7 +411,7 @@ def test_thin_classes_are_warned_about(tmp_path: Path):
 
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 2  # two classes of 20 rows: about 4 test rows each
-    path = write_train_csv(tmp_path / "thin.csv", rng.integers(0, 256, (40, 1024)), labels)
+    path = write_train_csv(tmp_path / "thin.csv", rng.integers(0, 256, (40, N_PIXELS)), labels)
     lines: list[str] = []
     config = TrainConfig(
         out=tmp_path / "run", data=path, max_epochs=1, recipe=Recipe("adam", DEFAULT_STAGES[:1])

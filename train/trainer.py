@@ -209,7 +209,6 @@ def train(config: TrainConfig, log: Log = print) -> TrainResult:
     if run.model_state is not None:
         model.load_state_dict(run.model_state)
     _restore_rng(run, device)
-
     pace = _Pace()
     while not run.finished:
         _train_stage(config, run, model, spec, tensors, pace, precision, log)
